@@ -1,0 +1,1 @@
+//! FastAGI protocol: sans-IO codec, TCP server, and the DISA call flow.

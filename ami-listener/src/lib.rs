@@ -1,0 +1,1 @@
+//! AMI client: registered contacts, active calls, security events.

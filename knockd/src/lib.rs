@@ -1,0 +1,1 @@
+//! Knock state machines, SPA packet format, NFLOG listener, knock client.
