@@ -1,1 +1,22 @@
-//! x
+//! passknock keeps an Asterisk PBX closed to the Internet and lets its own people in.
+//!
+//! - [`config`]: the TOML config — services (named port groups), trusted networks, TTLs.
+//! - [`defaults`]: every default, named once.
+//! - [`addr`], [`duration`], [`clock`]: addresses and networks, `2h`-style durations, Unix ms.
+//! - [`store`]: the expiry store (SQLite) of grants and bans; durable before a call returns.
+//! - [`nft`]: the `inet passknock` table — declared, rendered as nft JSON, applied atomically,
+//!   read back and reconciled.
+//! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
+//! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
+
+pub mod addr;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod defaults;
+pub mod duration;
+pub mod engine;
+pub mod nft;
+pub mod store;

@@ -1,1 +1,78 @@
-fn main(){}
+//! `passknockd`: the daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use passknock::config::Config;
+use passknock::defaults;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passknockd",
+    version,
+    about = "The passknock daemon: grants, bans and the nftables table"
+)]
+struct Args {
+    /// Config file. Without it: /etc/passknock/passknock.toml if present, else the embedded example.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check the config and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PASSKNOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None if std::path::Path::new(defaults::CONFIG_PATH).exists() => {
+            Config::load(defaults::CONFIG_PATH.as_ref())?
+        }
+        None => {
+            info!(
+                "no config given and none at {}: running on the embedded example",
+                defaults::CONFIG_PATH
+            );
+            Config::embedded()
+        }
+    };
+    if args.check {
+        println!(
+            "config ok: services {}",
+            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping"),
+                _ = int.recv() => info!("SIGINT: stopping"),
+            }
+            stop.cancel();
+        });
+        passknock::daemon::run(config, shutdown).await?;
+        Ok(())
+    })
+}

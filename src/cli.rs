@@ -1,0 +1,304 @@
+//! The admin CLI: `passknock grant|revoke|list|ban|unban|status`, over the control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::{utc, UnixMs};
+use crate::config::Config;
+use crate::control::{Applied, Reply, Request, Status};
+use crate::defaults;
+use crate::duration::{human, Ttl};
+use crate::store::{Ban, Grant};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passknock",
+    version,
+    about = "Let road warriors into an Asterisk PBX that is closed to the Internet"
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, env = "PASSKNOCK_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Read the control socket's path from this daemon config.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Allow ADDR to reach some services for a while.
+    Grant {
+        address: String,
+        /// Comma-separated services (default: the config's default-services).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// How long, e.g. 90m, 2h, 1d (default: the config's grants.ttl-default).
+        #[arg(long)]
+        ttl: Option<Ttl>,
+        /// Why, for the audit log and `list`.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// End every grant for ADDR now.
+    Revoke { address: String },
+    /// Show live grants and bans.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep ADDR off every protected port for a while.
+    Ban {
+        address: String,
+        #[arg(long)]
+        ttl: Option<Ttl>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift the ban on ADDR.
+    Unban { address: String },
+    /// Is the table present and in sync with the store?
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach passknockd at {path}: {source} (is it running, and are you root?)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lost the connection to passknockd: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("passknockd sent a reply this passknock cannot read: {0}")]
+    Reply(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One request, one reply.
+pub fn call(socket: &Path, request: &Request) -> Result<Reply, CliError> {
+    let stream = UnixStream::connect(socket).map_err(|source| CliError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut w = stream.try_clone()?;
+    let mut line = serde_json::to_vec(request).map_err(|e| CliError::Reply(e.to_string()))?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    serde_json::from_str(&reply).map_err(|e| CliError::Reply(e.to_string()))
+}
+
+impl Cli {
+    fn socket_path(&self) -> Result<PathBuf, CliError> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        if let Some(c) = &self.config {
+            return Ok(Config::load(c)?.daemon.control_socket);
+        }
+        Ok(defaults::CONTROL_SOCKET.into())
+    }
+
+    /// Runs the command, printing to `out`; an error is what the user is told.
+    pub fn run(self, out: &mut impl Write) -> Result<(), CliError> {
+        let socket = self.socket_path()?;
+        let (request, json) = match self.command {
+            Command::Grant {
+                address,
+                services,
+                ttl,
+                note,
+            } => (
+                Request::Grant {
+                    address,
+                    services,
+                    ttl,
+                    note,
+                },
+                false,
+            ),
+            Command::Revoke { address } => (Request::Revoke { address }, false),
+            Command::List { json } => (Request::List, json),
+            Command::Ban { address, ttl, reason } => (Request::Ban { address, ttl, reason }, false),
+            Command::Unban { address } => (Request::Unban { address }, false),
+            Command::Status { json } => (Request::Status, json),
+        };
+        let reply = call(&socket, &request)?;
+        if json {
+            if let Reply::Error { message } = &reply {
+                return Err(CliError::Refused(message.clone()));
+            }
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&reply).unwrap_or_default()
+            )?;
+            return Ok(());
+        }
+        render(&reply, out)
+    }
+}
+
+fn left(now: UnixMs, end: UnixMs) -> String {
+    human(Duration::from_millis((end - now).max(0) as u64))
+}
+
+fn firewall_note(out: &mut impl Write, a: &Applied) -> std::io::Result<()> {
+    if let Some(e) = &a.error {
+        writeln!(
+            out,
+            "  note: saved, but the firewall is not updated yet (passknockd retries): {e}"
+        )?;
+    }
+    Ok(())
+}
+
+fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
+    let now = crate::clock::now_ms();
+    match reply {
+        Reply::Granted {
+            grant,
+            firewall,
+            warning,
+        } => {
+            writeln!(
+                out,
+                "granted {} access to {} for {} (until {})",
+                grant.address,
+                grant.services.join(","),
+                left(now, grant.end()),
+                utc(grant.end())
+            )?;
+            if let Some(w) = warning {
+                writeln!(out, "  warning: {w}")?;
+            }
+            firewall_note(out, firewall)?;
+        }
+        Reply::Revoked {
+            address,
+            grants,
+            firewall,
+        } => {
+            writeln!(out, "revoked {grants} grant(s) for {address}")?;
+            firewall_note(out, firewall)?;
+        }
+        Reply::Banned { ban, firewall } => {
+            writeln!(
+                out,
+                "banned {} for {} (until {})",
+                ban.address,
+                left(now, ban.expires),
+                utc(ban.expires)
+            )?;
+            firewall_note(out, firewall)?;
+        }
+        Reply::Unbanned { address, firewall } => {
+            writeln!(out, "unbanned {address}")?;
+            firewall_note(out, firewall)?;
+        }
+        Reply::Listing { now, grants, bans } => list(out, *now, grants, bans)?,
+        Reply::Status(s) => status(out, s)?,
+        Reply::Error { message } => return Err(CliError::Refused(message.clone())),
+    }
+    Ok(())
+}
+
+fn list(out: &mut impl Write, now: UnixMs, grants: &[Grant], bans: &[Ban]) -> std::io::Result<()> {
+    if grants.is_empty() {
+        writeln!(out, "no grants")?;
+    } else {
+        let rows: Vec<[String; 6]> = grants
+            .iter()
+            .map(|g| {
+                let mut exp = left(now, g.end());
+                if g.hold_until.is_some_and(|h| h > g.expires) {
+                    exp.push_str(" (held: call up)");
+                }
+                [
+                    g.address.to_string(),
+                    g.services.join(","),
+                    g.source.as_str().to_string(),
+                    g.who.clone(),
+                    exp,
+                    g.note.clone(),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            ["ADDRESS", "SERVICES", "SOURCE", "WHO", "EXPIRES IN", "NOTE"],
+            &rows,
+        )?;
+    }
+    if !bans.is_empty() {
+        writeln!(out)?;
+        let rows: Vec<[String; 3]> = bans
+            .iter()
+            .map(|b| [b.address.to_string(), left(now, b.expires), b.reason.clone()])
+            .collect();
+        table(out, ["BANNED", "EXPIRES IN", "REASON"], &rows)?;
+    }
+    Ok(())
+}
+
+fn table<const N: usize>(out: &mut impl Write, head: [&str; N], rows: &[[String; N]]) -> std::io::Result<()> {
+    let mut width = head.map(|h| h.chars().count());
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(head.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
+    let sync = match (s.table_present, s.in_sync) {
+        (true, true) => "present, in sync with the store".to_string(),
+        (true, false) => format!("present, NOT in sync: {}", s.sync_detail),
+        (false, _) => format!("MISSING: {}", s.sync_detail),
+    };
+    writeln!(out, "table      {} — {sync}", s.table)?;
+    writeln!(out, "grants     {} (elements in nft: {})", s.grants, s.elements)?;
+    writeln!(out, "bans       {}", s.bans)?;
+    writeln!(out, "services   {}", s.services.join(", "))?;
+    writeln!(out, "store      {}", s.store.display())?;
+    match s.last_reconcile {
+        Some(t) => writeln!(out, "reconciled {} ago", left(t, s.now))?,
+        None => writeln!(out, "reconciled never")?,
+    }
+    if let Some(e) = &s.firewall_error {
+        writeln!(out, "firewall   last nft error: {e}")?;
+    }
+    Ok(())
+}

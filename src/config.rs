@@ -1,0 +1,444 @@
+//! The daemon's TOML config: services (named port groups), trusted networks, TTLs, paths.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+use crate::addr::Net;
+use crate::defaults;
+use crate::duration::Ttl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's message names the key and shows the line and column.
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub grants: GrantsConfig,
+    #[serde(default)]
+    pub bans: BansConfig,
+    #[serde(default)]
+    pub firewall: FirewallConfig,
+    /// Named port groups; a grant names the services it opens.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub agi: AgiConfig,
+    #[serde(default)]
+    pub ami: AmiConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DaemonConfig {
+    pub store: PathBuf,
+    pub control_socket: PathBuf,
+    pub reconcile_interval: Ttl,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            store: defaults::STORE_PATH.into(),
+            control_socket: defaults::CONTROL_SOCKET.into(),
+            reconcile_interval: Ttl(defaults::RECONCILE_INTERVAL),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GrantsConfig {
+    pub ttl_default: Ttl,
+    pub ttl_max: Ttl,
+    /// Services a grant opens when it names none.
+    pub default_services: Vec<String>,
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        GrantsConfig {
+            ttl_default: Ttl(defaults::GRANT_TTL),
+            ttl_max: Ttl(defaults::GRANT_TTL_MAX),
+            default_services: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BansConfig {
+    pub ttl_default: Ttl,
+    pub ttl_max: Ttl,
+}
+
+impl Default for BansConfig {
+    fn default() -> Self {
+        BansConfig {
+            ttl_default: Ttl(defaults::BAN_TTL),
+            ttl_max: Ttl(defaults::BAN_TTL_MAX),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FirewallConfig {
+    /// Always allowed, never banned.
+    pub trusted: Vec<Net>,
+    /// The `nft` program.
+    pub nft: PathBuf,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            trusted: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            nft: "nft".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Service {
+    /// `udp/5060`, `tcp/5061`, `udp/10000-20000`.
+    pub ports: Vec<PortRange>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AgiConfig {
+    /// FastAGI listener; the dialplan's `AGI(agi://…)` must point here.
+    pub listen: SocketAddr,
+}
+
+impl Default for AgiConfig {
+    fn default() -> Self {
+        AgiConfig {
+            listen: defaults::AGI_LISTEN.parse().unwrap(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AmiConfig {
+    pub enabled: bool,
+    pub address: String,
+    pub username: String,
+    /// File holding the manager secret; refused unless mode 0600.
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Default for AmiConfig {
+    fn default() -> Self {
+        AmiConfig {
+            enabled: false,
+            address: defaults::AMI_ADDRESS.into(),
+            username: "passknock".into(),
+            secret_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A protocol and an inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub proto: Proto,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| format!("`{s}` {why}; write e.g. udp/5060, tcp/5061 or udp/10000-20000");
+        let (proto, ports) = s.split_once('/').ok_or_else(|| bad("has no protocol"))?;
+        let proto = match proto.trim() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return Err(bad("is neither tcp nor udp")),
+        };
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("is not a port from 1 to 65535"))
+        };
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => {
+                let p = port(ports)?;
+                (p, p)
+            }
+        };
+        if first > last {
+            return Err(bad("runs backwards"));
+        }
+        Ok(PortRange { proto, first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}/{}", self.proto.name(), self.first)
+        } else {
+            write!(f, "{}/{}-{}", self.proto.name(), self.first, self.last)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl Config {
+    /// Reads and checks the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The example config compiled into the binary.
+    pub fn embedded() -> Config {
+        Config::parse(defaults::EXAMPLE_CONFIG, "(embedded example)")
+            .expect("the embedded example config is valid")
+    }
+
+    /// Parses and checks config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        if self.services.is_empty() {
+            return Err(invalid(
+                "services".into(),
+                "no services are defined; add e.g. [services.sip] with ports = [\"udp/5060\"]".into(),
+            ));
+        }
+        for (name, svc) in &self.services {
+            if !valid_service_name(name) {
+                return Err(invalid(
+                    format!("services.{name}"),
+                    "a service name is lowercase letters, digits and `_`, starting with a letter, at most 32 characters".into(),
+                ));
+            }
+            if svc.ports.is_empty() {
+                return Err(invalid(format!("services.{name}.ports"), "lists no ports".into()));
+            }
+        }
+        for (i, s) in self.grants.default_services.iter().enumerate() {
+            if !self.services.contains_key(s) {
+                return Err(invalid(
+                    format!("grants.default-services[{i}]"),
+                    format!("`{s}` is not a service defined under [services]"),
+                ));
+            }
+        }
+        for (section, default, max) in [
+            ("grants", self.grants.ttl_default, self.grants.ttl_max),
+            ("bans", self.bans.ttl_default, self.bans.ttl_max),
+        ] {
+            if max.0.is_zero() {
+                return Err(invalid(
+                    format!("{section}.ttl-max"),
+                    "must be more than 0s".into(),
+                ));
+            }
+            if default > max {
+                return Err(invalid(
+                    format!("{section}.ttl-default"),
+                    format!("{default} is above {section}.ttl-max ({max})"),
+                ));
+            }
+        }
+        if self.daemon.reconcile_interval.0.as_secs() < 1 {
+            return Err(invalid(
+                "daemon.reconcile-interval".into(),
+                "must be at least 1s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The services a grant opens when it names none: the configured default, or all.
+    pub fn default_services(&self) -> Vec<String> {
+        if self.grants.default_services.is_empty() {
+            self.services.keys().cloned().collect()
+        } else {
+            self.grants.default_services.clone()
+        }
+    }
+}
+
+fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[services.sip]\nports = [\"udp/5060\"]\n";
+
+    #[test]
+    fn embedded_example_is_valid_and_safe() {
+        let c = Config::embedded();
+        for svc in ["sip", "rtp", "iax"] {
+            assert!(c.services.contains_key(svc), "example protects {svc}");
+        }
+        // Nobody locks themselves out by trying the example: SSH is not protected.
+        let protects_22 = c
+            .services
+            .values()
+            .flat_map(|s| &s.ports)
+            .any(|p| p.proto == Proto::Tcp && p.first <= 22 && 22 <= p.last);
+        assert!(!protects_22, "the example must not protect SSH");
+        for net in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "172.16.5.5",
+            "192.168.1.1",
+            "fd00::1",
+        ] {
+            let ip = net.parse().unwrap();
+            assert!(c.firewall.trusted.iter().any(|n| n.contains(ip)), "trusts {net}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = Config::parse(&format!("{MINIMAL}[grants]\nttl-defualt = \"2h\"\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ttl-defualt"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_line() {
+        let e = Config::parse("[services.rtp]\nports = [\"udp/10000-70000\"]\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("udp/10000-70000") && e.contains("line 2"), "{e}");
+        let e = Config::parse(&format!("{MINIMAL}[grants]\nttl-max = \"forever\"\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forever") && e.contains("line 4"), "{e}");
+        let e = Config::parse(
+            &format!("{MINIMAL}[firewall]\ntrusted = [\"10.0.0.0/40\"]\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("10.0.0.0/40"), "{e}");
+    }
+
+    #[test]
+    fn cross_checks_name_the_key() {
+        let e = Config::parse(
+            &format!("{MINIMAL}[grants]\nttl-default = \"2d\"\nttl-max = \"1d\"\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("grants.ttl-default"), "{e}");
+        let e = Config::parse(&format!("{MINIMAL}[grants]\ndefault-services = [\"rtp\"]\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("grants.default-services[0]") && e.contains("rtp"),
+            "{e}"
+        );
+        let e = Config::parse("[services.Bad-Name]\nports = [\"udp/1\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services.Bad-Name"), "{e}");
+        assert!(Config::parse("", "t").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(
+            "udp/10000-20000".parse::<PortRange>().unwrap(),
+            PortRange {
+                proto: Proto::Udp,
+                first: 10000,
+                last: 20000
+            }
+        );
+        for bad in ["5060", "sctp/1", "udp/0", "tcp/20-10", "udp/x"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+}

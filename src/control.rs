@@ -1,0 +1,107 @@
+//! The control protocol between `passknock` and `passknockd`: one JSON object per line each way.
+//!
+//! # Format
+//!
+//! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
+//! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` and `status`
+//! take nothing. The reply is one object tagged by `reply`; failures are
+//! `{"reply":"error","message":"…"}` and change nothing.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Ttl;
+use crate::store::{Ban, Grant, UnixMs};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Grant {
+        address: String,
+        #[serde(default)]
+        services: Vec<String>,
+        ttl: Option<Ttl>,
+        #[serde(default)]
+        note: String,
+    },
+    Revoke {
+        address: String,
+    },
+    List,
+    Ban {
+        address: String,
+        ttl: Option<Ttl>,
+        #[serde(default)]
+        reason: String,
+    },
+    Unban {
+        address: String,
+    },
+    Status,
+}
+
+/// Whether the firewall took a change. The store already has it; when nft refused, the daemon
+/// retries and `error` says what nft said.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Reply {
+    Granted {
+        grant: Grant,
+        firewall: Applied,
+        warning: Option<String>,
+    },
+    Revoked {
+        address: IpAddr,
+        grants: usize,
+        firewall: Applied,
+    },
+    Banned {
+        ban: Ban,
+        firewall: Applied,
+    },
+    Unbanned {
+        address: IpAddr,
+        firewall: Applied,
+    },
+    Listing {
+        now: UnixMs,
+        grants: Vec<Grant>,
+        bans: Vec<Ban>,
+    },
+    Status(Box<Status>),
+    Error {
+        message: String,
+    },
+}
+
+impl Reply {
+    pub fn error(message: impl Into<String>) -> Reply {
+        Reply::Error {
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub table: String,
+    pub table_present: bool,
+    pub in_sync: bool,
+    /// What differs, when not in sync.
+    pub sync_detail: String,
+    pub grants: u64,
+    pub bans: u64,
+    pub elements: usize,
+    pub services: Vec<String>,
+    pub store: PathBuf,
+    pub last_reconcile: Option<UnixMs>,
+    pub firewall_error: Option<String>,
+    pub now: UnixMs,
+}

@@ -1,0 +1,174 @@
+//! Daemon wiring: store, table, engine thread, and the control socket, until shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::control::{Reply, Request};
+use crate::defaults;
+use crate::engine::{Engine, Job};
+use crate::nft::{Firewall, Layout, Nft};
+use crate::store::{Source, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("another passknockd is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot serve the control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the engine thread failed: {0}")]
+    Engine(String),
+}
+
+/// Pending requests the engine may hold before callers are told it is busy.
+const QUEUE: usize = 4096;
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let store = Store::open(&config.daemon.store)?;
+    info!("store {} opened", store.path().display());
+    let layout = Layout::from_config(&config);
+    let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
+    let mut engine = Engine::new(config.clone(), store, firewall);
+    match engine.start() {
+        Ok(r) => info!("table inet {} applied: {r}", defaults::TABLE),
+        // The store is the truth; the engine keeps retrying, and `passknock status` says why.
+        Err(e) => warn!("table not applied yet: {e}"),
+    }
+    let listener = bind_control(&config.daemon.control_socket).await?;
+    let (tx, rx) = sync_channel::<Job>(QUEUE);
+    let engine = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine.run(rx))
+        .map_err(|e| DaemonError::Engine(e.to_string()))?;
+    info!(
+        "ready: control socket {}, services {}",
+        config.daemon.control_socket.display(),
+        config.services.keys().cloned().collect::<Vec<_>>().join(",")
+    );
+    serve_control(listener, tx, shutdown.clone()).await;
+    // Every sender is gone once the server stops; the engine finishes its queue and returns.
+    tokio::task::spawn_blocking(move || engine.join())
+        .await
+        .map_err(|e| DaemonError::Engine(e.to_string()))?
+        .map_err(|_| DaemonError::Engine("panicked".into()))?;
+    let _ = std::fs::remove_file(&config.daemon.control_socket);
+    Ok(())
+}
+
+async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
+    let sock_err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+        }
+        // A socket left by a daemon that died.
+        std::fs::remove_file(path).map_err(sock_err)?;
+    }
+    // Only root (the owner) may talk to the daemon: the socket is 0600 from the moment it exists.
+    // SAFETY: umask(2) cannot fail; it is restored right after the bind.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    bound.map_err(sock_err)
+}
+
+async fn serve_control(listener: UnixListener, tx: SyncSender<Job>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let tx = tx.clone();
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = serve_connection(stream, tx) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, tx: SyncSender<Job>) {
+    let who = match stream.peer_cred() {
+        Ok(c) => format!("uid {}", c.uid()),
+        Err(_) => "unknown".into(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(defaults::CONTROL_MAX_LINE as u64 + 1);
+        let n = match limited.read_line(&mut line).await {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let reply = if n > defaults::CONTROL_MAX_LINE {
+            let r = Reply::error("request too long");
+            let _ = write_reply(&mut write, &r).await;
+            return;
+        } else {
+            match serde_json::from_str::<Request>(line.trim_end()) {
+                Ok(request) => submit(&tx, request, &who).await,
+                Err(e) => Reply::error(format!("bad request: {e}")),
+            }
+        };
+        if write_reply(&mut write, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn submit(tx: &SyncSender<Job>, request: Request, who: &str) -> Reply {
+    let (reply, rx) = oneshot::channel();
+    let job = Job {
+        request,
+        who: who.to_string(),
+        source: Source::Admin,
+        reply,
+    };
+    match tx.try_send(job) {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| Reply::error("the daemon is stopping")),
+        Err(TrySendError::Full(_)) => Reply::error("the daemon is busy; try again"),
+        Err(TrySendError::Disconnected(_)) => Reply::error("the daemon is stopping"),
+    }
+}
+
+async fn write_reply(w: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(reply)
+        .unwrap_or_else(|_| b"{\"reply\":\"error\",\"message\":\"unencodable reply\"}".to_vec());
+    out.push(b'\n');
+    w.write_all(&out).await
+}

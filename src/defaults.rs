@@ -1,0 +1,38 @@
+//! Defaults, named in one place: the config, the dialplan and the tests all read them from here.
+
+use std::time::Duration;
+
+/// Where the daemon reads its config when `--config` is not given and the file exists.
+pub const CONFIG_PATH: &str = "/etc/passknock/passknock.toml";
+/// The control socket the admin CLI talks to.
+pub const CONTROL_SOCKET: &str = "/run/passknock/control.sock";
+/// The store (SQLite database).
+pub const STORE_PATH: &str = "/var/lib/passknock/passknock.db";
+/// The nftables table the daemon owns; no other table is ever touched.
+pub const TABLE: &str = "passknock";
+/// Hook priority of the input chain: before the usual `filter` chains, so a drop here holds
+/// whatever the host's own firewall says afterwards.
+pub const CHAIN_PRIORITY: i32 = -10;
+/// How long a grant lasts when none is asked for.
+pub const GRANT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// The longest grant anyone may ask for.
+pub const GRANT_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+/// How long a ban lasts when none is asked for.
+pub const BAN_TTL: Duration = Duration::from_secs(3600);
+/// The longest ban.
+pub const BAN_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the table is read back and brought in line with the store.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+/// First wait before retrying a failed nft apply; doubles up to the reconcile interval.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The FastAGI listener address; `dialplan/passknock.conf` must name the same port.
+pub const AGI_LISTEN: &str = "127.0.0.1:4573";
+/// Asterisk's manager interface.
+pub const AMI_ADDRESS: &str = "127.0.0.1:5038";
+/// Most requests one control connection may send; a guard against a runaway script.
+pub const CONTROL_MAX_LINE: usize = 64 * 1024;
+/// Most control requests the daemon applies together in one store transaction and one nft batch.
+pub const BATCH_MAX: usize = 512;
+
+/// The example config, embedded so `passknockd` runs with no file at all.
+pub const EXAMPLE_CONFIG: &str = include_str!("../examples/passknock.toml");

@@ -1,0 +1,130 @@
+//! Human durations for config and CLI: `90s`, `15m`, `2h`, `1d`, `1h30m`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole number of seconds, written and read as `1h30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ttl(pub Duration);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a duration; write e.g. 90s, 15m, 2h, 1d or 1h30m")]
+pub struct ParseTtlError(String);
+
+impl FromStr for Ttl {
+    type Err = ParseTtlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseTtlError(s.to_string());
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut num: Option<u64> = None;
+        for c in t.chars() {
+            if let Some(d) = c.to_digit(10) {
+                num = Some(
+                    num.unwrap_or(0)
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(d as u64))
+                        .ok_or_else(bad)?,
+                );
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                'w' => 7 * 86400,
+                _ => return Err(bad()),
+            };
+            let n = num.take().ok_or_else(bad)?;
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(bad)?;
+        }
+        // A bare number means seconds.
+        if let Some(n) = num {
+            total = total.checked_add(n).ok_or_else(bad)?;
+        }
+        // Years are nonsense for access grants and overflow nft's timeouts.
+        if total > 10 * 365 * 86400 {
+            return Err(bad());
+        }
+        Ok(Ttl(Duration::from_secs(total)))
+    }
+}
+
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&human(self.0))
+    }
+}
+
+/// `1d2h`, `1h30m`, `45s`, `0s`: the two largest units, for tables and messages.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        return "0s".into();
+    }
+    let parts = [
+        (s / 86400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect()
+}
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Ttl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_combinations() {
+        let p = |s: &str| s.parse::<Ttl>().map(|t| t.0.as_secs());
+        assert_eq!(p("90s"), Ok(90));
+        assert_eq!(p("15m"), Ok(900));
+        assert_eq!(p("2h"), Ok(7200));
+        assert_eq!(p("1d"), Ok(86400));
+        assert_eq!(p("1h30m"), Ok(5400));
+        assert_eq!(p("3600"), Ok(3600));
+        for bad in ["", "h", "2x", "-1h", "1.5h", "99999999999999999999d", "20000d"] {
+            assert!(p(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn displays_two_largest_units() {
+        assert_eq!(human(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(human(Duration::from_secs(86400 + 7200 + 5)), "1d2h");
+        assert_eq!(human(Duration::from_secs(3600 + 5)), "1h");
+        assert_eq!(human(Duration::from_secs(45)), "45s");
+        assert_eq!(human(Duration::ZERO), "0s");
+    }
+}

@@ -1,0 +1,547 @@
+//! The engine: the one writer of the store and the table. Requests arrive on a channel and are
+//! taken in batches — one store transaction and one nft batch for many grants — so a burst of
+//! callers costs one fsync and one `nft` run, not hundreds.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::addr::{self, Family};
+use crate::clock::{now_ms, utc, UnixMs};
+use crate::config::Config;
+use crate::control::{Applied, Reply, Request, Status};
+use crate::defaults;
+use crate::duration::{human, Ttl};
+use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, NftError, Reconciled, Verdict};
+use crate::store::{Grant, NewGrant, Source, Store, StoreError};
+
+/// One request and where its reply goes.
+pub struct Job {
+    pub request: Request,
+    /// Who asked, for the audit log: `uid 0` over the control socket, `disa:…` from a call.
+    pub who: String,
+    pub source: Source,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+pub struct Engine {
+    config: Config,
+    store: Store,
+    firewall: Firewall,
+    next_reconcile: Instant,
+    retry_delay: Duration,
+    last_reconcile: Option<UnixMs>,
+    firewall_error: Option<String>,
+}
+
+/// Longest note or reason kept with a grant or ban.
+const TEXT_MAX: usize = 200;
+
+impl Engine {
+    pub fn new(config: Config, store: Store, firewall: Firewall) -> Engine {
+        Engine {
+            config,
+            store,
+            firewall,
+            next_reconcile: Instant::now(),
+            retry_delay: defaults::RETRY_FIRST,
+            last_reconcile: None,
+            firewall_error: None,
+        }
+    }
+
+    /// Prunes what ended while the daemon was down, then brings the table in line with the store.
+    pub fn start(&mut self) -> Result<Reconciled, String> {
+        self.expire(now_ms());
+        self.reconcile()
+    }
+
+    /// Serves jobs until every sender is gone, waking for expiries and reconciles in between.
+    pub fn run(mut self, rx: Receiver<Job>) {
+        loop {
+            let wait = self.until_next_wake();
+            match rx.recv_timeout(wait) {
+                Ok(job) => {
+                    let mut batch = vec![job];
+                    while batch.len() < defaults::BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    self.handle(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = now_ms();
+            if self.store.next_end().ok().flatten().is_some_and(|e| e <= now) {
+                self.expire(now);
+            }
+            if Instant::now() >= self.next_reconcile {
+                let _ = self.reconcile();
+            }
+        }
+        let (g, b) = self.store.counts().unwrap_or((0, 0));
+        info!(
+            "stopping: table inet {} stays in place with {g} grant(s) and {b} ban(s); each element \
+             keeps its kernel timeout, so access still closes on time while the daemon is down",
+            self.firewall.layout().table
+        );
+    }
+
+    fn until_next_wake(&self) -> Duration {
+        let mut wait = self.next_reconcile.saturating_duration_since(Instant::now());
+        if let Ok(Some(end)) = self.store.next_end() {
+            let ms = (end - now_ms()).max(0) as u64;
+            wait = wait.min(Duration::from_millis(ms));
+        }
+        wait
+    }
+
+    fn handle(&mut self, batch: Vec<Job>) {
+        let mut grants = Vec::new();
+        for job in batch {
+            if matches!(job.request, Request::Grant { .. }) {
+                grants.push(job);
+                continue;
+            }
+            // Keep order: grants queued before this request are applied first.
+            if !grants.is_empty() {
+                self.grant_batch(std::mem::take(&mut grants));
+            }
+            let reply = match &job.request {
+                Request::Revoke { address } => self.revoke(address, &job.who),
+                Request::List => self.list(),
+                Request::Ban { address, ttl, reason } => self.ban(address, *ttl, reason, &job.who),
+                Request::Unban { address } => self.unban(address, &job.who),
+                Request::Status => self.status(),
+                Request::Grant { .. } => unreachable!("grants are batched above"),
+            };
+            let _ = job.reply.send(reply);
+        }
+        if !grants.is_empty() {
+            self.grant_batch(grants);
+        }
+    }
+
+    /// Checks one grant request; the error is what the asker sees, and nothing is changed.
+    fn check_grant(&self, req: &Request, job: &Job, now: UnixMs) -> Result<NewGrant, String> {
+        let Request::Grant {
+            address,
+            services,
+            ttl,
+            note,
+        } = req
+        else {
+            unreachable!()
+        };
+        let ip = addr::parse_host(address)
+            .and_then(addr::check_grantable)
+            .map_err(|e| e.to_string())?;
+        let mut svcs: Vec<String> = Vec::new();
+        let asked = if services.is_empty() {
+            self.config.default_services()
+        } else {
+            services.clone()
+        };
+        for s in asked {
+            let s = s.trim().to_string();
+            if !self.firewall.layout().has_service(&s) {
+                let known: Vec<&str> = self
+                    .firewall
+                    .layout()
+                    .services
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                return Err(format!(
+                    "unknown service `{s}`; the config defines: {}",
+                    known.join(", ")
+                ));
+            }
+            if !svcs.contains(&s) {
+                svcs.push(s);
+            }
+        }
+        let ttl = ttl.unwrap_or(self.config.grants.ttl_default);
+        check_ttl(ttl, self.config.grants.ttl_max, "grants.ttl-max")?;
+        Ok(NewGrant {
+            address: ip,
+            services: svcs,
+            source: job.source,
+            who: job.who.clone(),
+            note: clean_text(note),
+            expires: now + ttl.0.as_millis() as i64,
+        })
+    }
+
+    fn grant_batch(&mut self, jobs: Vec<Job>) {
+        let now = now_ms();
+        let mut ok: Vec<(NewGrant, Job)> = Vec::new();
+        for job in jobs {
+            match self.check_grant(&job.request, &job, now) {
+                Ok(g) => ok.push((g, job)),
+                Err(e) => {
+                    info!(target: "passknock::audit", "refused grant: {e}; who={}", job.who);
+                    let _ = job.reply.send(Reply::error(e));
+                }
+            }
+        }
+        if ok.is_empty() {
+            return;
+        }
+        let new: Vec<NewGrant> = ok.iter().map(|(g, _)| g.clone()).collect();
+        let written = match self.store.insert_grants(&new, now) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("store refused {} grant(s): {e}", ok.len());
+                for (_, job) in ok {
+                    let _ = job.reply.send(Reply::error(format!("not granted: {e}")));
+                }
+                return;
+            }
+        };
+        // Durable now. Put every touched address's elements in with its latest end.
+        let addrs: BTreeSet<IpAddr> = written.iter().map(|g| g.address).collect();
+        let applied = self.refresh_addresses(&addrs, &[], now);
+        for (grant, (_, job)) in written.into_iter().zip(ok) {
+            info!(
+                target: "passknock::audit",
+                "grant address={} services={} source={} who={:?} note={:?} until={}",
+                grant.address,
+                grant.services.join(","),
+                grant.source.as_str(),
+                grant.who,
+                grant.note,
+                utc(grant.end())
+            );
+            let warning = self.banned_warning(grant.address, now);
+            let _ = job.reply.send(Reply::Granted {
+                grant,
+                firewall: applied.clone(),
+                warning,
+            });
+        }
+    }
+
+    fn banned_warning(&self, ip: IpAddr, now: UnixMs) -> Option<String> {
+        let bans = self.store.live_bans(now).ok()?;
+        let b = bans.iter().find(|b| b.address == ip)?;
+        Some(format!(
+            "{ip} is banned for another {}; the ban wins until it ends (passknock unban {ip})",
+            human(Duration::from_millis((b.expires - now).max(0) as u64))
+        ))
+    }
+
+    /// Sets each address's allow elements to what its live grants want, and removes the elements
+    /// of `services_gone` that no live grant wants any more.
+    fn refresh_addresses(&mut self, addrs: &BTreeSet<IpAddr>, gone: &[Grant], now: UnixMs) -> Applied {
+        let mut changes = Changes::default();
+        for ip in addrs {
+            let live = match self.store.grants_for(*ip, now) {
+                Ok(l) => l,
+                Err(e) => return self.note_firewall(Err(e.to_string())),
+            };
+            let want = nft::desired(self.firewall.layout(), &live, &[]);
+            for g in gone.iter().filter(|g| g.address == *ip) {
+                for svc in &g.services {
+                    let k = ElemKey {
+                        set: nft::allow_set(svc, Family::of(ip)),
+                        addr: *ip,
+                    };
+                    if self.firewall.layout().has_service(svc)
+                        && !want.contains_key(&k)
+                        && !changes.remove.contains(&k)
+                    {
+                        changes.remove.push(k);
+                    }
+                }
+            }
+            changes.set.extend(want);
+        }
+        let r = self.firewall.change(&changes, now).map_err(|e| e.to_string());
+        self.note_firewall(r)
+    }
+
+    /// Records an nft failure and schedules a retry: the store has the change, the table will.
+    fn note_firewall(&mut self, r: Result<(), String>) -> Applied {
+        match r {
+            Ok(()) => Applied::default(),
+            Err(e) => {
+                warn!(
+                    "firewall not updated, retrying in {}: {e}",
+                    human(self.retry_delay)
+                );
+                self.firewall_error = Some(e.clone());
+                self.next_reconcile = self.next_reconcile.min(Instant::now() + self.retry_delay);
+                Applied { error: Some(e) }
+            }
+        }
+    }
+
+    fn revoke(&mut self, address: &str, who: &str) -> Reply {
+        let ip = match addr::parse_host(address) {
+            Ok(ip) => ip,
+            Err(e) => return Reply::error(e.to_string()),
+        };
+        let removed = match self.store.revoke(ip) {
+            Ok(r) => r,
+            Err(e) => return Reply::error(format!("not revoked: {e}")),
+        };
+        if removed.is_empty() {
+            return Reply::error(format!("{ip} has no grant"));
+        }
+        let now = now_ms();
+        let applied = self.refresh_addresses(&BTreeSet::from([ip]), &removed, now);
+        info!(target: "passknock::audit", "revoke address={ip} grants={} who={who:?}", removed.len());
+        Reply::Revoked {
+            address: ip,
+            grants: removed.len(),
+            firewall: applied,
+        }
+    }
+
+    fn ban(&mut self, address: &str, ttl: Option<Ttl>, reason: &str, who: &str) -> Reply {
+        let ip = match addr::parse_host(address).and_then(addr::check_grantable) {
+            Ok(ip) => ip,
+            Err(e) => return Reply::error(e.to_string()),
+        };
+        if let Some(net) = self.config.firewall.trusted.iter().find(|n| n.contains(ip)) {
+            return Reply::error(format!(
+                "{ip} is trusted (firewall.trusted has {net}); trusted addresses are never banned"
+            ));
+        }
+        let ttl = ttl.unwrap_or(self.config.bans.ttl_default);
+        if let Err(e) = check_ttl(ttl, self.config.bans.ttl_max, "bans.ttl-max") {
+            return Reply::error(e);
+        }
+        let now = now_ms();
+        let reason = if reason.trim().is_empty() {
+            format!("banned by {who}")
+        } else {
+            clean_text(reason)
+        };
+        let ban = match self.store.ban(ip, &reason, now + ttl.0.as_millis() as i64, now) {
+            Ok(b) => b,
+            Err(e) => return Reply::error(format!("not banned: {e}")),
+        };
+        let key = ElemKey {
+            set: ban_set(Family::of(&ip)),
+            addr: ip,
+        };
+        let r = self
+            .firewall
+            .change(
+                &Changes {
+                    set: vec![(key, ban.expires)],
+                    remove: vec![],
+                },
+                now,
+            )
+            .map_err(|e| e.to_string());
+        let applied = self.note_firewall(r);
+        info!(target: "passknock::audit", "ban address={ip} reason={reason:?} who={who:?} until={}", utc(ban.expires));
+        Reply::Banned {
+            ban,
+            firewall: applied,
+        }
+    }
+
+    fn unban(&mut self, address: &str, who: &str) -> Reply {
+        let ip = match addr::parse_host(address) {
+            Ok(ip) => ip,
+            Err(e) => return Reply::error(e.to_string()),
+        };
+        match self.store.unban(ip) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Reply::error(format!("{ip} is not banned")),
+            Err(e) => return Reply::error(format!("not unbanned: {e}")),
+        }
+        let key = ElemKey {
+            set: ban_set(Family::of(&ip)),
+            addr: ip,
+        };
+        let r = self
+            .firewall
+            .change(
+                &Changes {
+                    set: vec![],
+                    remove: vec![key],
+                },
+                now_ms(),
+            )
+            .map_err(|e| e.to_string());
+        let applied = self.note_firewall(r);
+        info!(target: "passknock::audit", "unban address={ip} who={who:?}");
+        Reply::Unbanned {
+            address: ip,
+            firewall: applied,
+        }
+    }
+
+    fn list(&self) -> Reply {
+        let now = now_ms();
+        match (self.store.live_grants(now), self.store.live_bans(now)) {
+            (Ok(grants), Ok(bans)) => Reply::Listing { now, grants, bans },
+            (Err(e), _) | (_, Err(e)) => Reply::error(e.to_string()),
+        }
+    }
+
+    fn desired_now(&self, now: UnixMs) -> Result<nft::Elements, StoreError> {
+        let grants = self.store.live_grants(now)?;
+        let bans = self.store.live_bans(now)?;
+        Ok(nft::desired(self.firewall.layout(), &grants, &bans))
+    }
+
+    fn status(&self) -> Reply {
+        let now = now_ms();
+        let desired = match self.desired_now(now) {
+            Ok(d) => d,
+            Err(e) => return Reply::error(e.to_string()),
+        };
+        let (present, in_sync, detail, elements) = match self.firewall.compare(&desired, now) {
+            Ok((obs, v)) => {
+                let elements = obs.as_ref().map(|o| o.element_count()).unwrap_or(0);
+                let detail = match &v {
+                    Verdict::InSync => String::new(),
+                    Verdict::Fix(c) => {
+                        format!("{} element(s) to set, {} to remove", c.set.len(), c.remove.len())
+                    }
+                    Verdict::Rebuild(why) => why.clone(),
+                };
+                (obs.is_some(), v == Verdict::InSync, detail, elements)
+            }
+            Err(e) => (false, false, e.to_string(), 0),
+        };
+        let (grants, bans) = self.store.counts().unwrap_or((0, 0));
+        Reply::Status(Box::new(Status {
+            table: format!("inet {}", self.firewall.layout().table),
+            table_present: present,
+            in_sync,
+            sync_detail: detail,
+            grants,
+            bans,
+            elements,
+            services: self
+                .firewall
+                .layout()
+                .services
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect(),
+            store: self.store.path().to_path_buf(),
+            last_reconcile: self.last_reconcile,
+            firewall_error: self.firewall_error.clone(),
+            now,
+        }))
+    }
+
+    /// Ends what is due: store rows go, and their elements go from the table now (the kernel's
+    /// own timeout, rounded up to a second, is only the backstop).
+    fn expire(&mut self, now: UnixMs) {
+        let (grants, bans) = match self.store.prune(now) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("cannot prune the store: {e}");
+                return;
+            }
+        };
+        for g in &grants {
+            info!(
+                target: "passknock::audit",
+                "grant ended address={} services={} source={} who={:?}",
+                g.address,
+                g.services.join(","),
+                g.source.as_str(),
+                g.who
+            );
+        }
+        for b in &bans {
+            info!(target: "passknock::audit", "ban ended address={} reason={:?}", b.address, b.reason);
+        }
+        if grants.is_empty() && bans.is_empty() {
+            return;
+        }
+        let addrs: BTreeSet<IpAddr> = grants.iter().map(|g| g.address).collect();
+        let mut applied = self.refresh_addresses(&addrs, &grants, now);
+        if !bans.is_empty() {
+            let remove = bans
+                .iter()
+                .map(|b| ElemKey {
+                    set: ban_set(Family::of(&b.address)),
+                    addr: b.address,
+                })
+                .collect();
+            let r = self
+                .firewall
+                .change(&Changes { set: vec![], remove }, now)
+                .map_err(|e| e.to_string());
+            applied = self.note_firewall(r);
+        }
+        debug!(
+            "expired {} grant(s), {} ban(s); firewall error: {:?}",
+            grants.len(),
+            bans.len(),
+            applied.error
+        );
+    }
+
+    /// Reads the table back and fixes it. On failure, retries with a growing delay.
+    pub fn reconcile(&mut self) -> Result<Reconciled, String> {
+        let now = now_ms();
+        let interval = self.config.daemon.reconcile_interval.0;
+        let result = self.desired_now(now).map_err(|e| e.to_string()).and_then(|d| {
+            self.firewall
+                .reconcile(&d, now)
+                .map_err(|e: NftError| e.to_string())
+        });
+        match &result {
+            Ok(r) => {
+                match r {
+                    Reconciled::InSync => debug!("reconcile: table in sync"),
+                    Reconciled::Fixed { .. } => warn!("reconcile: table had drifted from the store; {r}"),
+                    Reconciled::Rebuilt { .. } => info!("reconcile: table {r}"),
+                }
+                self.last_reconcile = Some(now);
+                self.firewall_error = None;
+                self.retry_delay = defaults::RETRY_FIRST;
+                self.next_reconcile = Instant::now() + interval;
+            }
+            Err(e) => {
+                warn!(
+                    "reconcile failed, the previous table stays; retrying in {}: {e}",
+                    human(self.retry_delay)
+                );
+                self.firewall_error = Some(e.clone());
+                self.next_reconcile = Instant::now() + self.retry_delay;
+                self.retry_delay = (self.retry_delay * 2).min(interval);
+            }
+        }
+        result
+    }
+}
+
+fn check_ttl(ttl: Ttl, max: Ttl, key: &str) -> Result<(), String> {
+    if ttl.0.is_zero() {
+        return Err("a TTL must be more than 0s".into());
+    }
+    if ttl > max {
+        return Err(format!("TTL {ttl} is above the cap {key} ({max})"));
+    }
+    Ok(())
+}
+
+/// Notes and reasons go into audit lines: one line, printable, bounded.
+fn clean_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(TEXT_MAX)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}

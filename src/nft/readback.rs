@@ -1,0 +1,272 @@
+//! Reads the table back from `nft -j list` and says how it differs from what the store wants.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::render::{rule_comment, trusted_set, Changes, ElemKey, Elements, Layout, CHAIN};
+use crate::addr::{self, Family, Net};
+use crate::defaults;
+use crate::store::UnixMs;
+
+/// How far (seconds) a kernel timeout may stray from the store before it is set again.
+const DRIFT_SECS: i64 = 2;
+
+/// A set as nft reports it.
+#[derive(Debug, Default)]
+pub struct ObservedSet {
+    pub type_name: String,
+    pub flags: Vec<String>,
+    /// Address → seconds until the kernel drops it (None: no timeout).
+    pub elems: BTreeMap<IpAddr, Option<i64>>,
+    pub prefixes: Vec<Net>,
+}
+
+/// The table as nft reports it.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub sets: BTreeMap<String, ObservedSet>,
+    pub chain: Option<ObservedChain>,
+    pub rule_comments: Vec<Option<String>>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct ObservedChain {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub hook: Option<String>,
+    pub prio: Option<i64>,
+    pub policy: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    nftables: Vec<Obj>,
+}
+
+#[derive(Deserialize)]
+struct Obj {
+    set: Option<RawSet>,
+    chain: Option<ObservedChain>,
+    rule: Option<RawRule>,
+}
+
+#[derive(Deserialize)]
+struct RawSet {
+    name: String,
+    #[serde(rename = "type")]
+    kind: serde_json::Value,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    elem: Vec<RawElem>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawElem {
+    Plain(String),
+    Timed { elem: RawTimed },
+    Prefix { prefix: RawPrefix },
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct RawTimed {
+    val: serde_json::Value,
+    expires: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawPrefix {
+    addr: String,
+    len: u8,
+}
+
+#[derive(Deserialize)]
+struct RawRule {
+    chain: String,
+    comment: Option<String>,
+}
+
+impl Observed {
+    pub fn parse(json: &[u8]) -> Result<Observed, String> {
+        let listing: Listing = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let mut out = Observed::default();
+        for obj in listing.nftables {
+            if let Some(set) = obj.set {
+                let mut o = ObservedSet {
+                    type_name: set.kind.as_str().unwrap_or("concatenated").to_string(),
+                    flags: set.flags,
+                    ..Default::default()
+                };
+                for e in set.elem {
+                    match e {
+                        RawElem::Plain(a) => {
+                            if let Ok(ip) = addr::parse_host(&a) {
+                                o.elems.insert(ip, None);
+                            }
+                        }
+                        RawElem::Timed { elem } => match elem.val {
+                            serde_json::Value::String(a) => {
+                                if let Ok(ip) = addr::parse_host(&a) {
+                                    o.elems.insert(ip, elem.expires);
+                                }
+                            }
+                            v => {
+                                if let Ok(p) = serde_json::from_value::<PrefixWrap>(v) {
+                                    if let Ok(n) = format!("{}/{}", p.prefix.addr, p.prefix.len).parse() {
+                                        o.prefixes.push(n);
+                                    }
+                                }
+                            }
+                        },
+                        RawElem::Prefix { prefix } => {
+                            if let Ok(n) = format!("{}/{}", prefix.addr, prefix.len).parse() {
+                                o.prefixes.push(n);
+                            }
+                        }
+                        RawElem::Other(_) => {}
+                    }
+                }
+                out.sets.insert(set.name, o);
+            } else if let Some(chain) = obj.chain {
+                if chain.name == CHAIN {
+                    out.chain = Some(chain);
+                }
+            } else if let Some(rule) = obj.rule {
+                if rule.chain == CHAIN {
+                    out.rule_comments.push(rule.comment);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Element count across the timeout sets.
+    pub fn element_count(&self) -> usize {
+        self.sets.values().map(|s| s.elems.len()).sum()
+    }
+}
+
+#[derive(Deserialize)]
+struct PrefixWrap {
+    prefix: RawPrefix,
+}
+
+/// What a reconcile must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The table is what the store wants.
+    InSync,
+    /// Some elements are missing, stale or unknown: fix them in one batch.
+    Fix(Changes),
+    /// The table is missing or not the one we built: build it whole.
+    Rebuild(String),
+}
+
+/// Compares the observed table with the layout and the desired elements.
+pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>, now: UnixMs) -> Verdict {
+    let Some(obs) = observed else {
+        return Verdict::Rebuild(format!("table inet {} is missing", layout.table));
+    };
+    if let Some(why) = structure_differs(layout, obs) {
+        return Verdict::Rebuild(why);
+    }
+    let mut changes = Changes::default();
+    for (set, _) in layout.dynamic_sets() {
+        let have = &obs.sets[&set].elems;
+        let want = desired.range(
+            ElemKey {
+                set: set.clone(),
+                addr: IpAddr::from([0u8; 4]),
+            }..=ElemKey {
+                set: set.clone(),
+                addr: IpAddr::from([0xffu8; 16]),
+            },
+        );
+        for (k, end) in want {
+            let remaining = (end - now + 999) / 1000;
+            match have.get(&k.addr) {
+                Some(Some(expires)) if (expires - remaining).abs() <= DRIFT_SECS => {}
+                _ => changes.set.push((k.clone(), *end)),
+            }
+        }
+        for ip in have.keys() {
+            let k = ElemKey {
+                set: set.clone(),
+                addr: *ip,
+            };
+            if !desired.contains_key(&k) {
+                changes.remove.push(k);
+            }
+        }
+    }
+    if changes.is_empty() {
+        Verdict::InSync
+    } else {
+        Verdict::Fix(changes)
+    }
+}
+
+fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
+    for f in [Family::V4, Family::V6] {
+        let name = trusted_set(f);
+        let Some(set) = obs.sets.get(&name) else {
+            return Some(format!("set {name} is missing"));
+        };
+        let mut want: Vec<Net> = layout
+            .trusted
+            .iter()
+            .filter(|n| n.family() == f)
+            .copied()
+            .collect();
+        let mut have = set.prefixes.clone();
+        // nft lists a /32 or /128 interval element as a plain address.
+        have.extend(set.elems.keys().map(|ip| Net {
+            addr: *ip,
+            prefix: if ip.is_ipv4() { 32 } else { 128 },
+        }));
+        want.sort();
+        have.sort();
+        if want != have {
+            return Some(format!("set {name} does not hold the trusted networks"));
+        }
+    }
+    for (name, f) in layout.dynamic_sets() {
+        let Some(set) = obs.sets.get(&name) else {
+            return Some(format!("set {name} is missing"));
+        };
+        let ty = match f {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        };
+        if set.type_name != ty || !set.flags.iter().any(|f| f == "timeout") {
+            return Some(format!("set {name} is not a {ty} set with timeouts"));
+        }
+    }
+    let want_chain = ObservedChain {
+        name: CHAIN.into(),
+        kind: Some("filter".into()),
+        hook: Some("input".into()),
+        prio: Some(defaults::CHAIN_PRIORITY as i64),
+        policy: Some("accept".into()),
+    };
+    if obs.chain.as_ref() != Some(&want_chain) {
+        return Some(format!("chain {CHAIN} is missing or changed"));
+    }
+    let fp = layout.fingerprint();
+    let n = obs.rule_comments.len();
+    let expected = layout.rules().len();
+    if n != expected {
+        return Some(format!("chain {CHAIN} has {n} rules, not {expected}"));
+    }
+    for (i, c) in obs.rule_comments.iter().enumerate() {
+        if c.as_deref() != Some(rule_comment(&fp, i, n).as_str()) {
+            return Some(format!("rule {} of chain {CHAIN} is not ours", i + 1));
+        }
+    }
+    None
+}

@@ -1,0 +1,571 @@
+//! Renders the `inet passknock` table, and changes to its elements, as nft JSON — pure functions.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use nftables::expr::{
+    Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem, CT,
+};
+use nftables::schema::{
+    Chain, Element, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+};
+use nftables::stmt::{Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::addr::{Family, Net};
+use crate::config::{Config, PortRange, Proto};
+use crate::defaults;
+use crate::store::UnixMs;
+
+/// The input chain's name.
+pub const CHAIN: &str = "input";
+
+/// What the table is made of, from config: it changes only when the config does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub table: String,
+    /// Service name → its ports, in name order.
+    pub services: Vec<(String, Vec<PortRange>)>,
+    /// Trusted networks, nested ones dropped.
+    pub trusted: Vec<Net>,
+}
+
+/// A set element: which set, which address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ElemKey {
+    pub set: String,
+    pub addr: IpAddr,
+}
+
+/// Desired elements and when each ends.
+pub type Elements = BTreeMap<ElemKey, UnixMs>;
+
+pub fn allow_set(service: &str, family: Family) -> String {
+    format!("allow_{service}_{}", family.suffix())
+}
+
+pub fn ban_set(family: Family) -> String {
+    format!("ban_{}", family.suffix())
+}
+
+pub fn trusted_set(family: Family) -> String {
+    format!("trusted_{}", family.suffix())
+}
+
+impl Layout {
+    pub fn from_config(config: &Config) -> Layout {
+        Layout::new(
+            defaults::TABLE,
+            config
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.ports.clone()))
+                .collect(),
+            &config.firewall.trusted,
+        )
+    }
+
+    pub fn new(table: &str, services: Vec<(String, Vec<PortRange>)>, trusted: &[Net]) -> Layout {
+        let mut trusted: Vec<Net> = trusted.to_vec();
+        trusted.sort();
+        trusted.dedup();
+        // An interval set refuses overlapping elements; CIDRs either nest or are apart, so drop
+        // the nested ones.
+        let outer: Vec<Net> = trusted
+            .iter()
+            .filter(|n| {
+                !trusted
+                    .iter()
+                    .any(|m| m != *n && m.prefix < n.prefix && m.contains(n.addr))
+            })
+            .copied()
+            .collect();
+        Layout {
+            table: table.to_string(),
+            services,
+            trusted: outer,
+        }
+    }
+
+    /// Every timeout set the daemon fills, with its element type.
+    pub fn dynamic_sets(&self) -> Vec<(String, Family)> {
+        let mut out = Vec::new();
+        for f in [Family::V4, Family::V6] {
+            out.push((ban_set(f), f));
+        }
+        for (svc, _) in &self.services {
+            for f in [Family::V4, Family::V6] {
+                out.push((allow_set(svc, f), f));
+            }
+        }
+        out
+    }
+
+    pub fn has_service(&self, name: &str) -> bool {
+        self.services.iter().any(|(n, _)| n == name)
+    }
+
+    /// Every protected port of one protocol, merged into disjoint ranges.
+    pub fn protected(&self, proto: Proto) -> Vec<(u16, u16)> {
+        merge(
+            self.services
+                .iter()
+                .flat_map(|(_, p)| p.iter())
+                .filter(|p| p.proto == proto),
+        )
+    }
+
+    /// A fingerprint of everything but the elements, written into the rules' comments so a
+    /// readback can tell whether the table is still the one we built.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |s: &str| {
+            for b in s.bytes().chain([0xff]) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(&self.table);
+        eat(&defaults::CHAIN_PRIORITY.to_string());
+        for (n, ports) in &self.services {
+            eat(n);
+            for p in ports {
+                eat(&p.to_string());
+            }
+        }
+        for t in &self.trusted {
+            eat(&t.to_string());
+        }
+        format!("{h:016x}")
+    }
+
+    /// The whole table, elements and all, as one batch: "add, delete, add" creates the table or
+    /// clears an existing one, so the batch is the same on a fresh boot and on a repair.
+    pub fn render_table(&self, elements: &Elements, now: UnixMs) -> Nftables<'static> {
+        let mut cmds: Vec<NfObject<'static>> = Vec::new();
+        let table = Table {
+            family: NfFamily::INet,
+            name: self.table.clone().into(),
+            handle: None,
+        };
+        cmds.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Table(
+            table.clone(),
+        ))));
+        cmds.push(NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
+            table.clone(),
+        ))));
+        cmds.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Table(table))));
+        for f in [Family::V4, Family::V6] {
+            let elems: Vec<Expression<'static>> = self
+                .trusted
+                .iter()
+                .filter(|n| n.family() == f)
+                .map(|n| {
+                    Expression::Named(NamedExpression::Prefix(Prefix {
+                        addr: Box::new(Expression::String(n.addr.to_string().into())),
+                        len: n.prefix as u32,
+                    }))
+                })
+                .collect();
+            cmds.push(add(NfListObject::Set(Box::new(self.set(
+                &trusted_set(f),
+                f,
+                SetFlag::Interval,
+                elems,
+            )))));
+        }
+        for (name, f) in self.dynamic_sets() {
+            cmds.push(add(NfListObject::Set(Box::new(self.set(
+                &name,
+                f,
+                SetFlag::Timeout,
+                Vec::new(),
+            )))));
+        }
+        cmds.push(add(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: self.table.clone().into(),
+            name: CHAIN.into(),
+            _type: Some(NfChainType::Filter),
+            hook: Some(NfHook::Input),
+            prio: Some(defaults::CHAIN_PRIORITY),
+            policy: Some(NfChainPolicy::Accept),
+            ..Default::default()
+        })));
+        let rules = self.rules();
+        let fp = self.fingerprint();
+        let n = rules.len();
+        for (i, expr) in rules.into_iter().enumerate() {
+            cmds.push(add(NfListObject::Rule(Rule {
+                family: NfFamily::INet,
+                table: self.table.clone().into(),
+                chain: CHAIN.into(),
+                expr: expr.into(),
+                handle: None,
+                index: None,
+                comment: Some(rule_comment(&fp, i, n).into()),
+            })));
+        }
+        let mut by_set: BTreeMap<&str, Vec<(IpAddr, UnixMs)>> = BTreeMap::new();
+        for (k, end) in elements {
+            by_set.entry(&k.set).or_default().push((k.addr, *end));
+        }
+        for (set, elems) in by_set {
+            cmds.push(add(
+                self.element(set, elems.iter().map(|(a, e)| timed(*a, *e, now)).collect())
+            ));
+        }
+        Nftables { objects: cmds.into() }
+    }
+
+    fn set(
+        &self,
+        name: &str,
+        family: Family,
+        flag: SetFlag,
+        elems: Vec<Expression<'static>>,
+    ) -> Set<'static> {
+        Set {
+            family: NfFamily::INet,
+            table: self.table.clone().into(),
+            name: name.to_string().into(),
+            handle: None,
+            set_type: SetTypeValue::Single(match family {
+                Family::V4 => SetType::Ipv4Addr,
+                Family::V6 => SetType::Ipv6Addr,
+            }),
+            policy: None,
+            flags: Some(HashSet::from([flag])),
+            elem: if elems.is_empty() {
+                None
+            } else {
+                Some(elems.into())
+            },
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        }
+    }
+
+    fn element(&self, set: &str, elem: Vec<Expression<'static>>) -> NfListObject<'static> {
+        NfListObject::Element(Element {
+            family: NfFamily::INet,
+            table: self.table.clone().into(),
+            name: set.to_string().into(),
+            elem: elem.into(),
+        })
+    }
+
+    /// The input chain, in order: loopback and trusted accept; banned drop (protected ports only);
+    /// replies to connections the PBX started accept; each service accepts its allow set; every
+    /// protected port drops. Everything else falls through to the host's own firewall.
+    pub(crate) fn rules(&self) -> Vec<Vec<Statement<'static>>> {
+        let mut rules = Vec::new();
+        rules.push(vec![
+            matches(
+                Expression::Named(NamedExpression::Meta(Meta {
+                    key: MetaKey::Iifname,
+                })),
+                s("lo"),
+            ),
+            Statement::Accept(None),
+        ]);
+        for f in [Family::V4, Family::V6] {
+            rules.push(vec![saddr_in(f, &trusted_set(f)), Statement::Accept(None)]);
+        }
+        for f in [Family::V4, Family::V6] {
+            for proto in [Proto::Udp, Proto::Tcp] {
+                let ports = self.protected(proto);
+                if !ports.is_empty() {
+                    rules.push(vec![
+                        saddr_in(f, &ban_set(f)),
+                        dport_in(proto, &ports),
+                        Statement::Drop(None),
+                    ]);
+                }
+            }
+        }
+        rules.push(vec![
+            matches(
+                Expression::Named(NamedExpression::CT(CT {
+                    key: "direction".into(),
+                    family: None,
+                    dir: None,
+                })),
+                s("reply"),
+            ),
+            Statement::Accept(None),
+        ]);
+        for (svc, ports) in &self.services {
+            for f in [Family::V4, Family::V6] {
+                for proto in [Proto::Udp, Proto::Tcp] {
+                    let p = merge(ports.iter().filter(|p| p.proto == proto));
+                    if !p.is_empty() {
+                        rules.push(vec![
+                            saddr_in(f, &allow_set(svc, f)),
+                            dport_in(proto, &p),
+                            Statement::Accept(None),
+                        ]);
+                    }
+                }
+            }
+        }
+        for proto in [Proto::Udp, Proto::Tcp] {
+            let ports = self.protected(proto);
+            if !ports.is_empty() {
+                rules.push(vec![dport_in(proto, &ports), Statement::Drop(None)]);
+            }
+        }
+        rules
+    }
+}
+
+/// `passknock <fingerprint> <i>/<n>`: lets a readback check every rule is ours and in place.
+pub fn rule_comment(fingerprint: &str, i: usize, n: usize) -> String {
+    format!("passknock {fingerprint} {}/{n}", i + 1)
+}
+
+/// What one batch of element changes does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Put in with a timeout for the remaining life (replacing any older timeout).
+    pub set: Vec<(ElemKey, UnixMs)>,
+    /// Take out.
+    pub remove: Vec<ElemKey>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len() + self.remove.len()
+    }
+}
+
+/// Element changes as one batch. nft has no "replace element": to set a new timeout, or to delete
+/// an element that may already have timed out, the batch first adds it (a no-op if present), then
+/// deletes it, then (for `set`) adds it with the right timeout. One transaction, so no packet sees
+/// the gap, and it cannot fail on an element that is, or is not, there.
+pub fn render_changes(layout: &Layout, changes: &Changes, now: UnixMs) -> Nftables<'static> {
+    let mut first: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
+    let mut del: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
+    let mut last: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
+    for (k, end) in &changes.set {
+        first.entry(&k.set).or_default().push(timed(k.addr, *end, now));
+        del.entry(&k.set).or_default().push(addr_expr(k.addr));
+        last.entry(&k.set).or_default().push(timed(k.addr, *end, now));
+    }
+    for k in &changes.remove {
+        first
+            .entry(&k.set)
+            .or_default()
+            .push(timed(k.addr, now + 1000, now));
+        del.entry(&k.set).or_default().push(addr_expr(k.addr));
+    }
+    let mut cmds = Vec::new();
+    for (set, e) in first {
+        cmds.push(add(layout.element(set, e)));
+    }
+    for (set, e) in del {
+        cmds.push(NfObject::CmdObject(NfCmd::Delete(layout.element(set, e))));
+    }
+    for (set, e) in last {
+        cmds.push(add(layout.element(set, e)));
+    }
+    Nftables { objects: cmds.into() }
+}
+
+/// The kernel timeout for an element ending at `end`: whole seconds (nft's JSON takes no less),
+/// rounded up so the kernel never closes early; the daemon removes it on time itself.
+pub fn timeout_secs(end: UnixMs, now: UnixMs) -> u32 {
+    let ms = (end - now).max(1);
+    ((ms + 999) / 1000).min(u32::MAX as i64) as u32
+}
+
+fn timed(addr: IpAddr, end: UnixMs, now: UnixMs) -> Expression<'static> {
+    Expression::Named(NamedExpression::Elem(Elem {
+        val: Box::new(addr_expr(addr)),
+        timeout: Some(timeout_secs(end, now)),
+        expires: None,
+        comment: None,
+        counter: None,
+    }))
+}
+
+fn addr_expr(addr: IpAddr) -> Expression<'static> {
+    Expression::String(addr.to_string().into())
+}
+
+fn add(obj: NfListObject<'static>) -> NfObject<'static> {
+    NfObject::CmdObject(NfCmd::Add(obj))
+}
+
+fn s(v: &str) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.to_string()))
+}
+
+fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn saddr_in(f: Family, set: &str) -> Statement<'static> {
+    let protocol = match f {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    matches(
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+            protocol: protocol.into(),
+            field: "saddr".into(),
+        }))),
+        s(&format!("@{set}")),
+    )
+}
+
+fn dport_in(proto: Proto, ports: &[(u16, u16)]) -> Statement<'static> {
+    let items = ports
+        .iter()
+        .map(|&(a, b)| {
+            SetItem::Element(if a == b {
+                Expression::Number(a as u32)
+            } else {
+                Expression::Range(Box::new(Range {
+                    range: [Expression::Number(a as u32), Expression::Number(b as u32)],
+                }))
+            })
+        })
+        .collect();
+    matches(
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+            protocol: proto.name().into(),
+            field: "dport".into(),
+        }))),
+        Expression::Named(NamedExpression::Set(items)),
+    )
+}
+
+/// Sorted, disjoint ranges: an anonymous nft set refuses overlapping intervals.
+fn merge<'a>(ports: impl Iterator<Item = &'a PortRange>) -> Vec<(u16, u16)> {
+    let mut v: Vec<(u16, u16)> = ports.map(|p| (p.first, p.last)).collect();
+    v.sort();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a as u32 <= last.1 as u32 + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        let p = |s: &str| s.parse::<PortRange>().unwrap();
+        Layout::new(
+            "passknock",
+            vec![
+                ("rtp".into(), vec![p("udp/10000-20000")]),
+                ("sip".into(), vec![p("udp/5060"), p("tcp/5060"), p("udp/5061")]),
+            ],
+            &[
+                "10.0.0.0/8".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+                "::1".parse().unwrap(),
+            ],
+        )
+    }
+
+    #[test]
+    fn merges_ports_and_nested_trusted() {
+        let l = layout();
+        assert_eq!(l.protected(Proto::Udp), vec![(5060, 5061), (10000, 20000)]);
+        assert_eq!(l.protected(Proto::Tcp), vec![(5060, 5060)]);
+        assert_eq!(l.trusted.len(), 2, "10.1/16 sits inside 10/8");
+    }
+
+    #[test]
+    fn table_has_every_set_and_rules_in_order() {
+        let l = layout();
+        let mut e = Elements::new();
+        e.insert(
+            ElemKey {
+                set: "allow_sip_v4".into(),
+                addr: "203.0.113.7".parse().unwrap(),
+            },
+            10_500,
+        );
+        let json = serde_json::to_string(&l.render_table(&e, 1_000)).unwrap();
+        for set in [
+            "trusted_v4",
+            "trusted_v6",
+            "ban_v4",
+            "ban_v6",
+            "allow_sip_v4",
+            "allow_sip_v6",
+            "allow_rtp_v4",
+            "allow_rtp_v6",
+        ] {
+            assert!(json.contains(&format!("\"name\":\"{set}\"")), "{set} in {json}");
+        }
+        // 9.5 s remaining rounds up to 10 s.
+        assert!(json.contains("\"val\":\"203.0.113.7\",\"timeout\":10"), "{json}");
+        let lo = json.find("\"lo\"").unwrap();
+        let trusted = json.find("@trusted_v4").unwrap();
+        let ban = json.find("@ban_v4").unwrap();
+        let reply = json.find("\"reply\"").unwrap();
+        let allow = json.find("@allow_sip_v4").unwrap();
+        assert!(
+            lo < trusted && trusted < ban && ban < reply && reply < allow,
+            "{json}"
+        );
+        assert!(json.rfind("\"drop\"").unwrap() > allow);
+    }
+
+    #[test]
+    fn fingerprint_follows_layout() {
+        let a = layout();
+        let mut b = layout();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.trusted.push("192.0.2.0/24".parse().unwrap());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn changes_add_delete_add() {
+        let l = layout();
+        let k = ElemKey {
+            set: "allow_sip_v4".into(),
+            addr: "203.0.113.7".parse().unwrap(),
+        };
+        let gone = ElemKey {
+            set: "ban_v6".into(),
+            addr: "2001:db8::6".parse().unwrap(),
+        };
+        let c = Changes {
+            set: vec![(k, 61_000)],
+            remove: vec![gone],
+        };
+        let json = serde_json::to_value(render_changes(&l, &c, 1_000)).unwrap();
+        let verbs: Vec<String> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_object().unwrap().keys().next().unwrap().clone())
+            .collect();
+        assert_eq!(verbs, ["add", "add", "delete", "delete", "add"]);
+        assert_eq!(timeout_secs(61_000, 1_000), 60);
+        assert_eq!(timeout_secs(1_001, 1_000), 1);
+        assert_eq!(timeout_secs(500, 1_000), 1);
+    }
+}

@@ -1,0 +1,499 @@
+//! The expiry store: grants and bans in SQLite, durable before any call returns.
+//!
+//! Times are Unix milliseconds so entries survive restarts with their remaining life. The schema
+//! sticks to plain types (integers, text) so the same tables can live in PostgreSQL for a cluster.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::addr;
+
+pub use crate::clock::{now_ms, UnixMs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the store's directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the store {path} has schema version {found}; this passknock knows up to {known}")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store holds a bad row: {0}")]
+    BadRow(String),
+}
+
+/// Where a grant came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Disa,
+    Knock,
+    Admin,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Disa => "disa",
+            Source::Knock => "knock",
+            Source::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Source> {
+        match s {
+            "disa" => Some(Source::Disa),
+            "knock" => Some(Source::Knock),
+            "admin" => Some(Source::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A grant about to be written.
+#[derive(Clone, Debug)]
+pub struct NewGrant {
+    pub address: IpAddr,
+    pub services: Vec<String>,
+    pub source: Source,
+    pub who: String,
+    pub note: String,
+    pub expires: UnixMs,
+}
+
+/// Access for one address to some services until `expires` (or `hold_until`, if later).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: i64,
+    pub address: IpAddr,
+    pub services: Vec<String>,
+    pub source: Source,
+    pub who: String,
+    pub note: String,
+    pub created: UnixMs,
+    pub expires: UnixMs,
+    /// Held open past `expires` while a call from this address is up.
+    pub hold_until: Option<UnixMs>,
+}
+
+impl Grant {
+    /// When access really ends.
+    pub fn end(&self) -> UnixMs {
+        self.expires.max(self.hold_until.unwrap_or(0))
+    }
+}
+
+/// An address kept off every protected port until `expires`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub address: IpAddr,
+    pub reason: String,
+    pub created: UnixMs,
+    pub expires: UnixMs,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS grants (
+    id          INTEGER PRIMARY KEY,
+    address     TEXT    NOT NULL,
+    services    TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    who         TEXT    NOT NULL,
+    note        TEXT    NOT NULL,
+    created_ms  BIGINT  NOT NULL,
+    expires_ms  BIGINT  NOT NULL,
+    hold_ms     BIGINT,
+    end_ms      BIGINT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS grants_address ON grants (address);
+CREATE INDEX IF NOT EXISTS grants_end ON grants (end_ms);
+CREATE TABLE IF NOT EXISTS bans (
+    address     TEXT    PRIMARY KEY,
+    reason      TEXT    NOT NULL,
+    created_ms  BIGINT  NOT NULL,
+    expires_ms  BIGINT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_expires ON bans (expires_ms);
+";
+
+const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
+
+/// The store. One connection; the daemon's engine thread is its only user.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        // WAL with FULL sync: a commit is on disk before it returns, and a crash at any instant
+        // leaves either the old or the new state, never a torn one.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_err)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes grants in one transaction; they are durable when this returns.
+    pub fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(new.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO grants (address, services, source, who, note, created_ms, expires_ms, hold_ms, end_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?7)",
+            )?;
+            for g in new {
+                stmt.execute(params![
+                    g.address.to_string(),
+                    g.services.join(","),
+                    g.source.as_str(),
+                    g.who,
+                    g.note,
+                    now,
+                    g.expires
+                ])?;
+                out.push(Grant {
+                    id: tx.last_insert_rowid(),
+                    address: g.address,
+                    services: g.services.clone(),
+                    source: g.source,
+                    who: g.who.clone(),
+                    note: g.note.clone(),
+                    created: now,
+                    expires: g.expires,
+                    hold_until: None,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Removes every grant for `address`; returns what was removed.
+    pub fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let removed = query_grants(&tx, "WHERE address = ?1", params![address.to_string()])?;
+        tx.execute(
+            "DELETE FROM grants WHERE address = ?1",
+            params![address.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Holds every live grant for `address` open until at least `until` (a call is up).
+    pub fn hold(&mut self, address: IpAddr, until: UnixMs, now: UnixMs) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE grants SET hold_ms = ?2, end_ms = MAX(expires_ms, ?2)
+             WHERE address = ?1 AND end_ms > ?3",
+            params![address.to_string(), until, now],
+        )?;
+        Ok(n)
+    }
+
+    /// Live grants for one address.
+    pub fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        query_grants(
+            &tx,
+            "WHERE address = ?1 AND end_ms > ?2",
+            params![address.to_string(), now],
+        )
+    }
+
+    /// Every live grant, soonest end first.
+    pub fn live_grants(&self, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        query_grants(&tx, "WHERE end_ms > ?1 ORDER BY end_ms, id", params![now])
+    }
+
+    /// Sets or replaces the ban on `address`.
+    pub fn ban(
+        &mut self,
+        address: IpAddr,
+        reason: &str,
+        expires: UnixMs,
+        now: UnixMs,
+    ) -> Result<Ban, StoreError> {
+        self.conn.execute(
+            "INSERT INTO bans (address, reason, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, expires_ms = excluded.expires_ms",
+            params![address.to_string(), reason, now, expires],
+        )?;
+        let ban = self
+            .ban_of(address)?
+            .ok_or_else(|| StoreError::BadRow("ban vanished after insert".into()))?;
+        Ok(ban)
+    }
+
+    pub fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        let ban = self.ban_of(address)?;
+        self.conn.execute(
+            "DELETE FROM bans WHERE address = ?1",
+            params![address.to_string()],
+        )?;
+        Ok(ban)
+    }
+
+    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT address, reason, created_ms, expires_ms FROM bans WHERE address = ?1",
+                params![address.to_string()],
+                ban_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// Every live ban, soonest end first.
+    pub fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT address, reason, created_ms, expires_ms FROM bans WHERE expires_ms > ?1 ORDER BY expires_ms",
+        )?;
+        let rows = stmt.query_map(params![now], ban_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// Deletes what has ended by `now`; returns it, for the firewall and the audit log.
+    pub fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError> {
+        let tx = self.conn.transaction()?;
+        let grants = query_grants(&tx, "WHERE end_ms <= ?1", params![now])?;
+        tx.execute("DELETE FROM grants WHERE end_ms <= ?1", params![now])?;
+        let bans = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT address, reason, created_ms, expires_ms FROM bans WHERE expires_ms <= ?1",
+            )?;
+            let rows = stmt.query_map(params![now], ban_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            out
+        };
+        tx.execute("DELETE FROM bans WHERE expires_ms <= ?1", params![now])?;
+        tx.commit()?;
+        Ok((grants, bans))
+    }
+
+    /// The next instant anything ends.
+    pub fn next_end(&self) -> Result<Option<UnixMs>, StoreError> {
+        let g: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(end_ms) FROM grants", [], |r| r.get(0))?;
+        let b: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(expires_ms) FROM bans", [], |r| r.get(0))?;
+        Ok(match (g, b) {
+            (Some(g), Some(b)) => Some(g.min(b)),
+            (g, b) => g.or(b),
+        })
+    }
+
+    /// (grants, bans) rows held, live or not yet pruned.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let g: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM grants", [], |r| r.get(0))?;
+        let b: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM bans", [], |r| r.get(0))?;
+        Ok((g as u64, b as u64))
+    }
+
+    /// SQLite's own consistency check; "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+fn query_grants(
+    tx: &Transaction<'_>,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<Grant>, StoreError> {
+    let mut stmt = tx.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants {filter}"))?;
+    let rows = stmt.query_map(p, grant_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+fn grant_row(r: &Row<'_>) -> rusqlite::Result<Result<Grant, StoreError>> {
+    let address: String = r.get(1)?;
+    let services: String = r.get(2)?;
+    let source: String = r.get(3)?;
+    let (Ok(ip), Some(source)) = (addr::parse_host(&address), Source::parse(&source)) else {
+        return Ok(Err(StoreError::BadRow(format!("grant {address} from {source}"))));
+    };
+    Ok(Ok(Grant {
+        id: r.get(0)?,
+        address: ip,
+        services: services
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        source,
+        who: r.get(4)?,
+        note: r.get(5)?,
+        created: r.get(6)?,
+        expires: r.get(7)?,
+        hold_until: r.get(8)?,
+    }))
+}
+
+fn ban_row(r: &Row<'_>) -> rusqlite::Result<Result<Ban, StoreError>> {
+    let address: String = r.get(0)?;
+    let Ok(ip) = addr::parse_host(&address) else {
+        return Ok(Err(StoreError::BadRow(format!("ban {address}"))));
+    };
+    Ok(Ok(Ban {
+        address: ip,
+        reason: r.get(1)?,
+        created: r.get(2)?,
+        expires: r.get(3)?,
+    }))
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(addr: &str, svcs: &[&str], expires: UnixMs) -> NewGrant {
+        NewGrant {
+            address: addr.parse().unwrap(),
+            services: svcs.iter().map(|s| s.to_string()).collect(),
+            source: Source::Admin,
+            who: "test".into(),
+            note: "".into(),
+            expires,
+        }
+    }
+
+    #[test]
+    fn grants_survive_reopen_and_prune_by_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/store.db");
+        let mut s = Store::open(&path).unwrap();
+        s.insert_grants(
+            &[
+                grant("203.0.113.7", &["sip", "rtp"], 2_000),
+                grant("2001:db8::7", &["sip"], 5_000),
+            ],
+            1_000,
+        )
+        .unwrap();
+        s.ban("198.51.100.66".parse().unwrap(), "test", 3_000, 1_000)
+            .unwrap();
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        let live = s.live_grants(1_500).unwrap();
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[0].services, vec!["sip", "rtp"]);
+        assert_eq!(s.next_end().unwrap(), Some(2_000));
+        let (g, b) = s.prune(2_000).unwrap();
+        assert_eq!((g.len(), b.len()), (1, 0));
+        let (g, b) = s.prune(3_000).unwrap();
+        assert_eq!((g.len(), b.len()), (0, 1));
+        assert_eq!(s.counts().unwrap(), (1, 0));
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn hold_extends_end_and_revoke_removes_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        s.insert_grants(
+            &[
+                grant("203.0.113.7", &["sip"], 2_000),
+                grant("203.0.113.7", &["rtp"], 3_000),
+            ],
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(s.hold(a, 10_000, 1_500).unwrap(), 2);
+        assert!(s.grants_for(a, 5_000).unwrap().iter().all(|g| g.end() == 10_000));
+        assert_eq!(s.revoke(a).unwrap().len(), 2);
+        assert!(s.grants_for(a, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ban_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let a: IpAddr = "203.0.113.9".parse().unwrap();
+        s.ban(a, "first", 2_000, 1_000).unwrap();
+        let b = s.ban(a, "again", 9_000, 1_500).unwrap();
+        assert_eq!((b.reason.as_str(), b.expires), ("again", 9_000));
+        assert_eq!(s.live_bans(0).unwrap().len(), 1);
+        assert!(s.unban(a).unwrap().is_some());
+        assert!(s.unban(a).unwrap().is_none());
+    }
+}
