@@ -1,4 +1,5 @@
 //! Test support shared by the integration and end-to-end tests.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod netns;

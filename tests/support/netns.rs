@@ -120,10 +120,10 @@ impl Topology {
         let pbx = Netns::new("pbx");
         let pbx_v4 = Ipv4Addr::new(198, 51, 100, 1);
         let pbx_v6: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
-        pbx.ip(&["link", "add", "pkdummy", "type", "dummy"]);
-        pbx.ip(&["link", "set", "pkdummy", "up"]);
-        pbx.ip(&["addr", "add", "198.51.100.1/32", "dev", "pkdummy"]);
-        pbx.ip(&["-6", "addr", "add", "2001:db8:100::1/128", "dev", "pkdummy", "nodad"]);
+        if roads == 0 {
+            pbx.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+            pbx.ip(&["-6", "addr", "add", "2001:db8:100::1/128", "dev", "lo"]);
+        }
         let mut list = Vec::new();
         for i in 1..=roads {
             let ns = Netns::new(&format!("road{i}"));
@@ -135,7 +135,9 @@ impl Topology {
             ns.ip(&["link", "set", &b, "netns", &pbx.name]);
             ns.ip(&["link", "set", &a, "up"]);
             pbx.ip(&["link", "set", &b, "up"]);
-            // IPv6 neighbour discovery answers only for addresses on the asking link.
+            // The PBX's addresses sit on every link to a road host: IPv6 neighbour discovery
+            // answers only for addresses on the asking link (and this kernel has no dummy links).
+            pbx.ip(&["addr", "add", "198.51.100.1/32", "dev", &b]);
             pbx.ip(&["-6", "addr", "add", "2001:db8:100::1/128", "dev", &b, "nodad"]);
             ns.ip(&["addr", "add", &format!("{v4}/32"), "dev", &a]);
             ns.ip(&["-6", "addr", "add", &format!("{v6}/128"), "dev", &a, "nodad"]);

@@ -1,0 +1,220 @@
+//! Runs the real `passknockd` in a network namespace with a config of the test's own, and the
+//! real `passknock` CLI against it. Killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+
+pub const PASSKNOCKD: &str = env!("CARGO_BIN_EXE_passknockd");
+pub const PASSKNOCK: &str = env!("CARGO_BIN_EXE_passknock");
+
+/// A config for tests: the example's services, a fast reconcile, paths in `dir`.
+pub fn test_config(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[daemon]
+store = "{dir}/store.db"
+control-socket = "{dir}/control.sock"
+reconcile-interval = "1s"
+
+[grants]
+ttl-default = "2h"
+ttl-max = "24h"
+default-services = ["sip", "rtp"]
+
+[services.sip]
+ports = ["udp/5060", "tcp/5060", "tcp/5061"]
+
+[services.rtp]
+ports = ["udp/10000-20000"]
+
+[services.iax]
+ports = ["udp/4569"]
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    netns: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `config_text` to `dir/passknock.toml` and starts the daemon in `ns`; returns once
+    /// the control socket answers.
+    pub fn start(ns: &Netns, dir: &Path, config_text: &str) -> Daemon {
+        let config = dir.join("passknock.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            socket: dir.join("control.sock"),
+            log: dir.join("passknockd.log"),
+            config,
+            netns: ns.name.clone(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the daemon process with the same config.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, PASSKNOCKD, "--config"])
+            .arg(&self.config)
+            .env("PASSKNOCK_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start passknockd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.cli(&["status"]).status.success() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("passknockd exited with {st}:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "passknockd did not answer:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Runs `passknock ARGS` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(PASSKNOCK)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run passknock")
+    }
+
+    /// Runs `passknock ARGS`, panicking with its stderr if it fails; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "passknock {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `passknock ARGS` expecting a refusal; returns stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "passknock {} should fail", args.join(" "));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).expect("json reply")
+    }
+
+    /// SIGKILL, no chance to clean up: what a crash or `kill -9` does.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "passknockd ignored SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `nft list set inet passknock SET` in the daemon's namespace, or "" if it cannot.
+    pub fn nft_set(&self, set: &str) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "passknock",
+                set,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn nft(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns, "nft"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it is true or `within` passes.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
