@@ -258,6 +258,32 @@ impl Store {
         query_grants(&tx, "WHERE end_ms > ?1 ORDER BY end_ms, id", params![now])
     }
 
+    /// Calls `f(address, services, end)` for every live grant without building them all at once:
+    /// a reconcile with 100,000 grants needs only these three columns.
+    pub fn for_each_live(
+        &self,
+        now: UnixMs,
+        mut f: impl FnMut(IpAddr, &str, UnixMs),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT address, services, end_ms FROM grants WHERE end_ms > ?1")?;
+        let mut rows = stmt.query(params![now])?;
+        while let Some(r) = rows.next()? {
+            let a = r
+                .get_ref(0)?
+                .as_str()
+                .map_err(|e| StoreError::BadRow(e.to_string()))?;
+            let ip = addr::parse_host(a).map_err(|e| StoreError::BadRow(e.to_string()))?;
+            let services = r
+                .get_ref(1)?
+                .as_str()
+                .map_err(|e| StoreError::BadRow(e.to_string()))?;
+            f(ip, services, r.get(2)?);
+        }
+        Ok(())
+    }
+
     /// Sets or replaces the ban on `address`.
     pub fn ban(
         &mut self,

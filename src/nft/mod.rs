@@ -41,6 +41,26 @@ pub fn desired<'a>(layout: &Layout, grants: impl IntoIterator<Item = &'a Grant>,
     out
 }
 
+/// Adds one grant's elements (address, comma-separated services, end) to `out`.
+pub fn add_grant(
+    layout: &Layout,
+    out: &mut Elements,
+    address: std::net::IpAddr,
+    services: &str,
+    end: UnixMs,
+) {
+    for svc in services.split(',') {
+        if layout.has_service(svc) {
+            let k = ElemKey {
+                set: allow_set(svc, Family::of(&address)),
+                addr: address,
+            };
+            let e = out.entry(k).or_insert(0);
+            *e = (*e).max(end);
+        }
+    }
+}
+
 /// What a reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciled {
@@ -80,7 +100,8 @@ impl Firewall {
 
     /// Builds the whole table with these elements, atomically.
     pub fn rebuild(&self, elements: &Elements, now: UnixMs) -> Result<(), NftError> {
-        self.nft.apply(&self.layout.render_table(elements, now))
+        self.nft
+            .apply_json(&self.layout.render_table_json(elements, now)?)
     }
 
     /// Applies element changes as one batch.

@@ -219,6 +219,43 @@ impl Layout {
         Nftables { objects: cmds.into() }
     }
 
+    /// `render_table` as JSON bytes, with the elements written straight out: at 100,000 grants a
+    /// tree of schema objects per element would cost more memory than everything else together.
+    pub fn render_table_json(&self, elements: &Elements, now: UnixMs) -> Result<Vec<u8>, serde_json::Error> {
+        use std::io::Write as _;
+        let head = serde_json::to_vec(&self.render_table(&Elements::new(), now))?;
+        // `{"nftables":[ ... ]}`: reopen the array to append element commands.
+        let mut out = Vec::with_capacity(head.len() + elements.len() * 48);
+        out.extend_from_slice(&head[..head.len() - 2]);
+        let mut current: Option<&str> = None;
+        for (k, end) in elements {
+            if current != Some(k.set.as_str()) {
+                if current.is_some() {
+                    out.extend_from_slice(b"]}}}");
+                }
+                out.extend_from_slice(b",{\"add\":{\"element\":{\"family\":\"inet\",\"table\":");
+                serde_json::to_writer(&mut out, &self.table)?;
+                out.extend_from_slice(b",\"name\":");
+                serde_json::to_writer(&mut out, &k.set)?;
+                out.extend_from_slice(b",\"elem\":[");
+                current = Some(&k.set);
+            } else {
+                out.push(b',');
+            }
+            let _ = write!(
+                out,
+                "{{\"elem\":{{\"val\":\"{}\",\"timeout\":{}}}}}",
+                k.addr,
+                timeout_secs(*end, now)
+            );
+        }
+        if current.is_some() {
+            out.extend_from_slice(b"]}}}");
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+
     fn set(
         &self,
         name: &str,
@@ -530,6 +567,52 @@ mod tests {
             "{json}"
         );
         assert!(json.rfind("\"drop\"").unwrap() > allow);
+    }
+
+    #[test]
+    fn json_fast_path_matches_schema_rendering() {
+        let l = layout();
+        let mut e = Elements::new();
+        for (set, a) in [
+            ("allow_sip_v4", "203.0.113.7"),
+            ("allow_sip_v4", "203.0.113.8"),
+            ("ban_v6", "2001:db8::6"),
+        ] {
+            e.insert(
+                ElemKey {
+                    set: set.into(),
+                    addr: a.parse().unwrap(),
+                },
+                10_500,
+            );
+        }
+        let fast: serde_json::Value =
+            serde_json::from_slice(&l.render_table_json(&e, 1_000).unwrap()).unwrap();
+        let slow = without_nulls(serde_json::to_value(l.render_table(&e, 1_000)).unwrap());
+        assert!(
+            fast == slow,
+            "the JSON fast path differs from the schema rendering"
+        );
+        let empty: serde_json::Value =
+            serde_json::from_slice(&l.render_table_json(&Elements::new(), 0).unwrap()).unwrap();
+        assert!(empty == without_nulls(serde_json::to_value(l.render_table(&Elements::new(), 0)).unwrap()));
+    }
+
+    /// The schema writes absent element options as `null`; nft reads that as absent.
+    fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let absent = |k: &str, v: &serde_json::Value| {
+                    v.is_null() && matches!(k, "comment" | "counter" | "expires")
+                };
+                m.into_iter()
+                    .filter(|(k, v)| !absent(k, v))
+                    .map(|(k, v)| (k, without_nulls(v)))
+                    .collect()
+            }
+            serde_json::Value::Array(a) => a.into_iter().map(without_nulls).collect(),
+            v => v,
+        }
     }
 
     #[test]

@@ -37,8 +37,12 @@ impl Nft {
 
     /// Applies one batch atomically: all of it or none of it.
     pub fn apply(&self, batch: &Nftables<'_>) -> Result<(), NftError> {
-        let json = serde_json::to_vec(batch)?;
-        self.run(&["-j", "-f", "-"], Some(&json)).map(|_| ())
+        self.apply_json(&serde_json::to_vec(batch)?)
+    }
+
+    /// Applies one batch already encoded as nft JSON.
+    pub fn apply_json(&self, json: &[u8]) -> Result<(), NftError> {
+        self.run(&["-j", "-f", "-"], Some(json)).map(|_| ())
     }
 
     /// `nft -j list table inet NAME`, or `None` when the table does not exist.
