@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (nftables, iproute2,
+# debootstrap), builds or reuses the cached Asterisk 22 + SIPp chroot, then runs every test.
+# Run as root: the tests make network namespaces and nftables tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run-all: the tests need root (network namespaces, nftables); try: sudo bash tests/run-all.sh" >&2
+    exit 1
+fi
+
+need=()
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "run-all: installing ${need[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# Build the end-to-end chroot up front so its first build is not charged to one test's timeout.
+if [ -f tests/harness/build-chroot.sh ]; then
+    bash tests/harness/build-chroot.sh >/dev/null
+fi
+
+cargo test --workspace
