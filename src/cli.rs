@@ -155,8 +155,9 @@ impl Cli {
     }
 }
 
+/// Time from `now` to `end`, to the nearest second.
 fn left(now: UnixMs, end: UnixMs) -> String {
-    human(Duration::from_millis((end - now).max(0) as u64))
+    human(Duration::from_secs(((end - now).max(0) as u64 + 500) / 1000))
 }
 
 fn firewall_note(out: &mut impl Write, a: &Applied) -> std::io::Result<()> {
@@ -182,7 +183,7 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
                 "granted {} access to {} for {} (until {})",
                 grant.address,
                 grant.services.join(","),
-                left(now, grant.end()),
+                left(grant.created, grant.end()),
                 utc(grant.end())
             )?;
             if let Some(w) = warning {
