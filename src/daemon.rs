@@ -58,7 +58,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         config.daemon.control_socket.display(),
         config.services.keys().cloned().collect::<Vec<_>>().join(",")
     );
-    serve_control(listener, tx, shutdown.clone()).await;
+    let handle = EngineHandle::new(tx);
+    // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
+    serve_control(listener, handle, shutdown.clone()).await;
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await
@@ -91,18 +93,18 @@ async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
     bound.map_err(sock_err)
 }
 
-async fn serve_control(listener: UnixListener, tx: SyncSender<Job>, shutdown: CancellationToken) {
+async fn serve_control(listener: UnixListener, engine: EngineHandle, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let tx = tx.clone();
+                    let engine = engine.clone();
                     let stop = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             _ = stop.cancelled() => {}
-                            _ = serve_connection(stream, tx) => {}
+                            _ = serve_connection(stream, engine) => {}
                         }
                     });
                 }
@@ -115,7 +117,7 @@ async fn serve_control(listener: UnixListener, tx: SyncSender<Job>, shutdown: Ca
     }
 }
 
-async fn serve_connection(stream: UnixStream, tx: SyncSender<Job>) {
+async fn serve_connection(stream: UnixStream, engine: EngineHandle) {
     let who = match stream.peer_cred() {
         Ok(c) => format!("uid {}", c.uid()),
         Err(_) => "unknown".into(),
@@ -139,7 +141,7 @@ async fn serve_connection(stream: UnixStream, tx: SyncSender<Job>) {
             return;
         } else {
             match serde_json::from_str::<Request>(line.trim_end()) {
-                Ok(request) => submit(&tx, request, &who).await,
+                Ok(request) => engine.submit(request, &who, Source::Admin).await,
                 Err(e) => Reply::error(format!("bad request: {e}")),
             }
         };
@@ -149,20 +151,34 @@ async fn serve_connection(stream: UnixStream, tx: SyncSender<Job>) {
     }
 }
 
-async fn submit(tx: &SyncSender<Job>, request: Request, who: &str) -> Reply {
-    let (reply, rx) = oneshot::channel();
-    let job = Job {
-        request,
-        who: who.to_string(),
-        source: Source::Admin,
-        reply,
-    };
-    match tx.try_send(job) {
-        Ok(()) => rx
-            .await
-            .unwrap_or_else(|_| Reply::error("the daemon is stopping")),
-        Err(TrySendError::Full(_)) => Reply::error("the daemon is busy; try again"),
-        Err(TrySendError::Disconnected(_)) => Reply::error("the daemon is stopping"),
+/// How every part of the daemon (control socket, FastAGI, knock listener, AMI) asks the engine
+/// for something. Cheap to clone; the engine stops once every handle is dropped.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<Job>,
+}
+
+impl EngineHandle {
+    pub fn new(tx: SyncSender<Job>) -> EngineHandle {
+        EngineHandle { tx }
+    }
+
+    /// Sends one request and waits for its reply. A full queue is refused at once, not waited on.
+    pub async fn submit(&self, request: Request, who: &str, source: Source) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            request,
+            who: who.to_string(),
+            source,
+            reply,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Reply::error("the daemon is stopping")),
+            Err(TrySendError::Full(_)) => Reply::error("the daemon is busy; try again"),
+            Err(TrySendError::Disconnected(_)) => Reply::error("the daemon is stopping"),
+        }
     }
 }
 
