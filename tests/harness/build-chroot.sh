@@ -82,8 +82,10 @@ host_mirror() {
 
 if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap on the host"
-    net "apt-get install debootstrap" apt-get install -y --no-install-recommends debootstrap \
-        >&2 || die "cannot install debootstrap"
+    # A fresh machine may have no package lists yet.
+    net "apt-get update (host)" apt-get -q update >&2
+    net "apt-get install debootstrap" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends debootstrap >&2
 fi
 
 MIRROR=${PASSKNOCK_MIRROR:-$(host_mirror | head -n1)}
