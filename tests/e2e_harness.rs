@@ -168,6 +168,15 @@ fn cli_and_reachability_helpers_work() {
     assert!(env.udp_reaches(1, 40000, false));
     assert!(env.udp_reaches(2, 40000, true));
     assert!(env.tcp_reaches(1, 40001, false));
+    // Asterisk's own port: answered over both families; a port nobody serves is not.
+    assert!(env.sip_reaches(1, false, Duration::from_secs(2)));
+    assert!(env.sip_reaches(2, true, Duration::from_secs(2)));
+    env.pbx().exec("nft", &["add table inet harness_probe"]);
+    env.pbx().exec(
+        "nft",
+        &["add chain inet harness_probe input { type filter hook input priority 0; udp dport 5060 drop; }"],
+    );
+    assert!(!env.sip_reaches(1, false, Duration::from_secs(1)));
 }
 
 #[test]

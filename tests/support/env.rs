@@ -205,6 +205,17 @@ impl Env {
         )
     }
 
+    /// Whether SIP from road `i` reaches Asterisk on the PBX address: an OPTIONS request gets any
+    /// answer within `wait`. Unlike [`Env::udp_reaches`] this works on Asterisk's own port, so
+    /// firewall tests can ask "may this phone talk to the PBX now?".
+    pub fn sip_reaches(&self, road: usize, v6: bool, wait: Duration) -> bool {
+        let r = self.road(road);
+        let local = if v6 { IpAddr::V6(r.v6) } else { IpAddr::V4(r.v4) };
+        let pbx = self.topo.pbx_addr(v6);
+        sipp::options_reach(&self.dir.inside, &r.into(), local, pbx, wait)
+            .unwrap_or_else(|e| panic!("SIP probe from road {road}: {e}"))
+    }
+
     /// Whether a UDP datagram from road `i` reaches `port` on the PBX address (a sink is bound
     /// there for the check, so the port must be free).
     pub fn udp_reaches(&self, road: usize, port: u16, v6: bool) -> bool {

@@ -223,6 +223,26 @@ pub fn call(dir: &Path, peer: &Peer, pbx: IpAddr, call: &Call) -> Result<(Hangup
     Ok((hangup, run))
 }
 
+/// Whether SIP from `peer` reaches the PBX: sends one OPTIONS (retransmitted) and says whether
+/// any answer came back within `wait`. For firewall tests, where Asterisk itself holds the port.
+pub fn options_reach(
+    dir: &Path,
+    peer: &Peer,
+    local: IpAddr,
+    pbx: IpAddr,
+    wait: Duration,
+) -> Result<bool, String> {
+    let scenario = fs::read_to_string(scenario_path("options.xml")).expect("read options.xml");
+    let (result, inside) = run_raw(dir, peer, local, pbx, &scenario, &[], wait)?;
+    let trace = fs::read_to_string(chroot::on_host(&inside.join("messages.log"))).unwrap_or_default();
+    let answered = trace.contains("message received");
+    match result {
+        // SIPp still running after its own timeout means it is wedged, not a verdict.
+        None => Err(format!("SIPp OPTIONS probe hung\n{}", logs(&inside))),
+        Some(_) => Ok(answered),
+    }
+}
+
 fn scenario_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/harness/sipp")
@@ -239,6 +259,34 @@ fn run(
     extra: &[&str],
     timeout: Duration,
 ) -> Result<Run, String> {
+    let (status, inside) = run_raw(dir, peer, local, pbx, scenario, extra, timeout)?;
+    let log = fs::read_to_string(chroot::on_host(&inside.join("outcome.log"))).unwrap_or_default();
+    let sip_port = status.map(|(_, port)| port).unwrap_or_default();
+    match status {
+        Some((s, _)) if s.success() => Ok(Run {
+            local: SocketAddr::new(local, sip_port),
+            log,
+            dir: inside,
+        }),
+        Some((s, _)) => Err(format!("SIPp failed ({s})\n{}", logs(&inside))),
+        None => Err(format!(
+            "SIPp still running after {timeout:?}, killed\n{}",
+            logs(&inside)
+        )),
+    }
+}
+
+/// Runs SIPp once and returns its exit status and SIP port (`None` if it had to be killed) and
+/// the run's directory inside the chroot.
+fn run_raw(
+    dir: &Path,
+    peer: &Peer,
+    local: IpAddr,
+    pbx: IpAddr,
+    scenario: &str,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<(Option<(std::process::ExitStatus, u16)>, PathBuf), String> {
     let n = RUN.fetch_add(1, Ordering::SeqCst);
     let inside = chroot::subdir(dir, &format!("sipp-{n}"));
     let host = chroot::on_host(&inside);
@@ -261,7 +309,11 @@ fn run(
         ])
         .args(["-mi", &local.to_string(), "-mp", &media_port.to_string()])
         .args(["-m", "1", "-nostdin"])
-        .args(["-timeout", &format!("{}s", timeout.as_secs()), "-timeout_error"])
+        .args([
+            "-timeout",
+            &format!("{}ms", timeout.as_millis()),
+            "-timeout_error",
+        ])
         .args(["-trace_err", "-error_file", &file("errors.log")])
         .args(["-trace_msg", "-message_file", &file("messages.log")])
         .args(["-trace_logs", "-log_file", &file("outcome.log")])
@@ -269,20 +321,9 @@ fn run(
         .stdout(out.try_clone().expect("dup sipp.out"))
         .stderr(out);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run sipp: {e}"))?;
+    // SIPp stops itself at -timeout; the margin only catches a wedged SIPp.
     let status = chroot::wait_bounded(&mut child, timeout + Duration::from_secs(10));
-    let log = fs::read_to_string(host.join("outcome.log")).unwrap_or_default();
-    match status {
-        Some(s) if s.success() => Ok(Run {
-            local: SocketAddr::new(local, sip_port),
-            log,
-            dir: inside,
-        }),
-        Some(s) => Err(format!("SIPp failed ({s})\n{}", logs(&inside))),
-        None => Err(format!(
-            "SIPp still running after {timeout:?}, killed\n{}",
-            logs(&inside)
-        )),
-    }
+    Ok((status.map(|s| (s, sip_port)), inside))
 }
 
 /// SIPp's logs of one run, for an error message.
