@@ -5,7 +5,7 @@
 //! let env = Env::new();
 //! let mut ami = env.ami();
 //! assert_eq!(env.register(1, "701"), Registration::Registered);
-//! ami.expect_event("ContactStatus", T, |e| e.is("ContactStatus"));
+//! ami.expect_event("ContactStatus", WAIT, |e| e.is("ContactStatus"));
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
