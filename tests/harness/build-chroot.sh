@@ -20,8 +20,9 @@
 set -euo pipefail
 
 # Bump when the package list or the build recipe changes: a new name means a fresh build.
-CHROOT_NAME=sid-asterisk-v2
-PACKAGES=(asterisk sip-tester)
+CHROOT_NAME=sid-asterisk-v3
+# The gsm prompts: the DISA call speaks stock sounds (agent-pass, auth-thankyou, …).
+PACKAGES=(asterisk sip-tester asterisk-core-sounds-en-gsm)
 MARKER=.passknock-chroot-complete
 
 CACHE=${PASSKNOCK_CACHE:-/var/cache/passknock}
