@@ -7,12 +7,14 @@
 //! - [`nft`]: the `inet passknock` table — declared, rendered as nft JSON, applied atomically,
 //!   read back and reconciled.
 //! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
+//! - [`contacts`]: registered contacts learned over AMI, shared with the DISA call flow.
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
 
 pub mod addr;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod control;
 pub mod daemon;
 pub mod defaults;
