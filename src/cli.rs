@@ -1,4 +1,4 @@
-//! The admin CLI: `passknock grant|revoke|list|ban|unban|status`, over the control socket.
+//! The admin CLI: `passknock grant|revoke|list|ban|unban|status|contacts|calls`, over the control socket.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{utc, UnixMs};
 use crate::config::Config;
-use crate::control::{Applied, Reply, Request, Status};
+use crate::control::{AmiStatus, Applied, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::store::{Ban, Grant};
@@ -65,6 +65,16 @@ pub enum Command {
     Unban { address: String },
     /// Is the table present and in sync with the store?
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Registered phones (endpoint and address) as Asterisk reports them over AMI.
+    Contacts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live SIP calls and their remote addresses, as Asterisk reports them over AMI.
+    Calls {
         #[arg(long)]
         json: bool,
     },
@@ -138,6 +148,8 @@ impl Cli {
             Command::Ban { address, ttl, reason } => (Request::Ban { address, ttl, reason }, false),
             Command::Unban { address } => (Request::Unban { address }, false),
             Command::Status { json } => (Request::Status, json),
+            Command::Contacts { json } => (Request::Contacts, json),
+            Command::Calls { json } => (Request::Calls, json),
         };
         let reply = call(&socket, &request)?;
         if json {
@@ -214,6 +226,37 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
             firewall_note(out, firewall)?;
         }
         Reply::Listing { now, grants, bans } => list(out, *now, grants, bans)?,
+        Reply::Held { address, end, .. } => match end {
+            Some(end) => writeln!(out, "{address}: access until {}", utc(*end))?,
+            None => writeln!(out, "{address} has no grant")?,
+        },
+        Reply::Contacts { ami, contacts } => {
+            ami_line(out, ami)?;
+            if contacts.is_empty() {
+                writeln!(out, "no registered contacts")?;
+            } else {
+                let rows: Vec<[String; 2]> = contacts
+                    .iter()
+                    .map(|c| {
+                        let a: Vec<String> = c.addresses.iter().map(|a| a.to_string()).collect();
+                        [c.endpoint.clone(), a.join(", ")]
+                    })
+                    .collect();
+                table(out, ["ENDPOINT", "REGISTERED FROM"], &rows)?;
+            }
+        }
+        Reply::Calls { ami, calls } => {
+            ami_line(out, ami)?;
+            if calls.is_empty() {
+                writeln!(out, "no live calls")?;
+            } else {
+                let rows: Vec<[String; 3]> = calls
+                    .iter()
+                    .map(|c| [c.channel.clone(), c.address.to_string(), left(c.since, now)])
+                    .collect();
+                table(out, ["CHANNEL", "REMOTE ADDRESS", "UP FOR"], &rows)?;
+            }
+        }
         Reply::Status(s) => status(out, s)?,
         Reply::Error { message } => return Err(CliError::Refused(message.clone())),
     }
@@ -279,6 +322,30 @@ fn table<const N: usize>(out: &mut impl Write, head: [&str; N], rows: &[[String;
     writeln!(out, "{}", line(head.to_vec()))?;
     for r in rows {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// One line on the AMI connection, above `contacts` and `calls`.
+fn ami_line(out: &mut impl Write, a: &AmiStatus) -> std::io::Result<()> {
+    if !a.enabled {
+        return writeln!(
+            out,
+            "AMI is off ([ami] enabled = false): nothing is learned from Asterisk"
+        );
+    }
+    let state = if a.connected { "connected" } else { "NOT connected" };
+    write!(
+        out,
+        "AMI {} {state}; {} login(s), {} event(s), {} ban(s)",
+        a.address, a.logins, a.events, a.bans
+    )?;
+    if a.skipped > 0 {
+        write!(out, ", {} oversized or garbled block(s) dropped", a.skipped)?;
+    }
+    writeln!(out)?;
+    if let (false, Some(e)) = (a.connected, &a.last_error) {
+        writeln!(out, "  last error: {e}")?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use serde::{de, Deserialize, Deserializer, Serialize};
 
 use crate::addr::Net;
 use crate::defaults;
-use crate::duration::Ttl;
+use crate::duration::{Delay, Ttl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -150,8 +150,32 @@ pub struct AmiConfig {
     pub enabled: bool,
     pub address: String,
     pub username: String,
-    /// File holding the manager secret; refused unless mode 0600.
+    /// File holding the manager secret; refused unless mode 0600 (or stricter).
     pub secret_file: Option<PathBuf>,
+    /// `md5` (challenge; the secret never crosses the wire) or `plain`.
+    pub login: AmiLogin,
+    pub reconnect_first: Delay,
+    pub reconnect_max: Delay,
+    pub keepalive: Delay,
+    pub timeout: Delay,
+    /// Failed security events from one address within `ban-window` that get it banned.
+    pub ban_threshold: u32,
+    pub ban_window: Ttl,
+    /// The first ban; each repeat offence multiplies it by `ban-growth`, up to `ban-ttl-max`.
+    pub ban_ttl: Ttl,
+    pub ban_growth: u32,
+    pub ban_ttl_max: Ttl,
+    /// A ban is a repeat offence when it comes within this long of the address's previous one.
+    pub ban_forget: Ttl,
+    /// The longest a live call keeps a grant open past its TTL; `0s` never holds.
+    pub hold_max: Ttl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmiLogin {
+    Md5,
+    Plain,
 }
 
 impl Default for AmiConfig {
@@ -159,9 +183,107 @@ impl Default for AmiConfig {
         AmiConfig {
             enabled: false,
             address: defaults::AMI_ADDRESS.into(),
-            username: "passknock".into(),
+            username: defaults::AMI_USERNAME.into(),
             secret_file: None,
+            login: AmiLogin::Md5,
+            reconnect_first: Delay(defaults::AMI_RECONNECT_FIRST),
+            reconnect_max: Delay(defaults::AMI_RECONNECT_MAX),
+            keepalive: Delay(defaults::AMI_KEEPALIVE),
+            timeout: Delay(defaults::AMI_TIMEOUT),
+            ban_threshold: defaults::BAN_THRESHOLD,
+            ban_window: Ttl(defaults::BAN_WINDOW),
+            ban_ttl: Ttl(defaults::BAN_FIRST),
+            ban_growth: defaults::BAN_GROWTH,
+            ban_ttl_max: Ttl(defaults::BAN_TTL_MAX_AMI),
+            ban_forget: Ttl(defaults::BAN_FORGET),
+            hold_max: Ttl(defaults::HOLD_MAX),
         }
+    }
+}
+
+impl AmiConfig {
+    /// Reads the manager secret from `secret-file`, refusing a file others could read.
+    pub fn read_secret(&self, origin: &str) -> Result<ami_listener::Secret, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: "ami.secret-file".into(),
+            message,
+        };
+        let path = self
+            .secret_file
+            .as_ref()
+            .ok_or_else(|| invalid("is required when ami.enabled = true".into()))?;
+        let meta = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(invalid(format!(
+                "{} is mode {mode:04o}, readable by others; it holds the manager secret: chmod 600 it",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let secret = text.trim_end_matches(['\r', '\n']);
+        if secret.is_empty() {
+            return Err(invalid(format!("{} is empty", path.display())));
+        }
+        Ok(ami_listener::Secret::new(secret))
+    }
+
+    fn check(&self, bans: &BansConfig) -> Result<(), (String, String)> {
+        let bad = |key: &str, m: String| Err((format!("ami.{key}"), m));
+        if self.enabled && self.secret_file.is_none() {
+            return bad("secret-file", "is required when ami.enabled = true".into());
+        }
+        if self.address.trim().is_empty() || !self.address.contains(':') {
+            return bad("address", format!("`{}` is not HOST:PORT", self.address));
+        }
+        if self.reconnect_first.0.is_zero() {
+            return bad("reconnect-first", "must be more than 0ms".into());
+        }
+        if self.reconnect_max < self.reconnect_first {
+            return bad(
+                "reconnect-max",
+                format!(
+                    "{} is below ami.reconnect-first ({})",
+                    self.reconnect_max, self.reconnect_first
+                ),
+            );
+        }
+        if self.keepalive.0 < std::time::Duration::from_millis(100) {
+            return bad("keepalive", "must be at least 100ms".into());
+        }
+        if self.timeout.0 < std::time::Duration::from_millis(100) {
+            return bad("timeout", "must be at least 100ms".into());
+        }
+        if self.ban_threshold == 0 {
+            return bad("ban-threshold", "must be at least 1".into());
+        }
+        if self.ban_window.0.is_zero() {
+            return bad("ban-window", "must be more than 0s".into());
+        }
+        if self.ban_growth == 0 {
+            return bad(
+                "ban-growth",
+                "must be at least 1 (1 keeps every ban the same)".into(),
+            );
+        }
+        if self.ban_ttl.0.is_zero() {
+            return bad("ban-ttl", "must be more than 0s".into());
+        }
+        if self.ban_ttl > self.ban_ttl_max {
+            return bad(
+                "ban-ttl",
+                format!("{} is above ami.ban-ttl-max ({})", self.ban_ttl, self.ban_ttl_max),
+            );
+        }
+        if self.ban_ttl_max > bans.ttl_max {
+            return bad(
+                "ban-ttl-max",
+                format!("{} is above bans.ttl-max ({})", self.ban_ttl_max, bans.ttl_max),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -318,6 +440,9 @@ impl Config {
                 ));
             }
         }
+        self.ami
+            .check(&self.bans)
+            .map_err(|(key, message)| invalid(key, message))?;
         if self.daemon.reconcile_interval.0.as_secs() < 1 {
             return Err(invalid(
                 "daemon.reconcile-interval".into(),
@@ -440,5 +565,68 @@ mod tests {
         for bad in ["5060", "sctp/1", "udp/0", "tcp/20-10", "udp/x"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ami_section_checks_name_the_key() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert!(!c.ami.enabled);
+        assert_eq!(c.ami.login, AmiLogin::Md5);
+        let ok = Config::parse(
+            &format!(
+                "{MINIMAL}[ami]\nenabled = true\nsecret-file = \"/x\"\nlogin = \"plain\"\n\
+                 reconnect-first = \"100ms\"\nban-threshold = 3\nban-window = \"30s\"\nhold-max = \"0s\"\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(ok.ami.reconnect_first.0.as_millis(), 100);
+        for (extra, key) in [
+            ("enabled = true", "ami.secret-file"),
+            ("ban-threshold = 0", "ami.ban-threshold"),
+            ("ban-window = \"0s\"", "ami.ban-window"),
+            ("ban-growth = 0", "ami.ban-growth"),
+            ("ban-ttl = \"8d\"", "ami.ban-ttl"),
+            ("ban-ttl-max = \"60d\"", "ami.ban-ttl-max"),
+            ("reconnect-first = \"0ms\"", "ami.reconnect-first"),
+            (
+                "reconnect-first = \"5s\"\nreconnect-max = \"1s\"",
+                "ami.reconnect-max",
+            ),
+            ("keepalive = \"10ms\"", "ami.keepalive"),
+            ("address = \"localhost\"", "ami.address"),
+        ] {
+            let e = Config::parse(&format!("{MINIMAL}[ami]\n{extra}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = Config::parse(&format!("{MINIMAL}[ami]\nlogin = \"sha\"\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sha") && e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn ami_secret_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ami.secret");
+        std::fs::write(&path, "pw-123\n").unwrap();
+        let mut ami = AmiConfig {
+            secret_file: Some(path.clone()),
+            ..AmiConfig::default()
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = ami.read_secret("t").unwrap_err().to_string();
+        assert!(e.contains("ami.secret-file") && e.contains("0644"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(ami.read_secret("t").unwrap().expose(), "pw-123");
+        ami.secret_file = Some(dir.path().join("missing"));
+        assert!(ami
+            .read_secret("t")
+            .unwrap_err()
+            .to_string()
+            .contains("ami.secret-file"));
     }
 }

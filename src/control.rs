@@ -3,8 +3,9 @@
 //! # Format
 //!
 //! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
-//! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` and `status`
-//! take nothing. The reply is one object tagged by `reply`; failures are
+//! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list`, `status`,
+//! `contacts` and `calls` take nothing. `hold` and `release` are the daemon's own (the AMI
+//! listener's), never read from the socket. The reply is one object tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
 
 use std::net::IpAddr;
@@ -40,6 +41,22 @@ pub enum Request {
         address: String,
     },
     Status,
+    /// Registered contacts as AMI reports them; answered by the daemon, not the engine.
+    Contacts,
+    /// Live PJSIP calls as AMI reports them; answered by the daemon, not the engine.
+    Calls,
+    /// Internal: a call is up from `address`; keep its grants open until at least `until` (capped
+    /// at `ami.hold-max` past each grant's expiry).
+    #[serde(skip)]
+    Hold {
+        address: IpAddr,
+        until: UnixMs,
+    },
+    /// Internal: `address`'s calls ended; its grants end at their own expiry again.
+    #[serde(skip)]
+    Release {
+        address: IpAddr,
+    },
 }
 
 /// Whether the firewall took a change. The store already has it; when nft refused, the daemon
@@ -76,6 +93,21 @@ pub enum Reply {
         bans: Vec<Ban>,
     },
     Status(Box<Status>),
+    /// Reply to `hold`/`release`: how many grants the address has, and when access now ends.
+    Held {
+        address: IpAddr,
+        grants: usize,
+        end: Option<UnixMs>,
+        firewall: Applied,
+    },
+    Contacts {
+        ami: AmiStatus,
+        contacts: Vec<ContactEntry>,
+    },
+    Calls {
+        ami: AmiStatus,
+        calls: Vec<CallEntry>,
+    },
     Error {
         message: String,
     },
@@ -104,4 +136,37 @@ pub struct Status {
     pub last_reconcile: Option<UnixMs>,
     pub firewall_error: Option<String>,
     pub now: UnixMs,
+}
+
+/// The AMI listener's state, for `passknock contacts` and `passknock calls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmiStatus {
+    pub enabled: bool,
+    pub address: String,
+    pub connected: bool,
+    /// Logins since the daemon started (each is followed by a full re-sync).
+    pub logins: u64,
+    pub events: u64,
+    /// Blocks dropped for their size or for garbage.
+    pub skipped: u64,
+    /// Bans the listener asked for.
+    pub bans: u64,
+    /// From receiving the security event that crossed the threshold to nft holding the ban.
+    pub last_ban_us: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// An endpoint and the addresses it is registered from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactEntry {
+    pub endpoint: String,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A live PJSIP call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEntry {
+    pub channel: String,
+    pub address: IpAddr,
+    pub since: UnixMs,
 }

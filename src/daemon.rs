@@ -9,7 +9,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::ami::AmiView;
+use crate::config::{Config, ConfigError};
+use crate::contacts::Contacts;
 use crate::control::{Reply, Request};
 use crate::defaults;
 use crate::engine::{Engine, Job};
@@ -30,6 +32,8 @@ pub enum DaemonError {
     },
     #[error("the engine thread failed: {0}")]
     Engine(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Pending requests the engine may hold before callers are told it is busy.
@@ -37,6 +41,12 @@ const QUEUE: usize = 4096;
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    // Refuse a readable secret before touching anything.
+    let ami_secret = if config.ami.enabled {
+        Some(config.ami.read_secret("[ami]")?)
+    } else {
+        None
+    };
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
     let layout = Layout::from_config(&config);
@@ -59,8 +69,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         config.services.keys().cloned().collect::<Vec<_>>().join(",")
     );
     let handle = EngineHandle::new(tx);
+    // Filled by the AMI listener; read by the DISA flow ("registered" address) and the CLI.
+    let contacts = Contacts::default();
+    let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
-    serve_control(listener, handle, shutdown.clone()).await;
+    let ami = ami_secret.map(|secret| {
+        info!(
+            "AMI: listening to {} as {}",
+            config.ami.address, config.ami.username
+        );
+        tokio::spawn(crate::ami::run(
+            config.clone(),
+            secret,
+            handle.clone(),
+            contacts.clone(),
+            ami_view.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let views = Views {
+        contacts,
+        ami: ami_view,
+    };
+    serve_control(listener, handle, views, shutdown.clone()).await;
+    if let Some(ami) = ami {
+        // It holds an engine handle: it must be gone before the engine can finish.
+        let _ = ami.await;
+    }
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await
@@ -93,18 +128,31 @@ async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
     bound.map_err(sock_err)
 }
 
-async fn serve_control(listener: UnixListener, engine: EngineHandle, shutdown: CancellationToken) {
+/// What the daemon answers itself, without the engine: state other tasks keep.
+#[derive(Clone)]
+struct Views {
+    contacts: Contacts,
+    ami: AmiView,
+}
+
+async fn serve_control(
+    listener: UnixListener,
+    engine: EngineHandle,
+    views: Views,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let engine = engine.clone();
+                    let views = views.clone();
                     let stop = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             _ = stop.cancelled() => {}
-                            _ = serve_connection(stream, engine) => {}
+                            _ = serve_connection(stream, engine, views) => {}
                         }
                     });
                 }
@@ -117,7 +165,7 @@ async fn serve_control(listener: UnixListener, engine: EngineHandle, shutdown: C
     }
 }
 
-async fn serve_connection(stream: UnixStream, engine: EngineHandle) {
+async fn serve_connection(stream: UnixStream, engine: EngineHandle, views: Views) {
     let who = match stream.peer_cred() {
         Ok(c) => format!("uid {}", c.uid()),
         Err(_) => "unknown".into(),
@@ -141,6 +189,8 @@ async fn serve_connection(stream: UnixStream, engine: EngineHandle) {
             return;
         } else {
             match serde_json::from_str::<Request>(line.trim_end()) {
+                Ok(Request::Contacts) => views.ami.contacts_reply(&views.contacts),
+                Ok(Request::Calls) => views.ami.calls_reply(),
                 Ok(request) => engine.submit(request, &who, Source::Admin).await,
                 Err(e) => Reply::error(format!("bad request: {e}")),
             }

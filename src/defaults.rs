@@ -29,6 +29,30 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const AGI_LISTEN: &str = "127.0.0.1:4573";
 /// Asterisk's manager interface.
 pub const AMI_ADDRESS: &str = "127.0.0.1:5038";
+/// The manager user DESIGN.md gives passknock (`read = system,security,call`).
+pub const AMI_USERNAME: &str = "passknock";
+/// First wait before reconnecting to AMI; doubles up to [`AMI_RECONNECT_MAX`]. Small, so a
+/// restarted Asterisk is seen again within seconds.
+pub const AMI_RECONNECT_FIRST: Duration = Duration::from_millis(250);
+pub const AMI_RECONNECT_MAX: Duration = Duration::from_secs(4);
+/// How often the AMI listener pings; a connection silent for a whole period after a ping is dead.
+pub const AMI_KEEPALIVE: Duration = Duration::from_secs(20);
+/// Bound on connecting to AMI, logging in, and any one write.
+pub const AMI_TIMEOUT: Duration = Duration::from_secs(5);
+/// Security events from one address within [`BAN_WINDOW`] that get it banned.
+pub const BAN_THRESHOLD: u32 = 5;
+pub const BAN_WINDOW: Duration = Duration::from_secs(60);
+/// A first offender's ban; each repeat multiplies it by [`BAN_GROWTH`], up to [`BAN_TTL_MAX_AMI`].
+pub const BAN_FIRST: Duration = Duration::from_secs(15 * 60);
+pub const BAN_GROWTH: u32 = 4;
+pub const BAN_TTL_MAX_AMI: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A ban counts as a repeat when it comes within this long of the address's previous ban.
+pub const BAN_FORGET: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest a live call keeps a grant open past its TTL.
+pub const HOLD_MAX: Duration = Duration::from_secs(4 * 3600);
+/// While a call is up its grant is held this far ahead, renewed every third of it: if the daemon
+/// dies mid-call, the kernel still closes access within this long of the grant's own end.
+pub const HOLD_STEP: Duration = Duration::from_secs(60);
 /// Most requests one control connection may send; a guard against a runaway script.
 pub const CONTROL_MAX_LINE: usize = 64 * 1024;
 /// Most control requests the daemon applies together in one store transaction and one nft batch.

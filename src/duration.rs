@@ -101,6 +101,50 @@ impl Serialize for Ttl {
     }
 }
 
+/// A short delay for timers (reconnect backoff, keep-alive): `250ms`, or anything a [`Ttl`] takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Delay(pub Duration);
+
+impl FromStr for Delay {
+    type Err = ParseTtlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if let Some(ms) = t.strip_suffix("ms") {
+            return ms
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms <= 86_400_000)
+                .map(|ms| Delay(Duration::from_millis(ms)))
+                .ok_or_else(|| ParseTtlError(s.to_string()));
+        }
+        t.parse::<Ttl>().map(|t| Delay(t.0))
+    }
+}
+
+impl fmt::Display for Delay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_millis() != 0 || self.0.is_zero() {
+            write!(f, "{}ms", self.0.as_millis())
+        } else {
+            f.write_str(&human(self.0))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Delay {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Delay {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +170,16 @@ mod tests {
         assert_eq!(human(Duration::from_secs(3600 + 5)), "1h");
         assert_eq!(human(Duration::from_secs(45)), "45s");
         assert_eq!(human(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn delays_take_milliseconds() {
+        let p = |s: &str| s.parse::<Delay>().map(|d| d.0.as_millis());
+        assert_eq!(p("250ms"), Ok(250));
+        assert_eq!(p("2s"), Ok(2000));
+        assert_eq!(p("1m"), Ok(60_000));
+        assert!(p("1.5ms").is_err() && p("ms").is_err() && p("-1ms").is_err());
+        assert_eq!(Delay(Duration::from_millis(250)).to_string(), "250ms");
+        assert_eq!(Delay(Duration::from_secs(4)).to_string(), "4s");
     }
 }

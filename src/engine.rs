@@ -120,6 +120,11 @@ impl Engine {
                 Request::Ban { address, ttl, reason } => self.ban(address, *ttl, reason, &job.who),
                 Request::Unban { address } => self.unban(address, &job.who),
                 Request::Status => self.status(),
+                Request::Hold { address, until } => self.hold(*address, *until, &job.who),
+                Request::Release { address } => self.release(*address, &job.who),
+                Request::Contacts | Request::Calls => {
+                    Reply::error("contacts and calls are answered by the daemon, not the engine")
+                }
                 Request::Grant { .. } => unreachable!("grants are batched above"),
             };
             let _ = job.reply.send(reply);
@@ -380,6 +385,68 @@ impl Engine {
         info!(target: "passknock::audit", "unban address={ip} who={who:?}");
         Reply::Unbanned {
             address: ip,
+            firewall: applied,
+        }
+    }
+
+    /// A call is up from `ip`: each live grant of `ip` lasts until at least `until`, but at most
+    /// `ami.hold-max` past its own expiry. Writes nothing while every grant outlives `until` anyway,
+    /// so a renewal costs a store write and an nft run only when a TTL is near.
+    fn hold(&mut self, ip: IpAddr, until: UnixMs, who: &str) -> Reply {
+        let now = now_ms();
+        let max = self.config.ami.hold_max.0.as_millis() as i64;
+        let grants = match self.store.grants_for(ip, now) {
+            Ok(g) => g,
+            Err(e) => return Reply::error(format!("not held: {e}")),
+        };
+        let new_end = |g: &Grant| g.expires.max(until.min(g.expires + max));
+        let changes = grants.iter().any(|g| new_end(g) != g.end());
+        let mut applied = Applied::default();
+        if changes {
+            if let Err(e) = self.store.hold_capped(ip, until, max, now) {
+                return Reply::error(format!("not held: {e}"));
+            }
+            applied = self.refresh_addresses(&BTreeSet::from([ip]), &[], now);
+            let end = grants.iter().map(new_end).max().unwrap_or(now);
+            info!(
+                target: "passknock::audit",
+                "hold address={ip} until={} (call up) who={who:?}",
+                utc(end)
+            );
+        }
+        Reply::Held {
+            address: ip,
+            grants: grants.len(),
+            end: grants
+                .iter()
+                .map(|g| if changes { new_end(g) } else { g.end() })
+                .max(),
+            firewall: applied,
+        }
+    }
+
+    /// `ip`'s calls ended: its grants end at their own expiry again, and those already past it end
+    /// now.
+    fn release(&mut self, ip: IpAddr, who: &str) -> Reply {
+        let released = match self.store.release(ip) {
+            Ok(n) => n,
+            Err(e) => return Reply::error(format!("not released: {e}")),
+        };
+        let now = now_ms();
+        let mut applied = Applied::default();
+        if released > 0 {
+            info!(target: "passknock::audit", "release address={ip} (calls ended) who={who:?}");
+            // Grants whose TTL passed during the call go now; the rest get their shorter timeout.
+            self.expire(now);
+            if self.store.grants_for(ip, now).is_ok_and(|g| !g.is_empty()) {
+                applied = self.refresh_addresses(&BTreeSet::from([ip]), &[], now);
+            }
+        }
+        let live = self.store.grants_for(ip, now).unwrap_or_default();
+        Reply::Held {
+            address: ip,
+            grants: live.len(),
+            end: live.iter().map(Grant::end).max(),
             firewall: applied,
         }
     }

@@ -8,9 +8,13 @@
 //!   read back and reconciled.
 //! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
 //! - [`contacts`]: registered contacts learned over AMI, shared with the DISA call flow.
+//! - [`ami`]: the AMI listener's policy — contacts, holds for live calls ([`calls`]), bans for
+//!   repeated failures ([`offenders`]).
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
 
 pub mod addr;
+pub mod ami;
+pub mod calls;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -21,4 +25,5 @@ pub mod defaults;
 pub mod duration;
 pub mod engine;
 pub mod nft;
+pub mod offenders;
 pub mod store;

@@ -42,6 +42,8 @@ pub enum Source {
     Disa,
     Knock,
     Admin,
+    /// The AMI listener: bans for failed logins, holds for live calls.
+    Ami,
 }
 
 impl Source {
@@ -50,6 +52,7 @@ impl Source {
             Source::Disa => "disa",
             Source::Knock => "knock",
             Source::Admin => "admin",
+            Source::Ami => "ami",
         }
     }
 
@@ -58,6 +61,7 @@ impl Source {
             "disa" => Some(Source::Disa),
             "knock" => Some(Source::Knock),
             "admin" => Some(Source::Admin),
+            "ami" => Some(Source::Ami),
             _ => None,
         }
     }
@@ -238,6 +242,35 @@ impl Store {
             "UPDATE grants SET hold_ms = ?2, end_ms = MAX(expires_ms, ?2)
              WHERE address = ?1 AND end_ms > ?3",
             params![address.to_string(), until, now],
+        )?;
+        Ok(n)
+    }
+
+    /// Holds every live grant for `address` until `until` (a call is up), but never more than
+    /// `max_past` ms past the grant's own expiry. Replaces any earlier hold.
+    pub fn hold_capped(
+        &mut self,
+        address: IpAddr,
+        until: UnixMs,
+        max_past: i64,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE grants SET hold_ms = MIN(?2, expires_ms + ?4),
+                               end_ms = MAX(expires_ms, MIN(?2, expires_ms + ?4))
+             WHERE address = ?1 AND end_ms > ?3",
+            params![address.to_string(), until, now, max_past],
+        )?;
+        Ok(n)
+    }
+
+    /// Drops the holds on `address`'s grants (its calls ended): each ends at its own expiry again,
+    /// which may be past — the next prune removes those.
+    pub fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE grants SET hold_ms = NULL, end_ms = expires_ms
+             WHERE address = ?1 AND hold_ms IS NOT NULL",
+            params![address.to_string()],
         )?;
         Ok(n)
     }
@@ -508,6 +541,31 @@ mod tests {
         assert!(s.grants_for(a, 5_000).unwrap().iter().all(|g| g.end() == 10_000));
         assert_eq!(s.revoke(a).unwrap().len(), 2);
         assert!(s.grants_for(a, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn hold_is_capped_past_expiry_and_release_restores_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        s.insert_grants(
+            &[
+                grant("203.0.113.7", &["sip"], 2_000),
+                grant("203.0.113.7", &["rtp"], 50_000),
+            ],
+            1_000,
+        )
+        .unwrap();
+        // Held to 9,000 but at most 5,000 past each expiry: 7,000 and (not shortened) 50,000.
+        assert_eq!(s.hold_capped(a, 9_000, 5_000, 1_500).unwrap(), 2);
+        let ends: Vec<i64> = s.grants_for(a, 1_500).unwrap().iter().map(|g| g.end()).collect();
+        assert_eq!(ends, vec![7_000, 50_000]);
+        assert_eq!(s.release(a).unwrap(), 2);
+        assert_eq!(s.next_end().unwrap(), Some(2_000));
+        let (gone, _) = s.prune(3_000).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(s.release(a).unwrap(), 0);
+        assert_eq!(Source::parse("ami"), Some(Source::Ami));
     }
 
     #[test]

@@ -1,0 +1,356 @@
+//! The daemon's side of AMI: runs the listener and turns what it learns into policy — registered
+//! contacts for the DISA flow, holds for grants with a live call, bans for addresses that fail
+//! too often. The listener only reports; every decision is made here, every change by the engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ami_listener::event::Security;
+use ami_listener::{Limits, LoginMethod, Secret, Settings, Stats, Update};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::addr::{self, Net};
+use crate::calls::LiveCalls;
+use crate::clock::now_ms;
+use crate::config::{AmiConfig, AmiLogin, Config};
+use crate::contacts::Contacts;
+use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request};
+use crate::daemon::EngineHandle;
+use crate::defaults;
+use crate::duration::Ttl;
+use crate::offenders::{BanPolicy, Offenders};
+use crate::store::Source;
+
+/// Updates the listener may queue ahead of the policy; past it the listener stops reading
+/// (Asterisk buffers), so nothing is lost and memory stays bounded.
+const UPDATES_QUEUE: usize = 1024;
+/// Who the engine's audit lines name for what AMI caused.
+const WHO: &str = "ami";
+
+/// What the control socket shows of AMI: cheap to clone, shared with the policy task.
+#[derive(Clone, Default)]
+pub struct AmiView {
+    inner: Arc<Mutex<ViewState>>,
+}
+
+#[derive(Default)]
+struct ViewState {
+    enabled: bool,
+    address: String,
+    stats: Option<Arc<Stats>>,
+    calls: Vec<CallEntry>,
+    bans: u64,
+    last_ban_us: Option<u64>,
+}
+
+impl AmiView {
+    fn with<T>(&self, f: impl FnOnce(&mut ViewState) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn status(&self) -> AmiStatus {
+        self.with(|v| {
+            let s = v.stats.as_deref();
+            let n = |f: fn(&Stats) -> u64| s.map(f).unwrap_or(0);
+            AmiStatus {
+                enabled: v.enabled,
+                address: v.address.clone(),
+                connected: s.is_some_and(|s| s.connected.load(Ordering::Relaxed)),
+                logins: n(|s| s.logins.load(Ordering::Relaxed)),
+                events: n(|s| s.events.load(Ordering::Relaxed)),
+                skipped: n(|s| s.skipped.load(Ordering::Relaxed)),
+                bans: v.bans,
+                last_ban_us: v.last_ban_us,
+                last_error: s.and_then(Stats::last_error),
+            }
+        })
+    }
+
+    pub fn calls(&self) -> Vec<CallEntry> {
+        self.with(|v| v.calls.clone())
+    }
+
+    /// The reply to `passknock contacts`.
+    pub fn contacts_reply(&self, contacts: &Contacts) -> Reply {
+        Reply::Contacts {
+            ami: self.status(),
+            contacts: contacts
+                .snapshot()
+                .into_iter()
+                .map(|(endpoint, set)| ContactEntry {
+                    endpoint,
+                    addresses: set.into_iter().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The reply to `passknock calls`.
+    pub fn calls_reply(&self) -> Reply {
+        Reply::Calls {
+            ami: self.status(),
+            calls: self.calls(),
+        }
+    }
+}
+
+/// The listener's settings from `[ami]`.
+pub fn settings(ami: &AmiConfig, secret: Secret) -> Settings {
+    Settings {
+        address: ami.address.clone(),
+        username: ami.username.clone(),
+        secret,
+        login: match ami.login {
+            AmiLogin::Md5 => LoginMethod::Md5,
+            AmiLogin::Plain => LoginMethod::Plain,
+        },
+        backoff_first: ami.reconnect_first.0,
+        backoff_max: ami.reconnect_max.0,
+        keepalive: ami.keepalive.0,
+        timeout: ami.timeout.0,
+        limits: Limits::default(),
+    }
+}
+
+/// Runs the AMI listener and its policy until `shutdown`.
+pub async fn run(
+    config: Config,
+    secret: Secret,
+    engine: EngineHandle,
+    contacts: Contacts,
+    view: AmiView,
+    shutdown: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::channel(UPDATES_QUEUE);
+    let stats = Arc::new(Stats::default());
+    view.with(|v| {
+        v.enabled = true;
+        v.address = config.ami.address.clone();
+        v.stats = Some(stats.clone());
+    });
+    let client = tokio::spawn(ami_listener::run(
+        settings(&config.ami, secret),
+        tx,
+        stats,
+        shutdown.clone(),
+    ));
+    let mut policy = Policy::new(&config, engine, contacts, view);
+    let mut renew = tokio::time::interval(defaults::HOLD_STEP / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            u = rx.recv() => match u {
+                Some(u) => policy.apply(u, Instant::now()).await,
+                None => break,
+            },
+            _ = renew.tick() => policy.renew_holds().await,
+        }
+    }
+    let _ = client.await;
+}
+
+/// The decisions: what each update means for contacts, holds and bans.
+struct Policy {
+    engine: EngineHandle,
+    contacts: Contacts,
+    view: AmiView,
+    trusted: Vec<Net>,
+    hold: bool,
+    /// (endpoint, contact URI) → address: one endpoint may have several contacts on one address.
+    known: BTreeMap<(String, String), IpAddr>,
+    calls: LiveCalls,
+    offenders: Offenders,
+}
+
+impl Policy {
+    fn new(config: &Config, engine: EngineHandle, contacts: Contacts, view: AmiView) -> Policy {
+        Policy {
+            engine,
+            contacts,
+            view,
+            trusted: config.firewall.trusted.clone(),
+            hold: !config.ami.hold_max.0.is_zero(),
+            known: BTreeMap::new(),
+            calls: LiveCalls::default(),
+            offenders: Offenders::new(BanPolicy::from_config(&config.ami)),
+        }
+    }
+
+    async fn apply(&mut self, u: Update, received: Instant) {
+        match u {
+            Update::LoggedIn { .. } => {}
+            Update::Contacts(list) => {
+                self.known = list
+                    .into_iter()
+                    .filter_map(|c| Some(((c.endpoint, c.uri), addr::normalize(c.address?))))
+                    .collect();
+                let mut all: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+                for ((ep, _), ip) in &self.known {
+                    all.entry(ep.clone()).or_default().insert(*ip);
+                }
+                info!("AMI: {} endpoint(s) registered", all.len());
+                self.contacts.replace_all(all);
+            }
+            Update::Contact(c) => {
+                let key = (c.endpoint.clone(), c.uri.clone());
+                match c.address.filter(|_| !c.removed) {
+                    Some(ip) => self.known.insert(key, addr::normalize(ip)),
+                    None => self.known.remove(&key),
+                };
+                self.sync_endpoint(&c.endpoint);
+            }
+            Update::CallsPresent(ids) => {
+                for ip in self.calls.retain(&ids) {
+                    info!("AMI: calls from {ip} ended while we were not looking");
+                    self.release(ip).await;
+                }
+                self.publish_calls();
+            }
+            Update::CallUp(call) => {
+                let ip = addr::normalize(call.remote);
+                let first = self.calls.up(&call.id, &call.channel, ip, now_ms());
+                self.publish_calls();
+                debug!("AMI: call {} up from {ip}", call.channel);
+                if first {
+                    self.hold(ip).await;
+                }
+            }
+            Update::CallDown { id } => {
+                let last = self.calls.down(&id);
+                self.publish_calls();
+                if let Some(ip) = last {
+                    debug!("AMI: last call from {ip} ended");
+                    self.release(ip).await;
+                }
+            }
+            Update::Security(s) => self.security(s, received).await,
+            Update::Disconnected { reason } => {
+                // Calls and contacts stay as last known until the re-sync after the next login;
+                // holds lapse on their own (ami.hold-max) if that login never comes.
+                debug!("AMI disconnected: {reason}");
+            }
+        }
+    }
+
+    /// Makes `Contacts` for `endpoint` match what `known` says.
+    fn sync_endpoint(&mut self, endpoint: &str) {
+        let want: BTreeSet<IpAddr> = self
+            .known
+            .iter()
+            .filter(|((ep, _), _)| ep == endpoint)
+            .map(|(_, ip)| *ip)
+            .collect();
+        let have: BTreeSet<IpAddr> = self.contacts.registered(endpoint).into_iter().collect();
+        for ip in want.difference(&have) {
+            info!("AMI: {endpoint} registered from {ip}");
+            self.contacts.add(endpoint, *ip);
+        }
+        for ip in have.difference(&want) {
+            info!("AMI: {endpoint} no longer registered from {ip}");
+            self.contacts.remove(endpoint, *ip);
+        }
+    }
+
+    fn publish_calls(&self) {
+        let entries = self.calls.entries();
+        self.view.with(|v| v.calls = entries);
+    }
+
+    async fn security(&mut self, s: Security, received: Instant) {
+        if !s.kind.is_failure() {
+            return;
+        }
+        let Some(remote) = &s.remote else { return };
+        let ip = addr::normalize(remote.addr.ip());
+        if self.trusted.iter().any(|n| n.contains(ip)) || addr::check_grantable(ip).is_err() {
+            debug!("AMI: {} from trusted {ip} not counted", s.kind.name());
+            return;
+        }
+        let Some(v) = self.offenders.record(ip, now_ms()) else {
+            return;
+        };
+        let reason = format!(
+            "AMI: {} (service {}, account {:?}) — offence {}",
+            s.kind.name(),
+            s.service,
+            s.account,
+            v.offence
+        );
+        let reply = self
+            .engine
+            .submit(
+                Request::Ban {
+                    address: ip.to_string(),
+                    ttl: Some(Ttl(v.ttl)),
+                    reason,
+                },
+                WHO,
+                Source::Ami,
+            )
+            .await;
+        let took = received.elapsed();
+        match reply {
+            Reply::Banned { firewall, .. } => {
+                if let Some(e) = firewall.error {
+                    warn!("AMI: banned {ip} in the store; nft not updated yet: {e}");
+                }
+                info!(
+                    "AMI: banned {ip} for {} (offence {}), {:.1} ms after the event",
+                    crate::duration::human(v.ttl),
+                    v.offence,
+                    took.as_secs_f64() * 1000.0
+                );
+                self.view.with(|view| {
+                    view.bans += 1;
+                    view.last_ban_us = Some(took.as_micros() as u64);
+                });
+            }
+            Reply::Error { message } => warn!("AMI: could not ban {ip}: {message}"),
+            other => warn!("AMI: unexpected reply to a ban: {other:?}"),
+        }
+        if self.offenders.tracked() > crate::offenders::MAX_TRACKED / 2 {
+            self.offenders.forget_stale(now_ms());
+        }
+    }
+
+    /// Holds `ip`'s grants one step ahead while a call from it is up.
+    async fn hold(&mut self, ip: IpAddr) {
+        if !self.hold {
+            return;
+        }
+        let until = now_ms() + defaults::HOLD_STEP.as_millis() as i64;
+        let reply = self
+            .engine
+            .submit(Request::Hold { address: ip, until }, WHO, Source::Ami)
+            .await;
+        if let Reply::Error { message } = reply {
+            warn!("AMI: could not hold {ip}'s grants for its call: {message}");
+        }
+    }
+
+    async fn release(&mut self, ip: IpAddr) {
+        if !self.hold {
+            return;
+        }
+        let reply = self
+            .engine
+            .submit(Request::Release { address: ip }, WHO, Source::Ami)
+            .await;
+        if let Reply::Error { message } = reply {
+            warn!("AMI: could not release {ip}'s grants after its calls: {message}");
+        }
+    }
+
+    /// Every third of a hold step: push each live call's hold ahead again.
+    async fn renew_holds(&mut self) {
+        for ip in self.calls.addresses() {
+            self.hold(ip).await;
+        }
+    }
+}
