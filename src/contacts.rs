@@ -15,7 +15,9 @@ impl Contacts {
     /// Addresses `endpoint` is registered from.
     pub fn registered(&self, endpoint: &str) -> Vec<IpAddr> {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        map.get(endpoint).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        map.get(endpoint)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn add(&self, endpoint: &str, ip: IpAddr) {
