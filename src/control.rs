@@ -4,8 +4,9 @@
 //!
 //! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
 //! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list`, `status`,
-//! `contacts` and `calls` take nothing. `hold` and `release` are the daemon's own (the AMI
-//! listener's), never read from the socket. The reply is one object tagged by `reply`; failures are
+//! `contacts` and `calls` take nothing; `account-*` manage DISA accounts. `hold` and `release` are
+//! the daemon's own (the AMI listener's), never read from the socket. The reply is one object
+//! tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
 
 use std::net::IpAddr;
@@ -14,7 +15,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Ttl;
-use crate::store::{Ban, Grant, UnixMs};
+use crate::secret::ShownOnce;
+use crate::store::{Account, Ban, Grant, UnixMs};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
@@ -56,6 +58,29 @@ pub enum Request {
     #[serde(skip)]
     Release {
         address: IpAddr,
+    },
+    /// A DISA account with a new passcode, shown once in the reply.
+    AccountAdd {
+        name: String,
+        #[serde(default)]
+        services: Vec<String>,
+        ttl: Option<Ttl>,
+        endpoint: Option<String>,
+        #[serde(default)]
+        address_modes: Vec<String>,
+    },
+    AccountList,
+    AccountResetPasscode {
+        name: String,
+    },
+    AccountDisable {
+        name: String,
+    },
+    AccountEnable {
+        name: String,
+    },
+    AccountRemove {
+        name: String,
     },
 }
 
@@ -107,6 +132,17 @@ pub enum Reply {
     Calls {
         ami: AmiStatus,
         calls: Vec<CallEntry>,
+    },
+    /// The new passcode is in this reply and nowhere else.
+    AccountCreated {
+        account: Account,
+        passcode: ShownOnce,
+    },
+    Accounts {
+        accounts: Vec<Account>,
+    },
+    Done {
+        message: String,
     },
     Error {
         message: String,

@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use crate::ami::AmiView;
 use crate::config::{Config, ConfigError};
 use crate::contacts::Contacts;
@@ -34,6 +36,14 @@ pub enum DaemonError {
     Engine(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("DISA: {0}")]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("cannot listen for FastAGI on {address}: {source}")]
+    Agi {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Pending requests the engine may hold before callers are told it is busy.
@@ -52,12 +62,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let layout = Layout::from_config(&config);
     let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
     let mut engine = Engine::new(config.clone(), store, firewall);
+    let disa_key = if config.disa.enabled {
+        let key = crate::disa::load_key(&config.disa.key_file)?;
+        engine.set_disa_key(key.clone());
+        Some(key)
+    } else {
+        None
+    };
     match engine.start() {
         Ok(r) => info!("table inet {} applied: {r}", defaults::TABLE),
         // The store is the truth; the engine keeps retrying, and `passknock status` says why.
         Err(e) => warn!("table not applied yet: {e}"),
     }
     let listener = bind_control(&config.daemon.control_socket).await?;
+    // Bound before "ready": a call arriving right after start finds the listener.
+    let agi_listener = if config.disa.enabled {
+        Some(
+            tokio::net::TcpListener::bind(config.agi.listen)
+                .await
+                .map_err(|source| DaemonError::Agi {
+                    address: config.agi.listen,
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
     let (tx, rx) = sync_channel::<Job>(QUEUE);
     let engine = std::thread::Builder::new()
         .name("engine".into())
@@ -73,6 +103,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let contacts = Contacts::default();
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
+    if let (Some(key), Some(agi_listener)) = (disa_key, agi_listener) {
+        let backend = Arc::new(crate::disa::DisaBackend::new(
+            &config,
+            handle.clone(),
+            contacts.clone(),
+            key,
+        )?);
+        let cfg = config.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { crate::disa::serve(agi_listener, &cfg, backend, stop).await });
+        info!("DISA: FastAGI on {}", config.agi.listen);
+    }
     let ami = ami_secret.map(|secret| {
         info!(
             "AMI: listening to {} as {}",

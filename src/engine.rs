@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -17,7 +18,8 @@ use crate::control::{Applied, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, NftError, Reconciled, Verdict};
-use crate::store::{Grant, NewGrant, Source, Store, StoreError};
+use crate::secret::{self, DisaKey};
+use crate::store::{Account, Grant, NewGrant, Source, Store, StoreError};
 
 /// One request and where its reply goes.
 pub struct Job {
@@ -30,6 +32,7 @@ pub struct Job {
 
 pub struct Engine {
     config: Config,
+    disa_key: Option<Arc<DisaKey>>,
     store: Store,
     firewall: Firewall,
     next_reconcile: Instant,
@@ -45,12 +48,170 @@ impl Engine {
     pub fn new(config: Config, store: Store, firewall: Firewall) -> Engine {
         Engine {
             config,
+            disa_key: None,
             store,
             firewall,
             next_reconcile: Instant::now(),
             retry_delay: defaults::RETRY_FIRST,
             last_reconcile: None,
             firewall_error: None,
+        }
+    }
+
+    /// The key new passcodes are tagged with (the DISA listener holds the same one).
+    pub fn set_disa_key(&mut self, key: Arc<DisaKey>) {
+        self.disa_key = Some(key);
+    }
+
+    fn disa_key(&mut self) -> Result<Arc<DisaKey>, String> {
+        if let Some(k) = &self.disa_key {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(DisaKey::load_or_create(&self.config.disa.key_file).map_err(|e| e.to_string())?);
+        self.disa_key = Some(k.clone());
+        Ok(k)
+    }
+
+    fn account_add(
+        &mut self,
+        name: &str,
+        services: &[String],
+        ttl: Option<Ttl>,
+        endpoint: Option<&str>,
+        modes: &[String],
+        who: &str,
+    ) -> Reply {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Reply::error("an account name is 1–64 letters, digits, `.`, `_` or `-`");
+        }
+        let services = if services.is_empty() {
+            self.config.default_services()
+        } else {
+            services.to_vec()
+        };
+        for s in &services {
+            if !self.firewall.layout().has_service(s) {
+                return Reply::error(format!("unknown service `{s}`"));
+            }
+        }
+        let ttl = ttl.unwrap_or(self.config.grants.ttl_default);
+        if let Err(e) = check_ttl(ttl, self.config.grants.ttl_max, "grants.ttl-max") {
+            return Reply::error(e);
+        }
+        if let Some(ep) = endpoint {
+            if ep.is_empty()
+                || ep.len() > 80
+                || !ep
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+            {
+                return Reply::error(format!("`{ep}` is not a PJSIP endpoint name"));
+            }
+        }
+        let modes: Vec<String> = if modes.is_empty() {
+            vec!["source".into(), "registered".into(), "keyed".into()]
+        } else {
+            modes.iter().map(|m| m.trim().to_string()).collect()
+        };
+        for m in &modes {
+            if agi::disa::AddressMode::parse(m).is_none() {
+                return Reply::error(format!(
+                    "unknown address mode `{m}`; use source, registered, keyed"
+                ));
+            }
+        }
+        match self.store.account(name) {
+            Ok(Some(_)) => {
+                return Reply::error(format!(
+                    "an account named {name} exists; use account reset-passcode"
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Reply::error(e.to_string()),
+        }
+        let key = match self.disa_key() {
+            Ok(k) => k,
+            Err(e) => return Reply::error(e),
+        };
+        let now = now_ms();
+        let account = Account {
+            name: name.to_string(),
+            services,
+            ttl_secs: ttl.0.as_secs(),
+            endpoint: endpoint.map(str::to_string),
+            address_modes: modes,
+            disabled: false,
+            created: now,
+            passcode_set: now,
+        };
+        // A tag collision (two equal passcodes) is a one-in-10^12 event: draw again.
+        for _ in 0..3 {
+            let passcode = match secret::new_passcode(self.config.disa.passcode_digits) {
+                Ok(p) => p,
+                Err(e) => return Reply::error(e.to_string()),
+            };
+            if self
+                .store
+                .add_account(&account, &key.tag(passcode.expose()))
+                .is_ok()
+            {
+                info!(
+                    target: "passknock::audit",
+                    "account added name={name:?} services={} ttl={} endpoint={:?} modes={} who={who:?}",
+                    account.services.join(","),
+                    ttl,
+                    account.endpoint,
+                    account.address_modes.join(",")
+                );
+                return Reply::AccountCreated { account, passcode };
+            }
+        }
+        Reply::error("could not store the account")
+    }
+
+    fn account_reset(&mut self, name: &str, who: &str) -> Reply {
+        let account = match self.store.account(name) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Reply::error(format!("no account named {name}")),
+            Err(e) => return Reply::error(e.to_string()),
+        };
+        let key = match self.disa_key() {
+            Ok(k) => k,
+            Err(e) => return Reply::error(e),
+        };
+        for _ in 0..3 {
+            let passcode = match secret::new_passcode(self.config.disa.passcode_digits) {
+                Ok(p) => p,
+                Err(e) => return Reply::error(e.to_string()),
+            };
+            if let Ok(true) = self
+                .store
+                .set_passcode(name, &key.tag(passcode.expose()), now_ms())
+            {
+                info!(target: "passknock::audit", "account passcode reset name={name:?} who={who:?}");
+                return Reply::AccountCreated { account, passcode };
+            }
+        }
+        Reply::error("could not store the new passcode")
+    }
+
+    fn account_disable(&mut self, name: &str, disabled: bool, who: &str) -> Reply {
+        match self.store.set_disabled(name, disabled) {
+            Ok(true) => {
+                let verb = if disabled { "disabled" } else { "enabled" };
+                info!(target: "passknock::audit", "account {verb} name={name:?} who={who:?}");
+                Reply::Done {
+                    message: format!("account {name} {verb}"),
+                }
+            }
+            Ok(false) => Reply::error(format!("no account named {name}")),
+            Err(e) => Reply::error(e.to_string()),
         }
     }
 
@@ -125,6 +286,30 @@ impl Engine {
                 Request::Contacts | Request::Calls => {
                     Reply::error("contacts and calls are answered by the daemon, not the engine")
                 }
+                Request::AccountAdd {
+                    name,
+                    services,
+                    ttl,
+                    endpoint,
+                    address_modes,
+                } => self.account_add(name, services, *ttl, endpoint.as_deref(), address_modes, &job.who),
+                Request::AccountList => match self.store.accounts() {
+                    Ok(accounts) => Reply::Accounts { accounts },
+                    Err(e) => Reply::error(e.to_string()),
+                },
+                Request::AccountResetPasscode { name } => self.account_reset(name, &job.who),
+                Request::AccountDisable { name } => self.account_disable(name, true, &job.who),
+                Request::AccountEnable { name } => self.account_disable(name, false, &job.who),
+                Request::AccountRemove { name } => match self.store.remove_account(name) {
+                    Ok(true) => {
+                        info!(target: "passknock::audit", "account removed name={name:?} who={:?}", job.who);
+                        Reply::Done {
+                            message: format!("account {name} removed"),
+                        }
+                    }
+                    Ok(false) => Reply::error(format!("no account named {name}")),
+                    Err(e) => Reply::error(e.to_string()),
+                },
                 Request::Grant { .. } => unreachable!("grants are batched above"),
             };
             let _ = job.reply.send(reply);

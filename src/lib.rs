@@ -6,6 +6,7 @@
 //! - [`store`]: the expiry store (SQLite) of grants and bans; durable before a call returns.
 //! - [`nft`]: the `inet passknock` table — declared, rendered as nft JSON, applied atomically,
 //!   read back and reconciled.
+//! - [`disa`], [`limiter`], [`secret`]: the DISA call's policy, brute-force limits, key and passcodes.
 //! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
 //! - [`contacts`]: registered contacts learned over AMI, shared with the DISA call flow.
 //! - [`ami`]: the AMI listener's policy — contacts, holds for live calls ([`calls`]), bans for
@@ -22,8 +23,11 @@ pub mod contacts;
 pub mod control;
 pub mod daemon;
 pub mod defaults;
+pub mod disa;
 pub mod duration;
 pub mod engine;
+pub mod limiter;
 pub mod nft;
 pub mod offenders;
+pub mod secret;
 pub mod store;

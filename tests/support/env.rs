@@ -197,6 +197,11 @@ impl Env {
         resp
     }
 
+    /// Asterisk's whole `messages` log so far.
+    pub fn asterisk_log(&self) -> String {
+        self.asterisk.log_tail(usize::MAX)
+    }
+
     /// A FastAGI stub listening where passknockd would (127.0.0.1:4573 in the pbx namespace).
     pub fn fastagi_stub(&self) -> FastAgiStub {
         FastAgiStub::bind(

@@ -17,6 +17,8 @@ use super::netns::Road;
 const PCAP_DIR: &str = "/usr/share/sip-tester";
 /// Time from the start of one digit to the next; each shipped capture lasts about 140 ms.
 const DIGIT_GAP: Duration = Duration::from_millis(300);
+/// What a `w` in a DTMF string waits.
+const PAUSE_W: Duration = Duration::from_millis(1000);
 /// SIP port of the test PBX.
 const PBX_SIP_PORT: u16 = 5060;
 
@@ -76,7 +78,7 @@ pub struct Call {
     pub endpoint: String,
     /// `None`: the endpoint's right password.
     pub password: Option<String>,
-    /// Digits to send after answer: `0-9`, `*`, `#`.
+    /// Digits to send after answer: `0-9`, `*`, `#`; `w` pauses a second.
     pub dtmf: String,
     /// Wait after answer before the first digit, so the far end is listening.
     pub dtmf_delay: Duration,
@@ -172,6 +174,11 @@ pub fn call(dir: &Path, peer: &Peer, pbx: IpAddr, call: &Call) -> Result<(Hangup
     let pcaps = chroot::subdir(dir, &format!("dtmf-{n}"));
     let mut dtmf = String::new();
     for (i, digit) in call.dtmf.chars().enumerate() {
+        if digit == 'w' {
+            // A pause between entries, so the far end is reading again (as SendDTMF's `w`).
+            let _ = writeln!(dtmf, "  <pause milliseconds=\"{}\"/>", PAUSE_W.as_millis());
+            continue;
+        }
         let inside = pcaps.join(format!("{i}-{}.pcap", pcap_name(digit)));
         fs::write(chroot::on_host(&inside), rewrite_dtmf_pcap(digit, i)).expect("write pcap");
         let _ = write!(
@@ -190,7 +197,7 @@ pub fn call(dir: &Path, peer: &Peer, pbx: IpAddr, call: &Call) -> Result<(Hangup
         .password
         .clone()
         .unwrap_or_else(|| super::asterisk::password(&call.endpoint).to_string());
-    let budget = call.dtmf_delay + DIGIT_GAP * call.dtmf.len() as u32 + call.hold;
+    let budget = call.dtmf_delay + PAUSE_W * call.dtmf.len() as u32 + call.hold;
     let run = run(
         dir,
         peer,
