@@ -174,11 +174,17 @@ impl Session {
         if !ok {
             let failed_sync = |s: Option<&str>| s == Some(aid);
             if failed_sync(self.contacts_sync.as_ref().map(|s| s.id.as_str())) {
-                self.contacts_sync = None;
-                out.problems.push(format!(
-                    "PJSIPShowContacts refused ({}); does the manager user have write = system?",
-                    msg.get("Message").unwrap_or("no reason")
-                ));
+                let s = self.contacts_sync.take().expect("checked");
+                let why = msg.get("Message").unwrap_or("no reason");
+                // Asterisk answers an empty list with an error: "No Contacts found".
+                if why.eq_ignore_ascii_case("No Contacts found") {
+                    out.updates.push(Update::Contacts(Vec::new()));
+                } else {
+                    out.problems.push(format!(
+                        "PJSIPShowContacts refused ({why}); does the manager user have write = system?"
+                    ));
+                }
+                out.updates.extend(s.held.into_iter().map(Update::Contact));
             } else if failed_sync(self.channels_sync.as_ref().map(|s| s.id.as_str())) {
                 self.channels_sync = None;
                 out.problems.push(format!(
@@ -417,6 +423,22 @@ mod tests {
             ),
         );
         assert_eq!(o.updates, vec![Update::CallDown { id: "1.0".into() }]);
+    }
+
+    #[test]
+    fn no_contacts_found_is_an_empty_list() {
+        // What Asterisk 22 really answers when nothing is registered.
+        let (mut s, actions) = Session::start();
+        let o = feed(
+            &mut s,
+            &format!(
+                "Event: ContactStatus\nURI: sip:702@203.0.113.20:5104\nContactStatus: Created\nAOR: 702\nEndpointName: 702\n\n\
+                 Response: Error\nActionID: {}\nMessage: No Contacts found\n\n",
+                actions[0].id
+            ),
+        );
+        assert!(o.problems.is_empty(), "{:?}", o.problems);
+        assert!(matches!(&o.updates[..], [Update::Contacts(l), Update::Contact(_)] if l.is_empty()));
     }
 
     #[test]
