@@ -164,6 +164,24 @@ impl Asterisk {
         }
     }
 
+    /// Stops Asterisk gracefully and boots it again with the same config and state (astdb with
+    /// its registrations, logs): what an admin's `systemctl restart asterisk` does. Returns once
+    /// it is fully booted.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.boot();
+    }
+
+    /// Like [`Asterisk::restart`], but Asterisk forgets everything it stored (astdb: registered
+    /// contacts among it) while it is down: a client that re-syncs must forget them too.
+    pub fn restart_forgetting_state(&mut self) {
+        self.stop();
+        let db = self.host_dir.join("db");
+        let _ = fs::remove_dir_all(&db);
+        fs::create_dir_all(&db).expect("recreate astdb dir");
+        self.boot();
+    }
+
     /// The directory Asterisk writes its logs to (messages.log, security.log), on the host.
     pub fn log_dir(&self) -> PathBuf {
         self.host_dir.join("log")
