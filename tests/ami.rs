@@ -290,3 +290,104 @@ fn a_call_outlives_its_grant_until_hangup_then_access_ends() {
     assert!(d.json(&["calls"])["calls"].as_array().unwrap().is_empty());
     assert!(!env.sip_reaches(1, false, Duration::from_secs(1)));
 }
+
+/// A hostile "Asterisk" on the daemon's AMI port: logs anyone in, then floods a 64 MiB line, a
+/// block of 100,000 fields, binary garbage and events missing their fields, and half-closes; and
+/// again on every reconnect. The daemon stays up, answers its socket promptly, and stays small.
+#[test]
+fn a_hostile_ami_peer_neither_crashes_nor_stalls_the_daemon() {
+    use std::io::{Read, Write};
+    use support::netns::Netns;
+
+    let ns = Netns::new("hostile");
+    let listener = ns.within(|| std::net::TcpListener::bind("127.0.0.1:5038").unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let peer = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut served = 0;
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            served += 1;
+            s.set_nonblocking(false).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut reader = s.try_clone().unwrap();
+            // Drain whatever the client sends; answer the challenge and the login.
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            let _ = s.write_all(
+                b"Asterisk Call Manager/11.0.0\r\n\
+                  Response: Success\r\nActionID: pk-challenge\r\nChallenge: 1\r\n\r\n\
+                  Response: Success\r\nActionID: pk-login\r\n\r\n",
+            );
+            let chunk = vec![b'x'; 1 << 20];
+            let _ = s.write_all(b"Event: Huge\r\nValue: ");
+            for _ in 0..64 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = s.write_all(b"\r\n\r\nEvent: Many\r\n");
+            let mut many = Vec::new();
+            for i in 0..100_000 {
+                many.extend_from_slice(format!("K{i}: v\r\n").as_bytes());
+            }
+            let _ = s.write_all(&many);
+            let _ = s.write_all(b"\r\n\x00\xff\xfe\x01 garbage\r\n\r\nEvent: Hangup\r\n\r\n");
+            let _ = s.write_all(b"Event: InvalidPassword\r\nRemoteAddress: IPV4/UDP/nonsense/1\r\n\r\n");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        served
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("ami.secret");
+    std::fs::write(&secret, "whatever").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let extra = format!(
+        "[ami]\nenabled = true\nsecret-file = \"{}\"\nreconnect-first = \"100ms\"\nreconnect-max = \"200ms\"\n",
+        secret.display()
+    );
+    let d = Daemon::start(&ns, dir.path(), &test_config(dir.path(), &extra));
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut peak_kib = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        let t = Instant::now();
+        d.ok(&["status"]);
+        slowest = slowest.max(t.elapsed());
+        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        let rss: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        peak_kib = peak_kib.max(rss);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ami = ami_status(&d);
+    stop.store(true, Ordering::Relaxed);
+    let served = peer.join().unwrap();
+    eprintln!(
+        "hostile peer: {served} connection(s), {} login(s), {} block(s) dropped; slowest status \
+         {slowest:?}; peak RSS {} MiB",
+        ami["logins"],
+        ami["skipped"],
+        peak_kib / 1024
+    );
+    assert!(served >= 2, "the daemon reconnected after each half-close");
+    assert!(ami["skipped"].as_u64().unwrap() >= 2, "{ami}");
+    assert!(slowest < Duration::from_secs(1), "status took {slowest:?}");
+    assert!(peak_kib < 100 * 1024, "daemon grew to {peak_kib} KiB");
+    assert!(d.json(&["list"])["bans"].as_array().unwrap().is_empty());
+}
