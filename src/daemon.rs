@@ -30,6 +30,8 @@ pub enum DaemonError {
     },
     #[error("the engine thread failed: {0}")]
     Engine(String),
+    #[error(transparent)]
+    Knock(#[from] crate::knock::KnockError),
 }
 
 /// Pending requests the engine may hold before callers are told it is busy.
@@ -60,7 +62,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     );
     let handle = EngineHandle::new(tx);
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
+    let knock = match crate::knock::spawn(&config, handle.clone(), shutdown.clone()) {
+        Ok(k) => k,
+        Err(e) => {
+            // Stop what started: the engine ends once its handles are gone.
+            drop(handle);
+            let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+            let _ = std::fs::remove_file(&config.daemon.control_socket);
+            return Err(e.into());
+        }
+    };
     serve_control(listener, handle, shutdown.clone()).await;
+    if let Some(k) = knock {
+        let _ = k.await;
+    }
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await

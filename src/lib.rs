@@ -8,6 +8,7 @@
 //!   read back and reconciled.
 //! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
+//! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
 pub mod addr;
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod daemon;
 pub mod defaults;
 pub mod duration;
 pub mod engine;
+pub mod knock;
 pub mod nft;
 pub mod store;

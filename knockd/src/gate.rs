@@ -178,17 +178,23 @@ impl Gate {
     pub fn on_packet(&mut self, k: &Knock<'_>, now: i64) -> Option<KnockOutcome> {
         self.stats.packets += 1;
         self.tick(now);
-        if k.port.proto == Proto::Udp {
-            if let Some(i) = self.spa_profile_on(k.port.port) {
-                return self.on_spa(i, k, now);
-            }
-        }
         if k.port.proto == Proto::Tcp && !k.is_syn() {
             // knockd's rule: other TCP segments neither advance nor cancel a sequence.
             self.stats.not_syn += 1;
             return None;
         }
-        let door = self.tracker.knock(&self.doors, k.source, k.port, now)?;
+        let spa_profile = match k.port.proto {
+            Proto::Udp => self.spa_profile_on(k.port.port),
+            Proto::Tcp => None,
+        };
+        // Every knock port counts for sequences: junk on an SPA port between a sequence's
+        // knocks ends that sequence too (an SPA port is never a sequence's port, so it can
+        // neither start nor advance one).
+        let door = self.tracker.knock(&self.doors, k.source, k.port, now);
+        if let Some(i) = spa_profile {
+            return self.on_spa(i, k, now);
+        }
+        let door = door?;
         let i = door.profile as usize;
         let p = &self.profiles[i];
         let mark = match &p.kind {

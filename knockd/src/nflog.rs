@@ -16,11 +16,8 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use crate::gate::{Gate, KnockOutcome};
-use crate::packet;
+use crate::packet::{self, CAPTURE_LEN};
 
-/// Bytes of each packet copied to us: enough for an IPv6 header with an extension header, UDP
-/// and an SPA datagram, and no more.
-pub const COPY_RANGE: u32 = 192;
 /// The kernel hands packets over in batches of up to this many...
 pub const QUEUE_THRESHOLD: u32 = 32;
 /// ...or after this long, whichever comes first: a lone knock waits at most this.
@@ -58,7 +55,7 @@ pub struct Nflog {
 }
 
 impl Nflog {
-    /// Binds `group`: packets copied up to [`COPY_RANGE`] bytes, batched.
+    /// Binds `group`: packets copied up to [`CAPTURE_LEN`] bytes, batched.
     pub fn bind(group: u16) -> Result<Nflog, NflogError> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NflogError::Socket)?;
         sock.bind_auto().map_err(NflogError::Socket)?;
@@ -71,7 +68,7 @@ impl Nflog {
         };
         n.configure(vec![ConfigCmd::Bind.into()])?;
         n.configure(vec![
-            ConfigMode::new_packet(COPY_RANGE).into(),
+            ConfigMode::new_packet(CAPTURE_LEN).into(),
             ConfigNla::QThresh(QUEUE_THRESHOLD),
             Timeout::from(FLUSH_TIMEOUT).into(),
         ])?;

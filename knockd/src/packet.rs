@@ -6,6 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::{Port, Proto};
 
+/// Bytes of each logged packet handed to the daemon (the table's `log snaplen` and the NFLOG
+/// copy range): an IPv6 header with an extension header, UDP and an SPA datagram, no more.
+pub const CAPTURE_LEN: u32 = 192;
+
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
