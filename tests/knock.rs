@@ -469,8 +469,9 @@ fn spoofed_flood_keeps_memory_bounded_and_a_real_knock_gets_in() {
         dst: s.topo.pbx_v4,
         // Mostly first knocks: each one makes state, the worst case for a tracker.
         ports: vec![7001, 7001, 7003],
-        rate: None,
-        max_packets: 400_000,
+        // Ten times the rate at which knockd stops opening (benches/knock_flood.rs).
+        rate: Some(100_000),
+        max_packets: 500_000,
         max_time: Duration::from_secs(6),
     };
     let road2 = &s.topo.road(2).ns;
@@ -506,4 +507,89 @@ fn spoofed_flood_keeps_memory_bounded_and_a_real_knock_gets_in() {
         !stats.contains(" 0 evicted"),
         "the in-progress bound was reached and held: {stats}"
     );
+}
+
+#[test]
+fn knock_profile_add_prints_snippets_that_work_for_each_mode() {
+    let topo = Topology::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let base = test_config(dir.path(), "");
+    let base_path = dir.path().join("base.toml");
+    std::fs::write(&base_path, &base).unwrap();
+    let mut server = String::new();
+    let mut client = String::new();
+    for (name, mode) in [("laptop", "static"), ("phone", "rotating"), ("office", "spa")] {
+        let secret = dir.path().join(format!("{name}.secret"));
+        let out = std::process::Command::new(PASSKNOCK)
+            .args([
+                "--config",
+                base_path.to_str().unwrap(),
+                "knock-profile",
+                "add",
+                name,
+                "--mode",
+                mode,
+            ])
+            .args([
+                "--services",
+                "sip",
+                "--ttl",
+                "45m",
+                "--secret-file",
+                secret.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = ok(&out);
+        let (srv, cli) = text.split_once("# Client:").expect("two snippets");
+        server.push_str(&srv[srv.find("[knock.profiles.").unwrap()..]);
+        client.push_str(&cli[cli.find("[profiles.").unwrap()..]);
+        if mode != "static" {
+            assert!(secret.exists(), "the secret file was written");
+        }
+    }
+    let d = Daemon::start(&topo.pbx, dir.path(), &format!("{base}\n{server}"));
+    let _probe = tcp_server(&topo.pbx, SocketAddr::new(topo.pbx_addr(false), 5060));
+    let client_path = dir.path().join("client.toml");
+    write_private(&client_path, &client);
+    let road = topo.road(1);
+    for name in ["laptop", "phone", "office"] {
+        let out = road
+            .ns
+            .command(PASSKNOCK)
+            .args([
+                "knock",
+                &topo.pbx_v4.to_string(),
+                "--profile",
+                name,
+                "--client-config",
+            ])
+            .arg(&client_path)
+            .output()
+            .unwrap();
+        let text = ok(&out);
+        assert!(text.contains("access open: tcp/5060"), "{name}: {text}");
+        let list = d.json(&["list"]);
+        let g = &list["grants"][0];
+        assert_eq!(g["who"], format!("knock:{name}"), "{list}");
+        d.ok(&["revoke", &road.v4.to_string()]);
+    }
+    // The client refuses a config that holds secrets and that others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&client_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = road
+        .ns
+        .command(PASSKNOCK)
+        .args([
+            "knock",
+            &topo.pbx_v4.to_string(),
+            "--profile",
+            "office",
+            "--client-config",
+        ])
+        .arg(&client_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 }

@@ -64,50 +64,59 @@ pub fn syn_flood(ns: &Netns, spec: FloodSpec, stop: Arc<AtomicBool>) -> Flood {
         to.sin_addr.s_addr = u32::from(spec.dst).to_be();
         let start = Instant::now();
         let mut sent = 0u64;
-        let mut pkt = build::tcp(
-            source(0).into(),
-            spec.dst.into(),
-            40000,
-            spec.ports[0],
-            TCP_SYN,
-            1,
-        );
+        // Batches of packets go out with one sendmmsg(2) each: the sender must not be the limit.
+        const BATCH: usize = 64;
+        let mut pkts: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| {
+                build::tcp(
+                    source(0).into(),
+                    spec.dst.into(),
+                    40000,
+                    spec.ports[0],
+                    TCP_SYN,
+                    1,
+                )
+            })
+            .collect();
+        let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
         while sent < spec.max_packets && start.elapsed() < spec.max_time && !stop.load(Ordering::Relaxed) {
+            let mut n = (BATCH as u64).min(spec.max_packets - sent);
             if let Some(rate) = spec.rate {
                 let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
                 if sent >= due {
                     std::thread::sleep(Duration::from_micros(200));
                     continue;
                 }
+                n = n.min(due - sent);
             }
-            for _ in 0..64 {
-                let src = source(sent);
-                let dport = spec.ports[(sent % spec.ports.len() as u64) as usize];
+            for j in 0..n as usize {
+                let k = sent + j as u64;
+                let dport = spec.ports[(k % spec.ports.len() as u64) as usize];
                 rewrite(
-                    &mut pkt,
-                    src,
+                    &mut pkts[j],
+                    source(k),
                     spec.dst,
-                    (sent % 28000) as u16 + 32768,
+                    (k % 28000) as u16 + 32768,
                     dport,
-                    sent as u32,
+                    k as u32,
                 );
-                // SAFETY: sendto with a valid buffer and address.
-                let n = unsafe {
-                    libc::sendto(
-                        fd,
-                        pkt.as_ptr() as *const libc::c_void,
-                        pkt.len(),
-                        0,
-                        &to as *const libc::sockaddr_in as *const libc::sockaddr,
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
+                iov[j] = libc::iovec {
+                    iov_base: pkts[j].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: pkts[j].len(),
                 };
-                if n > 0 {
-                    sent += 1;
-                }
-                if spec.rate.is_some() || sent >= spec.max_packets {
-                    break;
-                }
+                msgs[j].msg_hdr.msg_name = &mut to as *mut libc::sockaddr_in as *mut libc::c_void;
+                msgs[j].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                msgs[j].msg_hdr.msg_iov = &mut iov[j];
+                msgs[j].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `n` initialised message headers pointing at live buffers.
+            let done = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+            if done > 0 {
+                sent += done as u64;
+            } else {
+                // The queue is full: give the receiver a moment.
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
         // SAFETY: closing the socket we opened.
