@@ -68,6 +68,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the daemon's config file (as SIGHUP does); a bad config is refused, nothing changes.
+    Reload,
     /// DISA accounts: who may phone in with a passcode.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -180,6 +182,7 @@ impl Cli {
             Command::Ban { address, ttl, reason } => (Request::Ban { address, ttl, reason }, false),
             Command::Unban { address } => (Request::Unban { address }, false),
             Command::Status { json } => (Request::Status, json),
+            Command::Reload => (Request::Reload, false),
             Command::Account(a) => match a {
                 AccountCommand::Add {
                     name,

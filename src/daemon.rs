@@ -46,13 +46,20 @@ pub enum DaemonError {
 /// Pending requests the engine may hold before callers are told it is busy.
 const QUEUE: usize = 4096;
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` is cancelled. `config_path` is where SIGHUP re-reads it from.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
     let layout = Layout::from_config(&config);
     let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
     let mut engine = Engine::new(config.clone(), store, firewall);
+    if let Some(p) = &config_path {
+        engine.set_config_path(p.clone());
+    }
     let disa_key = if config.disa.enabled {
         let key = crate::disa::load_key(&config.disa.key_file)?;
         engine.set_disa_key(key.clone());
@@ -84,11 +91,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .name("engine".into())
         .spawn(move || engine.run(rx))
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
-    info!(
-        "ready: control socket {}, services {}",
-        config.daemon.control_socket.display(),
-        config.services.keys().cloned().collect::<Vec<_>>().join(",")
-    );
     let handle = EngineHandle::new(tx);
     let contacts = Contacts::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
@@ -104,7 +106,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         tokio::spawn(async move { crate::disa::serve(agi_listener, &cfg, backend, stop).await });
         info!("DISA: FastAGI on {}", config.agi.listen);
     }
+    watch_reload(handle.clone(), shutdown.clone());
+    info!(
+        "ready: control socket {}, services {}",
+        config.daemon.control_socket.display(),
+        config.services.keys().cloned().collect::<Vec<_>>().join(",")
+    );
+    let _ = crate::notify::notify("READY=1\nSTATUS=table applied; serving");
     serve_control(listener, handle, shutdown.clone()).await;
+    let _ = crate::notify::notify("STOPPING=1");
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await
@@ -112,6 +122,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .map_err(|_| DaemonError::Engine("panicked".into()))?;
     let _ = std::fs::remove_file(&config.daemon.control_socket);
     Ok(())
+}
+
+/// SIGHUP re-reads the config through the engine; a bad config is logged and changes nothing.
+fn watch_reload(engine: EngineHandle, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            warn!("cannot watch SIGHUP: reload with `passknock reload`");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => {}
+            }
+            let _ = crate::notify::notify("RELOADING=1");
+            match engine.submit(Request::Reload, "SIGHUP", Source::Admin).await {
+                Reply::Done { message } => info!("SIGHUP: {message}"),
+                Reply::Error { message } => warn!("SIGHUP: {message}"),
+                _ => {}
+            }
+            let _ = crate::notify::notify("READY=1");
+        }
+    });
 }
 
 async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {

@@ -24,5 +24,6 @@ pub mod duration;
 pub mod engine;
 pub mod limiter;
 pub mod nft;
+pub mod notify;
 pub mod secret;
 pub mod store;
