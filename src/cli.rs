@@ -102,6 +102,50 @@ pub enum Command {
         #[command(subcommand)]
         action: KnockProfileAction,
     },
+    /// Re-read the daemon's config file (as SIGHUP does); a bad config is refused, nothing changes.
+    Reload,
+    /// DISA accounts: who may phone in with a passcode.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account and print its new passcode, once.
+    Add {
+        name: String,
+        /// Services a call opens (default: the config's default-services).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// How long a call's grant lasts (default: grants.ttl-default).
+        #[arg(long)]
+        ttl: Option<Ttl>,
+        /// The PJSIP endpoint whose registered address may be granted.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Where the granted address comes from, in order: source, registered, keyed.
+        #[arg(long, value_delimiter = ',')]
+        address_modes: Vec<String>,
+    },
+    /// List accounts (never passcodes: they are not stored).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give an account a new passcode, printed once; the old one stops working.
+    ResetPasscode {
+        name: String,
+    },
+    /// Stop an account's passcode from working, keeping the account.
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +293,30 @@ impl Cli {
             Command::Unban { address } => (Request::Unban { address }, false),
             Command::Status { json } => (Request::Status, json),
             Command::Knock { .. } | Command::KnockProfile { .. } => unreachable!("handled above"),
+            Command::Reload => (Request::Reload, false),
+            Command::Account(a) => match a {
+                AccountCommand::Add {
+                    name,
+                    services,
+                    ttl,
+                    endpoint,
+                    address_modes,
+                } => (
+                    Request::AccountAdd {
+                        name,
+                        services,
+                        ttl,
+                        endpoint,
+                        address_modes,
+                    },
+                    false,
+                ),
+                AccountCommand::List { json } => (Request::AccountList, json),
+                AccountCommand::ResetPasscode { name } => (Request::AccountResetPasscode { name }, false),
+                AccountCommand::Disable { name } => (Request::AccountDisable { name }, false),
+                AccountCommand::Enable { name } => (Request::AccountEnable { name }, false),
+                AccountCommand::Remove { name } => (Request::AccountRemove { name }, false),
+            },
         };
         let reply = call(&socket, &request)?;
         if json {
@@ -326,6 +394,55 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
         }
         Reply::Listing { now, grants, bans } => list(out, *now, grants, bans)?,
         Reply::Status(s) => status(out, s)?,
+        Reply::AccountCreated { account, passcode } => {
+            writeln!(
+                out,
+                "account {}: {} for {}{}; address from {}",
+                account.name,
+                account.services.join(","),
+                human(Duration::from_secs(account.ttl_secs)),
+                account
+                    .endpoint
+                    .as_ref()
+                    .map(|e| format!(", endpoint {e}"))
+                    .unwrap_or_default(),
+                account.address_modes.join(", then ")
+            )?;
+            writeln!(out, "passcode: {}", passcode.expose())?;
+            writeln!(
+                out,
+                "This passcode is shown once and stored only as a keyed hash: hand it over now."
+            )?;
+        }
+        Reply::Accounts { accounts } => {
+            if accounts.is_empty() {
+                writeln!(out, "no accounts")?;
+            } else {
+                let rows: Vec<[String; 6]> = accounts
+                    .iter()
+                    .map(|a| {
+                        [
+                            a.name.clone(),
+                            a.services.join(","),
+                            human(Duration::from_secs(a.ttl_secs)),
+                            a.endpoint.clone().unwrap_or_else(|| "-".into()),
+                            a.address_modes.join(","),
+                            if a.disabled {
+                                "disabled".into()
+                            } else {
+                                format!("passcode set {}", utc(a.passcode_set))
+                            },
+                        ]
+                    })
+                    .collect();
+                table(
+                    out,
+                    ["ACCOUNT", "SERVICES", "TTL", "ENDPOINT", "ADDRESS FROM", "STATE"],
+                    &rows,
+                )?;
+            }
+        }
+        Reply::Done { message } => writeln!(out, "{message}")?,
         Reply::Error { message } => return Err(CliError::Refused(message.clone())),
     }
     Ok(())

@@ -54,6 +54,8 @@ pub struct Config {
     pub ami: AmiConfig,
     #[serde(default)]
     pub knock: KnockConfig,
+    #[serde(default)]
+    pub disa: DisaConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -139,14 +141,88 @@ pub struct Service {
 pub struct AgiConfig {
     /// FastAGI listener; the dialplan's `AGI(agi://…)` must point here.
     pub listen: SocketAddr,
+    /// Calls served at once; more are turned away (the caller hears the no-service prompt).
+    pub max_sessions: usize,
+    /// The longest one call may spend in the DISA flow.
+    pub session_deadline: Ttl,
 }
 
 impl Default for AgiConfig {
     fn default() -> Self {
         AgiConfig {
             listen: defaults::AGI_LISTEN.parse().unwrap(),
+            max_sessions: defaults::AGI_MAX_SESSIONS,
+            session_deadline: Ttl(defaults::AGI_SESSION_DEADLINE),
         }
     }
+}
+
+/// The DISA passcode call.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DisaConfig {
+    /// Serve the FastAGI listener for the DISA call.
+    pub enabled: bool,
+    /// The server key passcodes are tagged with (created 0600 if missing; refused otherwise).
+    pub key_file: PathBuf,
+    /// Length of new passcodes (at least 10).
+    pub passcode_digits: usize,
+    /// Passcode tries in one call.
+    pub tries_per_call: u32,
+    /// Silence that ends digit entry.
+    pub digit_timeout: Ttl,
+    /// Failures from one calling number or one source address within `lockout-window` that lock
+    /// it out for `lockout`.
+    pub lockout_failures: u32,
+    pub lockout_window: Ttl,
+    pub lockout: Ttl,
+    /// Failures from everyone within an hour that suspend passcode entry for `suspend`.
+    pub global_failures_per_hour: u32,
+    pub suspend: Ttl,
+    /// A SIP source address that gets locked out is also banned for this long.
+    pub ban_ttl: Ttl,
+    /// Whether private-range addresses (10/8, 172.16/12, 192.168/16, fc00::/7) may be granted.
+    pub allow_private: bool,
+    /// Sound files, to replace the stock prompts.
+    pub prompts: PromptsConfig,
+}
+
+impl Default for DisaConfig {
+    fn default() -> Self {
+        DisaConfig {
+            enabled: false,
+            key_file: defaults::DISA_KEY_PATH.into(),
+            passcode_digits: defaults::PASSCODE_DIGITS,
+            tries_per_call: 3,
+            digit_timeout: Ttl(std::time::Duration::from_secs(8)),
+            lockout_failures: 5,
+            lockout_window: Ttl(std::time::Duration::from_secs(15 * 60)),
+            lockout: Ttl(std::time::Duration::from_secs(3600)),
+            global_failures_per_hour: 30,
+            suspend: Ttl(std::time::Duration::from_secs(30 * 60)),
+            ban_ttl: Ttl(std::time::Duration::from_secs(3600)),
+            allow_private: false,
+            prompts: PromptsConfig::default(),
+        }
+    }
+}
+
+/// Each prompt is a list of sound files: all but the last are played, the last asks for digits.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PromptsConfig {
+    pub passcode: Option<Vec<String>>,
+    pub retry: Option<Vec<String>>,
+    pub enter_address: Option<Vec<String>>,
+    pub you_entered: Option<Vec<String>>,
+    pub dot: Option<String>,
+    pub confirm: Option<Vec<String>>,
+    pub refused_address: Option<Vec<String>>,
+    pub no_address: Option<Vec<String>>,
+    pub granted: Option<Vec<String>>,
+    pub hours: Option<String>,
+    pub minutes: Option<String>,
+    pub goodbye: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -172,7 +248,7 @@ impl Default for AmiConfig {
 
 /// Knock access: the NFLOG group the table logs knock ports to, the bound on knocks in progress,
 /// and the profiles.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct KnockConfig {
     pub nflog_group: u16,
@@ -192,7 +268,7 @@ impl Default for KnockConfig {
 }
 
 /// `[knock.profiles.NAME]`: how a road warrior knocks, and what that opens for how long.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KnockProfile {
     pub mode: knockd::Mode,
@@ -434,6 +510,40 @@ impl Config {
                 ));
             }
         }
+        if self.disa.passcode_digits < defaults::PASSCODE_DIGITS_MIN || self.disa.passcode_digits > 32 {
+            return Err(invalid(
+                "disa.passcode-digits".into(),
+                format!("must be from {} to 32", defaults::PASSCODE_DIGITS_MIN),
+            ));
+        }
+        for (key, n) in [
+            ("disa.tries-per-call", self.disa.tries_per_call),
+            ("disa.lockout-failures", self.disa.lockout_failures),
+            (
+                "disa.global-failures-per-hour",
+                self.disa.global_failures_per_hour,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
+        if self.agi.max_sessions == 0 {
+            return Err(invalid("agi.max-sessions".into(), "must be at least 1".into()));
+        }
+        for (key, list) in [
+            ("passcode", &self.disa.prompts.passcode),
+            ("retry", &self.disa.prompts.retry),
+            ("enter-address", &self.disa.prompts.enter_address),
+            ("confirm", &self.disa.prompts.confirm),
+        ] {
+            if list.as_ref().is_some_and(|l| l.is_empty()) {
+                return Err(invalid(
+                    format!("disa.prompts.{key}"),
+                    "names no sound file".into(),
+                ));
+            }
+        }
         if self.daemon.reconcile_interval.0.as_secs() < 1 {
             return Err(invalid(
                 "daemon.reconcile-interval".into(),
@@ -577,6 +687,26 @@ fn valid_service_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disa_limits_are_checked() {
+        let e = Config::parse(&format!("{MINIMAL}[disa]\npasscode-digits = 6\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disa.passcode-digits"), "{e}");
+        let e = Config::parse(&format!("{MINIMAL}[disa]\ntries-per-call = 0\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disa.tries-per-call"), "{e}");
+        let e = Config::parse(&format!("{MINIMAL}[disa.prompts]\npasscode = []\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disa.prompts.passcode"), "{e}");
+        let e = Config::parse(&format!("{MINIMAL}[disa.prompts]\ngreeting = [\"x\"]\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("greeting"), "{e}");
+    }
 
     const MINIMAL: &str = "[services.sip]\nports = [\"udp/5060\"]\n";
 

@@ -4,7 +4,7 @@
 //!
 //! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
 //! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` and `status`
-//! take nothing. The reply is one object tagged by `reply`; failures are
+//! take nothing; `account-*` manage DISA accounts. The reply is one object tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
 
 use std::net::IpAddr;
@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Ttl;
-use crate::store::{Ban, Grant, UnixMs};
+use crate::secret::ShownOnce;
+use crate::store::{Account, Ban, Grant, UnixMs};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
@@ -40,6 +41,31 @@ pub enum Request {
         address: String,
     },
     Status,
+    /// Re-read the config file (as SIGHUP does). A bad config is refused and the running one kept.
+    Reload,
+    /// A DISA account with a new passcode, shown once in the reply.
+    AccountAdd {
+        name: String,
+        #[serde(default)]
+        services: Vec<String>,
+        ttl: Option<Ttl>,
+        endpoint: Option<String>,
+        #[serde(default)]
+        address_modes: Vec<String>,
+    },
+    AccountList,
+    AccountResetPasscode {
+        name: String,
+    },
+    AccountDisable {
+        name: String,
+    },
+    AccountEnable {
+        name: String,
+    },
+    AccountRemove {
+        name: String,
+    },
 }
 
 /// Whether the firewall took a change. The store already has it; when nft refused, the daemon
@@ -76,6 +102,17 @@ pub enum Reply {
         bans: Vec<Ban>,
     },
     Status(Box<Status>),
+    /// The new passcode is in this reply and nowhere else.
+    AccountCreated {
+        account: Account,
+        passcode: ShownOnce,
+    },
+    Accounts {
+        accounts: Vec<Account>,
+    },
+    Done {
+        message: String,
+    },
     Error {
         message: String,
     },

@@ -9,7 +9,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::contacts::Contacts;
 use crate::control::{Reply, Request};
 use crate::defaults;
 use crate::engine::{Engine, Job};
@@ -32,36 +35,68 @@ pub enum DaemonError {
     Engine(String),
     #[error(transparent)]
     Knock(#[from] crate::knock::KnockError),
+    #[error("DISA: {0}")]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("cannot listen for FastAGI on {address}: {source}")]
+    Agi {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Pending requests the engine may hold before callers are told it is busy.
 const QUEUE: usize = 4096;
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` is cancelled. `config_path` is where SIGHUP re-reads it from.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
     let layout = Layout::from_config(&config);
     let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
     let mut engine = Engine::new(config.clone(), store, firewall);
+    if let Some(p) = &config_path {
+        engine.set_config_path(p.clone());
+    }
+    let disa_key = if config.disa.enabled {
+        let key = crate::disa::load_key(&config.disa.key_file)?;
+        engine.set_disa_key(key.clone());
+        Some(key)
+    } else {
+        None
+    };
     match engine.start() {
         Ok(r) => info!("table inet {} applied: {r}", defaults::TABLE),
         // The store is the truth; the engine keeps retrying, and `passknock status` says why.
         Err(e) => warn!("table not applied yet: {e}"),
     }
     let listener = bind_control(&config.daemon.control_socket).await?;
+    // Bound before "ready": a call arriving right after start finds the listener.
+    let agi_listener = if config.disa.enabled {
+        Some(
+            tokio::net::TcpListener::bind(config.agi.listen)
+                .await
+                .map_err(|source| DaemonError::Agi {
+                    address: config.agi.listen,
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
     let (tx, rx) = sync_channel::<Job>(QUEUE);
     let engine = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(rx))
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
-    info!(
-        "ready: control socket {}, services {}",
-        config.daemon.control_socket.display(),
-        config.services.keys().cloned().collect::<Vec<_>>().join(",")
-    );
     let handle = EngineHandle::new(tx);
+    let contacts = Contacts::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
+    // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
     let knock = match crate::knock::spawn(&config, handle.clone(), shutdown.clone()) {
         Ok(k) => k,
         Err(e) => {
@@ -72,10 +107,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             return Err(e.into());
         }
     };
+    if let (Some(key), Some(agi_listener)) = (disa_key, agi_listener) {
+        let backend = Arc::new(crate::disa::DisaBackend::new(
+            &config,
+            handle.clone(),
+            contacts.clone(),
+            key,
+        )?);
+        let cfg = config.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { crate::disa::serve(agi_listener, &cfg, backend, stop).await });
+        info!("DISA: FastAGI on {}", config.agi.listen);
+    }
+    watch_reload(handle.clone(), shutdown.clone());
+    info!(
+        "ready: control socket {}, services {}",
+        config.daemon.control_socket.display(),
+        config.services.keys().cloned().collect::<Vec<_>>().join(",")
+    );
+    let _ = crate::notify::notify("READY=1\nSTATUS=table applied; serving");
     serve_control(listener, handle, shutdown.clone()).await;
     if let Some(k) = knock {
+        // Its engine handle must go before the engine can finish.
         let _ = k.await;
     }
+    let _ = crate::notify::notify("STOPPING=1");
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await
@@ -83,6 +139,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .map_err(|_| DaemonError::Engine("panicked".into()))?;
     let _ = std::fs::remove_file(&config.daemon.control_socket);
     Ok(())
+}
+
+/// SIGHUP re-reads the config through the engine; a bad config is logged and changes nothing.
+fn watch_reload(engine: EngineHandle, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            warn!("cannot watch SIGHUP: reload with `passknock reload`");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => {}
+            }
+            let _ = crate::notify::notify("RELOADING=1");
+            match engine.submit(Request::Reload, "SIGHUP", Source::Admin).await {
+                Reply::Done { message } => info!("SIGHUP: {message}"),
+                Reply::Error { message } => warn!("SIGHUP: {message}"),
+                _ => {}
+            }
+            let _ = crate::notify::notify("READY=1");
+        }
+    });
 }
 
 async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {

@@ -27,6 +27,15 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The FastAGI listener address; `dialplan/passknock.conf` must name the same port.
 pub const AGI_LISTEN: &str = "127.0.0.1:4573";
+/// FastAGI calls served at once.
+pub const AGI_MAX_SESSIONS: usize = 64;
+/// The longest one call may spend in the DISA flow.
+pub const AGI_SESSION_DEADLINE: Duration = Duration::from_secs(180);
+/// The DISA server key.
+pub const DISA_KEY_PATH: &str = "/var/lib/passknock/disa.key";
+/// Length of a new passcode, and the shortest allowed.
+pub const PASSCODE_DIGITS: usize = 12;
+pub const PASSCODE_DIGITS_MIN: usize = 10;
 /// Asterisk's manager interface.
 pub const AMI_ADDRESS: &str = "127.0.0.1:5038";
 /// Most requests one control connection may send; a guard against a runaway script.

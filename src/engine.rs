@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -16,8 +18,9 @@ use crate::config::Config;
 use crate::control::{Applied, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
-use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, NftError, Reconciled, Verdict};
-use crate::store::{Grant, NewGrant, Source, Store, StoreError};
+use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
+use crate::secret::{self, DisaKey};
+use crate::store::{Account, Grant, NewGrant, Source, Store, StoreError};
 
 /// One request and where its reply goes.
 pub struct Job {
@@ -30,6 +33,9 @@ pub struct Job {
 
 pub struct Engine {
     config: Config,
+    /// Where the config came from, for reloads; `None` when running on the embedded example.
+    config_path: Option<PathBuf>,
+    disa_key: Option<Arc<DisaKey>>,
     store: Store,
     firewall: Firewall,
     next_reconcile: Instant,
@@ -45,12 +51,225 @@ impl Engine {
     pub fn new(config: Config, store: Store, firewall: Firewall) -> Engine {
         Engine {
             config,
+            config_path: None,
+            disa_key: None,
             store,
             firewall,
             next_reconcile: Instant::now(),
             retry_delay: defaults::RETRY_FIRST,
             last_reconcile: None,
             firewall_error: None,
+        }
+    }
+
+    pub fn set_config_path(&mut self, path: PathBuf) {
+        self.config_path = Some(path);
+    }
+
+    /// Re-reads the config. A config that does not load changes nothing; one that does replaces
+    /// services, trusted networks, TTL caps and limits, and the table is rebuilt to match. Grants
+    /// and bans are the store's and are all kept.
+    fn reload(&mut self, who: &str) -> Reply {
+        let Some(path) = self.config_path.clone() else {
+            return Reply::error("running on the embedded example config: there is no file to reload");
+        };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("config not reloaded, the running one stays: {e}");
+                return Reply::error(format!("config not reloaded, the running one stays: {e}"));
+            }
+        };
+        let mut restart = Vec::new();
+        if new.daemon.store != self.config.daemon.store {
+            restart.push("daemon.store");
+        }
+        if new.daemon.control_socket != self.config.daemon.control_socket {
+            restart.push("daemon.control-socket");
+        }
+        if new.agi.listen != self.config.agi.listen || new.disa.enabled != self.config.disa.enabled {
+            restart.push("agi.listen / disa.enabled");
+        }
+        // The knock listener holds its profiles and NFLOG group from the start; the table keeps
+        // logging the ports it listens for until the restart that gives it the new ones.
+        let mut new = new;
+        if new.knock != self.config.knock {
+            restart.push("knock");
+            new.knock = self.config.knock.clone();
+        }
+        self.firewall
+            .set_layout(Layout::from_config(&new), Nft::new(&new.firewall.nft));
+        self.config = new;
+        let table = self.reconcile();
+        info!(target: "passknock::audit", "config reloaded from {} who={who:?}", path.display());
+        let mut message = format!("config reloaded from {}", path.display());
+        match table {
+            Ok(r) => message.push_str(&format!("; table {r}")),
+            Err(e) => message.push_str(&format!("; table not applied yet (retrying): {e}")),
+        }
+        if !restart.is_empty() {
+            message.push_str(&format!(
+                "; {} change(s) take effect at the next restart",
+                restart.join(", ")
+            ));
+        }
+        Reply::Done { message }
+    }
+
+    /// The key new passcodes are tagged with (the DISA listener holds the same one).
+    pub fn set_disa_key(&mut self, key: Arc<DisaKey>) {
+        self.disa_key = Some(key);
+    }
+
+    fn disa_key(&mut self) -> Result<Arc<DisaKey>, String> {
+        if let Some(k) = &self.disa_key {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(DisaKey::load_or_create(&self.config.disa.key_file).map_err(|e| e.to_string())?);
+        self.disa_key = Some(k.clone());
+        Ok(k)
+    }
+
+    fn account_add(
+        &mut self,
+        name: &str,
+        services: &[String],
+        ttl: Option<Ttl>,
+        endpoint: Option<&str>,
+        modes: &[String],
+        who: &str,
+    ) -> Reply {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Reply::error("an account name is 1–64 letters, digits, `.`, `_` or `-`");
+        }
+        let services = if services.is_empty() {
+            self.config.default_services()
+        } else {
+            services.to_vec()
+        };
+        for s in &services {
+            if !self.firewall.layout().has_service(s) {
+                return Reply::error(format!("unknown service `{s}`"));
+            }
+        }
+        let ttl = ttl.unwrap_or(self.config.grants.ttl_default);
+        if let Err(e) = check_ttl(ttl, self.config.grants.ttl_max, "grants.ttl-max") {
+            return Reply::error(e);
+        }
+        if let Some(ep) = endpoint {
+            if ep.is_empty()
+                || ep.len() > 80
+                || !ep
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+            {
+                return Reply::error(format!("`{ep}` is not a PJSIP endpoint name"));
+            }
+        }
+        let modes: Vec<String> = if modes.is_empty() {
+            vec!["source".into(), "registered".into(), "keyed".into()]
+        } else {
+            modes.iter().map(|m| m.trim().to_string()).collect()
+        };
+        for m in &modes {
+            if agi::disa::AddressMode::parse(m).is_none() {
+                return Reply::error(format!(
+                    "unknown address mode `{m}`; use source, registered, keyed"
+                ));
+            }
+        }
+        match self.store.account(name) {
+            Ok(Some(_)) => {
+                return Reply::error(format!(
+                    "an account named {name} exists; use account reset-passcode"
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Reply::error(e.to_string()),
+        }
+        let key = match self.disa_key() {
+            Ok(k) => k,
+            Err(e) => return Reply::error(e),
+        };
+        let now = now_ms();
+        let account = Account {
+            name: name.to_string(),
+            services,
+            ttl_secs: ttl.0.as_secs(),
+            endpoint: endpoint.map(str::to_string),
+            address_modes: modes,
+            disabled: false,
+            created: now,
+            passcode_set: now,
+        };
+        // A tag collision (two equal passcodes) is a one-in-10^12 event: draw again.
+        for _ in 0..3 {
+            let passcode = match secret::new_passcode(self.config.disa.passcode_digits) {
+                Ok(p) => p,
+                Err(e) => return Reply::error(e.to_string()),
+            };
+            if self
+                .store
+                .add_account(&account, &key.tag(passcode.expose()))
+                .is_ok()
+            {
+                info!(
+                    target: "passknock::audit",
+                    "account added name={name:?} services={} ttl={} endpoint={:?} modes={} who={who:?}",
+                    account.services.join(","),
+                    ttl,
+                    account.endpoint,
+                    account.address_modes.join(",")
+                );
+                return Reply::AccountCreated { account, passcode };
+            }
+        }
+        Reply::error("could not store the account")
+    }
+
+    fn account_reset(&mut self, name: &str, who: &str) -> Reply {
+        let account = match self.store.account(name) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Reply::error(format!("no account named {name}")),
+            Err(e) => return Reply::error(e.to_string()),
+        };
+        let key = match self.disa_key() {
+            Ok(k) => k,
+            Err(e) => return Reply::error(e),
+        };
+        for _ in 0..3 {
+            let passcode = match secret::new_passcode(self.config.disa.passcode_digits) {
+                Ok(p) => p,
+                Err(e) => return Reply::error(e.to_string()),
+            };
+            if let Ok(true) = self
+                .store
+                .set_passcode(name, &key.tag(passcode.expose()), now_ms())
+            {
+                info!(target: "passknock::audit", "account passcode reset name={name:?} who={who:?}");
+                return Reply::AccountCreated { account, passcode };
+            }
+        }
+        Reply::error("could not store the new passcode")
+    }
+
+    fn account_disable(&mut self, name: &str, disabled: bool, who: &str) -> Reply {
+        match self.store.set_disabled(name, disabled) {
+            Ok(true) => {
+                let verb = if disabled { "disabled" } else { "enabled" };
+                info!(target: "passknock::audit", "account {verb} name={name:?} who={who:?}");
+                Reply::Done {
+                    message: format!("account {name} {verb}"),
+                }
+            }
+            Ok(false) => Reply::error(format!("no account named {name}")),
+            Err(e) => Reply::error(e.to_string()),
         }
     }
 
@@ -120,6 +339,31 @@ impl Engine {
                 Request::Ban { address, ttl, reason } => self.ban(address, *ttl, reason, &job.who),
                 Request::Unban { address } => self.unban(address, &job.who),
                 Request::Status => self.status(),
+                Request::Reload => self.reload(&job.who),
+                Request::AccountAdd {
+                    name,
+                    services,
+                    ttl,
+                    endpoint,
+                    address_modes,
+                } => self.account_add(name, services, *ttl, endpoint.as_deref(), address_modes, &job.who),
+                Request::AccountList => match self.store.accounts() {
+                    Ok(accounts) => Reply::Accounts { accounts },
+                    Err(e) => Reply::error(e.to_string()),
+                },
+                Request::AccountResetPasscode { name } => self.account_reset(name, &job.who),
+                Request::AccountDisable { name } => self.account_disable(name, true, &job.who),
+                Request::AccountEnable { name } => self.account_disable(name, false, &job.who),
+                Request::AccountRemove { name } => match self.store.remove_account(name) {
+                    Ok(true) => {
+                        info!(target: "passknock::audit", "account removed name={name:?} who={:?}", job.who);
+                        Reply::Done {
+                            message: format!("account {name} removed"),
+                        }
+                    }
+                    Ok(false) => Reply::error(format!("no account named {name}")),
+                    Err(e) => Reply::error(e.to_string()),
+                },
                 Request::Grant { .. } => unreachable!("grants are batched above"),
             };
             let _ = job.reply.send(reply);

@@ -6,7 +6,9 @@
 //! - [`store`]: the expiry store (SQLite) of grants and bans; durable before a call returns.
 //! - [`nft`]: the `inet passknock` table — declared, rendered as nft JSON, applied atomically,
 //!   read back and reconciled.
+//! - [`disa`], [`limiter`], [`secret`]: the DISA call's policy, brute-force limits, key and passcodes.
 //! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
+//! - [`contacts`]: registered contacts learned over AMI, shared with the DISA call flow.
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
 //! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
@@ -14,11 +16,16 @@ pub mod addr;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod control;
 pub mod daemon;
 pub mod defaults;
+pub mod disa;
 pub mod duration;
 pub mod engine;
 pub mod knock;
+pub mod limiter;
 pub mod nft;
+pub mod notify;
+pub mod secret;
 pub mod store;

@@ -133,9 +133,38 @@ CREATE TABLE IF NOT EXISTS knock_replay (
     key         TEXT    PRIMARY KEY,
     until_ms    BIGINT  NOT NULL
 );
+CREATE TABLE IF NOT EXISTS accounts (
+    name          TEXT    PRIMARY KEY,
+    tag           BLOB    NOT NULL UNIQUE,
+    services      TEXT    NOT NULL,
+    ttl_secs      BIGINT  NOT NULL,
+    endpoint      TEXT,
+    address_modes TEXT    NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_ms    BIGINT  NOT NULL,
+    passcode_ms   BIGINT  NOT NULL
+);
 ";
 
 const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
+
+/// A DISA account. The passcode itself is never stored: only its tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub name: String,
+    pub services: Vec<String>,
+    pub ttl_secs: u64,
+    pub endpoint: Option<String>,
+    /// `source`, `registered`, `keyed`, in the order tried.
+    pub address_modes: Vec<String>,
+    pub disabled: bool,
+    pub created: UnixMs,
+    /// When the passcode was last set.
+    pub passcode_set: UnixMs,
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms";
 
 /// The store. One connection; the daemon's engine thread is its only user.
 pub struct Store {
@@ -375,6 +404,91 @@ impl Store {
         })
     }
 
+    /// Adds an account with its passcode tag. Fails if the name (or, by a one-in-10^12 chance, the
+    /// tag) is taken.
+    pub fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                a.name,
+                &tag[..],
+                a.services.join(","),
+                a.ttl_secs as i64,
+                a.endpoint,
+                a.address_modes.join(","),
+                a.disabled,
+                a.created,
+                a.passcode_set
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The account whose passcode has this tag. The caller compares tags again in constant time.
+    pub fn account_by_tag(&self, tag: &[u8; 32]) -> Result<Option<(Account, [u8; 32])>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS}, tag FROM accounts WHERE tag = ?1"),
+                params![&tag[..]],
+                |r| {
+                    let stored: Vec<u8> = r.get(8)?;
+                    Ok((account_row(r)?, stored))
+                },
+            )
+            .optional()?
+            .map(|(a, t)| {
+                let tag: [u8; 32] = t
+                    .try_into()
+                    .map_err(|_| StoreError::BadRow("account tag".into()))?;
+                Ok((a, tag))
+            })
+            .transpose()
+    }
+
+    pub fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"),
+                params![name],
+                account_row,
+            )
+            .optional()?)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name"))?;
+        let rows = stmt.query_map([], account_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets a new passcode tag; false if there is no such account.
+    pub fn set_passcode(&mut self, name: &str, tag: &[u8; 32], now: UnixMs) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE accounts SET tag = ?2, passcode_ms = ?3 WHERE name = ?1",
+            params![name, &tag[..], now],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE accounts SET disabled = ?2 WHERE name = ?1",
+            params![name, disabled],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM accounts WHERE name = ?1", params![name])?
+            == 1)
+    }
+
     /// (grants, bans) rows held, live or not yet pruned.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let g: i64 = self
@@ -470,6 +584,25 @@ fn grant_row(r: &Row<'_>) -> rusqlite::Result<Result<Grant, StoreError>> {
         expires: r.get(7)?,
         hold_until: r.get(8)?,
     }))
+}
+
+fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    let split = |s: String| -> Vec<String> {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    Ok(Account {
+        name: r.get(0)?,
+        services: split(r.get(1)?),
+        ttl_secs: r.get::<_, i64>(2)?.max(0) as u64,
+        endpoint: r.get(3)?,
+        address_modes: split(r.get(4)?),
+        disabled: r.get(5)?,
+        created: r.get(6)?,
+        passcode_set: r.get(7)?,
+    })
 }
 
 fn ban_row(r: &Row<'_>) -> rusqlite::Result<Result<Ban, StoreError>> {
@@ -570,6 +703,36 @@ mod tests {
         let log = ReplayLog::open(&path).unwrap();
         assert_eq!(log.load(3_000).unwrap(), vec![("spa:1:aa".to_string(), 5_000)]);
         assert!(log.load(5_000).unwrap().is_empty());
+    }
+
+    #[test]
+    fn accounts_by_tag_never_by_passcode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let a = Account {
+            name: "ann".into(),
+            services: vec!["sip".into(), "rtp".into()],
+            ttl_secs: 7200,
+            endpoint: Some("701".into()),
+            address_modes: vec!["source".into(), "keyed".into()],
+            disabled: false,
+            created: 1,
+            passcode_set: 1,
+        };
+        s.add_account(&a, &[7u8; 32]).unwrap();
+        assert!(s.add_account(&a, &[8u8; 32]).is_err(), "names are unique");
+        let mut b = a.clone();
+        b.name = "bob".into();
+        assert!(s.add_account(&b, &[7u8; 32]).is_err(), "tags are unique");
+        assert_eq!(s.account_by_tag(&[7u8; 32]).unwrap().unwrap().0, a);
+        assert!(s.account_by_tag(&[9u8; 32]).unwrap().is_none());
+        assert!(s.set_passcode("ann", &[9u8; 32], 5).unwrap());
+        assert!(s.account_by_tag(&[7u8; 32]).unwrap().is_none());
+        assert!(s.set_disabled("ann", true).unwrap());
+        assert!(s.account("ann").unwrap().unwrap().disabled);
+        assert_eq!(s.accounts().unwrap().len(), 1);
+        assert!(s.remove_account("ann").unwrap());
+        assert!(!s.remove_account("ann").unwrap());
     }
 
     #[test]

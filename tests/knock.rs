@@ -593,3 +593,26 @@ fn knock_profile_add_prints_snippets_that_work_for_each_mode() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 }
+
+#[test]
+fn reload_keeps_the_running_knock_profiles_until_a_restart() {
+    let s = setup(1, "");
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
+    std::fs::write(&s.d.config, text.replace("\"tcp/7003\"", "\"tcp/7004\"")).unwrap();
+    let out = s.d.ok(&["reload"]);
+    assert!(
+        out.contains("knock"),
+        "the reply says knock changes wait for a restart: {out}"
+    );
+    // Table and listener still agree on the old sequence, which still opens.
+    let chain = String::from_utf8_lossy(&s.d.nft(&["list", "chain", "inet", "passknock", "input"]).stdout)
+        .into_owned();
+    assert!(chain.contains("7003") && !chain.contains("7004"), "{chain}");
+    send_sequence(
+        &s.topo.road(1).ns,
+        s.pbx(),
+        &ports(&STATIC),
+        Duration::from_millis(20),
+    );
+    assert!(eventually(Duration::from_secs(3), || s.has_grant(s.v4(1))));
+}

@@ -182,7 +182,7 @@ impl Serialize for PortRange {
 /// Fills `buf` from the operating system's random source (getrandom(2), `SecRandomCopyBytes`,
 /// `ProcessPrng`, …), the only randomness the knock code uses.
 pub fn os_random(buf: &mut [u8]) -> std::io::Result<()> {
-    getrandom::fill(buf).map_err(|e| std::io::Error::other(format!("the OS random source failed: {e}")))
+    getrandom::getrandom(buf).map_err(|e| std::io::Error::other(format!("the OS random source failed: {e}")))
 }
 
 #[cfg(test)]

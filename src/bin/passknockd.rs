@@ -35,11 +35,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let config = match &args.config {
+    let path: Option<PathBuf> = match &args.config {
+        Some(p) => Some(p.clone()),
+        None if std::path::Path::new(defaults::CONFIG_PATH).exists() => Some(defaults::CONFIG_PATH.into()),
+        None => None,
+    };
+    let config = match &path {
         Some(p) => Config::load(p)?,
-        None if std::path::Path::new(defaults::CONFIG_PATH).exists() => {
-            Config::load(defaults::CONFIG_PATH.as_ref())?
-        }
         None => {
             info!(
                 "no config given and none at {}: running on the embedded example",
@@ -49,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if args.check {
+        // Knock secrets are files of their own: read them now, so a bad one fails the check.
+        config.knock_profiles()?;
         println!(
             "config ok: services {}",
             config.services.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -72,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             }
             stop.cancel();
         });
-        passknock::daemon::run(config, shutdown).await?;
+        passknock::daemon::run(config, path, shutdown).await?;
         Ok(())
     })
 }

@@ -20,8 +20,9 @@
 set -euo pipefail
 
 # Bump when the package list or the build recipe changes: a new name means a fresh build.
-CHROOT_NAME=sid-asterisk-v2
-PACKAGES=(asterisk sip-tester)
+CHROOT_NAME=sid-asterisk-v3
+# The gsm prompts: the DISA call speaks stock sounds (agent-pass, auth-thankyou, …).
+PACKAGES=(asterisk sip-tester asterisk-core-sounds-en-gsm)
 MARKER=.passknock-chroot-complete
 
 CACHE=${PASSKNOCK_CACHE:-/var/cache/passknock}
@@ -82,8 +83,10 @@ host_mirror() {
 
 if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap on the host"
-    net "apt-get install debootstrap" apt-get install -y --no-install-recommends debootstrap \
-        >&2 || die "cannot install debootstrap"
+    # A fresh machine may have no package lists yet.
+    net "apt-get update (host)" apt-get -q update >&2
+    net "apt-get install debootstrap" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends debootstrap >&2
 fi
 
 MIRROR=${PASSKNOCK_MIRROR:-$(host_mirror | head -n1)}

@@ -10,6 +10,13 @@ use super::netns::Netns;
 pub const PASSKNOCKD: &str = env!("CARGO_BIN_EXE_passknockd");
 pub const PASSKNOCK: &str = env!("CARGO_BIN_EXE_passknock");
 
+/// A control socket path short enough for a Unix socket (108 bytes), unique to this test.
+pub fn short_socket() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    PathBuf::from(format!("/tmp/pk{}-{n}.sock", std::process::id()))
+}
+
 /// A config for tests: the example's services, a fast reconcile, paths in `dir`.
 pub fn test_config(dir: &Path, extra: &str) -> String {
     format!(
@@ -53,9 +60,11 @@ impl Daemon {
     pub fn start(ns: &Netns, dir: &Path, config_text: &str) -> Daemon {
         let config = dir.join("passknock.toml");
         std::fs::write(&config, config_text).unwrap();
+        let parsed =
+            passknock::config::Config::parse(config_text, "test config").expect("test config is valid");
         let mut d = Daemon {
             dir: dir.to_path_buf(),
-            socket: dir.join("control.sock"),
+            socket: parsed.daemon.control_socket,
             log: dir.join("passknockd.log"),
             config,
             netns: ns.name.clone(),

@@ -4,3 +4,11 @@
 pub mod daemon;
 pub mod flood;
 pub mod netns;
+
+// End-to-end harness: real Asterisk and SIPp from a cached Debian sid chroot, in namespaces.
+pub mod ami;
+pub mod asterisk;
+pub mod chroot;
+pub mod env;
+pub mod fastagi;
+pub mod sipp;

@@ -1,0 +1,719 @@
+//! The DISA call flow: passcode, then which address, then the grant — over one AGI session.
+//!
+//! Policy (accounts, lockouts, bans, what may be granted) is the daemon's, behind [`Backend`];
+//! this module only talks to the caller. A wrong passcode, a locked-out caller and a suspended
+//! system all sound the same.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::session::{Session, SessionError};
+
+/// Digits a caller keyed as a passcode. Never printed: `Debug` hides it, and it is wiped on drop.
+pub struct Passcode(String);
+
+impl Passcode {
+    pub fn new(digits: String) -> Passcode {
+        Passcode(digits)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passcode(hidden)")
+    }
+}
+
+impl Drop for Passcode {
+    fn drop(&mut self) {
+        // SAFETY: overwriting ASCII digits with zero bytes keeps the String valid UTF-8.
+        unsafe { self.0.as_bytes_mut().iter_mut().for_each(|b| *b = 0) };
+    }
+}
+
+/// Where the granted address comes from, tried in the account's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressMode {
+    /// The SIP source address of this call.
+    Source,
+    /// The address the account's endpoint is registered from.
+    Registered,
+    /// An IPv4 address the caller keys in, `*` for dots.
+    Keyed,
+}
+
+impl AddressMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressMode::Source => "source",
+            AddressMode::Registered => "registered",
+            AddressMode::Keyed => "keyed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AddressMode> {
+        match s.trim() {
+            "source" => Some(AddressMode::Source),
+            "registered" => Some(AddressMode::Registered),
+            "keyed" => Some(AddressMode::Keyed),
+            _ => None,
+        }
+    }
+}
+
+/// The account a passcode belongs to, as the flow needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub endpoint: Option<String>,
+    pub modes: Vec<AddressMode>,
+}
+
+/// What Asterisk told us about the call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Call {
+    pub channel: String,
+    pub uniqueid: String,
+    /// Caller ID number, as Asterisk has it.
+    pub number: String,
+    /// The SIP source address, for a PJSIP channel.
+    pub source: Option<IpAddr>,
+    /// The PJSIP endpoint the call came from, if any.
+    pub endpoint: Option<String>,
+}
+
+pub enum Verdict {
+    Accepted(Account),
+    /// Wrong, locked out, suspended, disabled: the caller is not told which.
+    Rejected,
+}
+
+/// The daemon's side of the call.
+pub trait Backend: Send + Sync {
+    fn verify(&self, call: &Call, passcode: Passcode) -> impl Future<Output = Verdict> + Send;
+    /// Addresses `endpoint` is registered from, as far as the daemon knows (AMI).
+    fn registered(&self, endpoint: &str) -> impl Future<Output = Vec<IpAddr>> + Send;
+    /// Whether `ip` may be granted; the reason is for the log, never for the caller.
+    fn check_address(&self, ip: IpAddr) -> Result<(), String>;
+    /// Grants `ip` for `account`; returns how long access lasts.
+    fn grant(
+        &self,
+        account: &Account,
+        ip: IpAddr,
+        call: &Call,
+    ) -> impl Future<Output = Result<Duration, String>> + Send;
+}
+
+/// Sound files, each a list: all but the last are played, the last prompts for digits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompts {
+    pub passcode: Vec<String>,
+    pub retry: Vec<String>,
+    pub enter_address: Vec<String>,
+    pub you_entered: Vec<String>,
+    pub dot: String,
+    pub confirm: Vec<String>,
+    pub refused_address: Vec<String>,
+    pub no_address: Vec<String>,
+    pub granted: Vec<String>,
+    pub hours: String,
+    pub minutes: String,
+    pub goodbye: Vec<String>,
+}
+
+impl Default for Prompts {
+    fn default() -> Self {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        Prompts {
+            passcode: v(&["agent-pass"]),
+            retry: v(&["auth-incorrect"]),
+            enter_address: v(&["vm-enter-num-to-call"]),
+            you_entered: v(&["you-entered"]),
+            dot: "letters/dot".into(),
+            confirm: v(&["if-correct-press", "digits/1"]),
+            refused_address: v(&["invalid"]),
+            no_address: v(&["cannot-complete-as-dialed"]),
+            granted: v(&["auth-thankyou"]),
+            hours: "hours".into(),
+            minutes: "minutes".into(),
+            goodbye: v(&["vm-goodbye"]),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Passcode tries per call.
+    pub tries: u32,
+    /// Silence that ends digit entry.
+    pub digit_timeout: Duration,
+    /// Most digits read for a passcode (longer input is cut and then fails).
+    pub max_digits: u32,
+    /// Keyed-address attempts per call.
+    pub address_tries: u32,
+    pub prompts: Prompts,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            tries: 3,
+            digit_timeout: Duration::from_secs(8),
+            max_digits: 32,
+            address_tries: 3,
+            prompts: Prompts::default(),
+        }
+    }
+}
+
+/// How the call ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Granted {
+        account: String,
+        address: IpAddr,
+        ttl: Duration,
+    },
+    Rejected,
+    NoAddress {
+        account: String,
+    },
+    GrantFailed {
+        account: String,
+        reason: String,
+    },
+    HungUp,
+    Failed(String),
+}
+
+/// Runs the whole call: answer, passcode, address, grant, tell the caller, hang up.
+pub async fn run<S, B>(s: &mut Session<S>, backend: &B, settings: &Settings) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Backend,
+{
+    let outcome = match flow(s, backend, settings).await {
+        Ok(o) => o,
+        Err(SessionError::Hangup) => Outcome::HungUp,
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    if outcome != Outcome::HungUp {
+        s.hangup().await;
+    }
+    outcome
+}
+
+async fn flow<S, B>(s: &mut Session<S>, backend: &B, settings: &Settings) -> Result<Outcome, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Backend,
+{
+    let mut call = Call {
+        channel: s.env().get("channel").unwrap_or_default().to_string(),
+        uniqueid: s.env().get("uniqueid").unwrap_or_default().to_string(),
+        number: s.env().get("callerid").unwrap_or_default().to_string(),
+        ..Call::default()
+    };
+    s.answer().await?;
+    if call.channel.starts_with("PJSIP/") {
+        call.source = s
+            .get_variable("CHANNEL(pjsip,remote_addr)")
+            .await?
+            .and_then(|a| host_of(&a));
+        call.endpoint = s.get_variable("CHANNEL(endpoint)").await?;
+    }
+    let p = &settings.prompts;
+    let timeout = settings.digit_timeout.as_millis().min(u32::MAX as u128) as u32;
+    let mut account = None;
+    for attempt in 0..settings.tries {
+        let prompt = if attempt == 0 { &p.passcode } else { &p.retry };
+        let (digits, _) = prompt_digits(s, prompt, timeout, settings.max_digits).await?;
+        if let Verdict::Accepted(a) = backend.verify(&call, Passcode::new(digits)).await {
+            account = Some(a);
+            break;
+        }
+    }
+    let Some(account) = account else {
+        play(s, &p.goodbye).await?;
+        return Ok(Outcome::Rejected);
+    };
+    let Some(address) = choose_address(s, backend, settings, &call, &account).await? else {
+        play(s, &p.no_address).await?;
+        play(s, &p.goodbye).await?;
+        return Ok(Outcome::NoAddress {
+            account: account.name,
+        });
+    };
+    match backend.grant(&account, address, &call).await {
+        Ok(ttl) => {
+            play(s, &p.granted).await?;
+            say_duration(s, settings, ttl).await?;
+            play(s, &p.goodbye).await?;
+            Ok(Outcome::Granted {
+                account: account.name,
+                address,
+                ttl,
+            })
+        }
+        Err(reason) => {
+            play(s, &p.no_address).await?;
+            Ok(Outcome::GrantFailed {
+                account: account.name,
+                reason,
+            })
+        }
+    }
+}
+
+async fn choose_address<S, B>(
+    s: &mut Session<S>,
+    backend: &B,
+    settings: &Settings,
+    call: &Call,
+    account: &Account,
+) -> Result<Option<IpAddr>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Backend,
+{
+    for mode in &account.modes {
+        match mode {
+            AddressMode::Source => {
+                if let Some(ip) = call.source.filter(|ip| backend.check_address(*ip).is_ok()) {
+                    return Ok(Some(ip));
+                }
+            }
+            AddressMode::Registered => {
+                let Some(ep) = account.endpoint.clone().or_else(|| call.endpoint.clone()) else {
+                    continue;
+                };
+                let mut found = backend.registered(&ep).await;
+                if found.is_empty() {
+                    found = registered_from_dialplan(s, &ep).await?;
+                }
+                if let Some(ip) = found.into_iter().find(|ip| backend.check_address(*ip).is_ok()) {
+                    return Ok(Some(ip));
+                }
+            }
+            AddressMode::Keyed => {
+                if let Some(ip) = keyed_address(s, backend, settings).await? {
+                    return Ok(Some(ip));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The endpoint's registered contacts, read through the PJSIP dialplan functions (used when the
+/// AMI listener is not running or has not seen the endpoint).
+async fn registered_from_dialplan<S>(s: &mut Session<S>, endpoint: &str) -> Result<Vec<IpAddr>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = Vec::new();
+    if !is_plain_name(endpoint) {
+        return Ok(out);
+    }
+    let aors = s
+        .get_full_variable(&format!("${{PJSIP_ENDPOINT({endpoint},aors)}}"))
+        .await?
+        .unwrap_or_default();
+    for aor in aors
+        .split(',')
+        .map(str::trim)
+        .filter(|a| is_plain_name(a))
+        .take(8)
+    {
+        let contacts = s
+            .get_full_variable(&format!("${{PJSIP_AOR({aor},contact)}}"))
+            .await?
+            .unwrap_or_default();
+        for contact in contacts
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .take(8)
+        {
+            if !is_plain_name(contact) {
+                continue;
+            }
+            // via_addr is where the REGISTER came from (behind NAT, the public address).
+            let via = s
+                .get_full_variable(&format!("${{PJSIP_CONTACT({contact},via_addr)}}"))
+                .await?;
+            let uri = s
+                .get_full_variable(&format!("${{PJSIP_CONTACT({contact},uri)}}"))
+                .await?;
+            if let Some(ip) = via
+                .as_deref()
+                .and_then(host_of)
+                .or_else(|| uri.as_deref().and_then(uri_host))
+            {
+                out.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Endpoint, AOR and contact names go inside a dialplan expression: allow only what such names
+/// are made of, so nothing the caller or a contact controls can change the expression.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@;:+=/".contains(c))
+}
+
+async fn keyed_address<S, B>(
+    s: &mut Session<S>,
+    backend: &B,
+    settings: &Settings,
+) -> Result<Option<IpAddr>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Backend,
+{
+    let p = &settings.prompts;
+    let timeout = settings.digit_timeout.as_millis().min(u32::MAX as u128) as u32;
+    for _ in 0..settings.address_tries {
+        let (keyed, _) = prompt_digits(s, &p.enter_address, timeout, 15).await?;
+        let Some(ip) = parse_keyed(&keyed) else {
+            play(s, &p.refused_address).await?;
+            continue;
+        };
+        if backend.check_address(IpAddr::V4(ip)).is_err() {
+            play(s, &p.refused_address).await?;
+            continue;
+        }
+        play(s, &p.you_entered).await?;
+        for (i, octet) in ip.octets().iter().enumerate() {
+            if i > 0 {
+                s.stream_file(&p.dot).await?;
+            }
+            s.say_digits(&octet.to_string()).await?;
+        }
+        let (answer, _) = prompt_digits(s, &p.confirm, timeout, 1).await?;
+        if answer == "1" {
+            return Ok(Some(IpAddr::V4(ip)));
+        }
+    }
+    Ok(None)
+}
+
+/// `203*0*113*7` → 203.0.113.7. Exactly four decimal octets, each 0–255.
+pub fn parse_keyed(keyed: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = keyed.split('*').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (o, p) in octets.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+/// The host of `203.0.113.7:5060`, `[2001:db8::7]:5060`, or a bare address.
+pub fn host_of(addr: &str) -> Option<IpAddr> {
+    let a = addr.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    if let Ok(ip) = a.parse() {
+        return Some(ip);
+    }
+    let (host, port) = a.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse().ok()
+}
+
+/// The host of a SIP URI: `sip:701@203.0.113.7:5060;transport=udp`.
+pub fn uri_host(uri: &str) -> Option<IpAddr> {
+    let rest = uri.trim().trim_start_matches('<');
+    let rest = rest.strip_prefix("sips:").or_else(|| rest.strip_prefix("sip:"))?;
+    let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+    let end = rest.find([';', '>', '?']).unwrap_or(rest.len());
+    host_of(&rest[..end])
+}
+
+async fn play<S>(s: &mut Session<S>, files: &[String]) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for f in files {
+        s.stream_file(f).await?;
+    }
+    Ok(())
+}
+
+/// Plays all but the last file, then prompts with the last and collects digits.
+async fn prompt_digits<S>(
+    s: &mut Session<S>,
+    files: &[String],
+    timeout_ms: u32,
+    max: u32,
+) -> Result<(String, bool), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (last, before) = files
+        .split_last()
+        .map(|(l, b)| (l.as_str(), b))
+        .unwrap_or(("beep", &[]));
+    play(s, before).await?;
+    s.get_data(last, timeout_ms, max).await
+}
+
+/// "N hours" for whole hours, otherwise "N minutes".
+async fn say_duration<S>(s: &mut Session<S>, settings: &Settings, ttl: Duration) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let secs = ttl.as_secs();
+    if secs >= 3600 && secs % 3600 == 0 {
+        s.say_number((secs / 3600) as i64).await?;
+        s.stream_file(&settings.prompts.hours).await?;
+    } else {
+        s.say_number(secs.div_ceil(60) as i64).await?;
+        s.stream_file(&settings.prompts.minutes).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    #[test]
+    fn keyed_addresses() {
+        assert_eq!(parse_keyed("203*0*113*7"), Some(Ipv4Addr::new(203, 0, 113, 7)));
+        assert_eq!(parse_keyed("010*0*0*1"), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        for bad in [
+            "203*0*113",
+            "203*0*113*7*1",
+            "256*0*0*1",
+            "1**2*3",
+            "",
+            "1234*0*0*1",
+            "1#2*3*4",
+        ] {
+            assert_eq!(parse_keyed(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_of_addresses_and_uris() {
+        assert_eq!(host_of("203.0.113.7:5060"), "203.0.113.7".parse().ok());
+        assert_eq!(host_of("[2001:db8::7]:5060"), "2001:db8::7".parse().ok());
+        assert_eq!(host_of("2001:db8::7"), "2001:db8::7".parse().ok());
+        assert_eq!(host_of("nonsense"), None);
+        assert_eq!(
+            uri_host("sip:701@203.0.113.7:5060;transport=udp"),
+            "203.0.113.7".parse().ok()
+        );
+        assert_eq!(
+            uri_host("<sip:701@[2001:db8::7]:5060>"),
+            "2001:db8::7".parse().ok()
+        );
+        assert_eq!(uri_host("sip:203.0.113.9"), "203.0.113.9".parse().ok());
+    }
+
+    #[test]
+    fn passcode_hides_itself() {
+        let p = Passcode::new("000123456789".into());
+        assert_eq!(format!("{p:?}"), "Passcode(hidden)");
+        assert_eq!(p.expose(), "000123456789");
+    }
+
+    /// A policy that accepts one passcode and records what it was asked.
+    struct TestBackend {
+        grants: Mutex<Vec<IpAddr>>,
+        tries: Mutex<u32>,
+    }
+
+    impl Backend for TestBackend {
+        async fn verify(&self, _call: &Call, passcode: Passcode) -> Verdict {
+            *self.tries.lock().unwrap() += 1;
+            if passcode.expose() == "000123456789" {
+                Verdict::Accepted(Account {
+                    name: "ann".into(),
+                    endpoint: None,
+                    modes: vec![AddressMode::Source, AddressMode::Keyed],
+                })
+            } else {
+                Verdict::Rejected
+            }
+        }
+        async fn registered(&self, _: &str) -> Vec<IpAddr> {
+            vec![]
+        }
+        fn check_address(&self, ip: IpAddr) -> Result<(), String> {
+            if ip.is_loopback() {
+                Err("loopback".into())
+            } else {
+                Ok(())
+            }
+        }
+        async fn grant(&self, _: &Account, ip: IpAddr, _: &Call) -> Result<Duration, String> {
+            self.grants.lock().unwrap().push(ip);
+            Ok(Duration::from_secs(7200))
+        }
+    }
+
+    /// Plays Asterisk: answers each command from a script keyed by the command's start.
+    async fn scripted(
+        env: &str,
+        answers: Vec<(&'static str, &'static str)>,
+    ) -> (Outcome, Vec<String>, TestBackend) {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let env = env.to_string();
+        let peer = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(theirs);
+            w.write_all(env.as_bytes()).await.unwrap();
+            let mut lines = BufReader::new(r).lines();
+            let mut seen = Vec::new();
+            let mut answers = answers.into_iter();
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push(line.clone());
+                if line == "HANGUP" {
+                    let _ = w.write_all(b"200 result=1\n").await;
+                    break;
+                }
+                let reply = match answers.next() {
+                    Some((prefix, reply)) => {
+                        assert!(line.starts_with(prefix), "expected {prefix}…, got {line}");
+                        reply
+                    }
+                    None => "200 result=0",
+                };
+                w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        let backend = TestBackend {
+            grants: Mutex::default(),
+            tries: Mutex::new(0),
+        };
+        let mut s = Session::start(ours, Duration::from_secs(5)).await.unwrap();
+        let out = run(&mut s, &backend, &Settings::default()).await;
+        drop(s);
+        (out, peer.await.unwrap(), backend)
+    }
+
+    #[tokio::test]
+    async fn right_passcode_grants_the_sip_source() {
+        let env = "agi_channel: PJSIP/701-00000001\nagi_callerid: 701\nagi_uniqueid: 1.1\n\n";
+        let (out, seen, b) = scripted(
+            env,
+            vec![
+                ("ANSWER", "200 result=0"),
+                (
+                    "GET VARIABLE \"CHANNEL(pjsip,remote_addr)\"",
+                    "200 result=1 (203.0.113.10:5060)",
+                ),
+                ("GET VARIABLE \"CHANNEL(endpoint)\"", "200 result=1 (701)"),
+                ("GET DATA \"agent-pass\"", "200 result=1234"),
+                ("GET DATA \"auth-incorrect\"", "200 result=000123456789"),
+                ("STREAM FILE \"auth-thankyou\"", "200 result=0 endpos=100"),
+                ("SAY NUMBER 2", "200 result=0"),
+                ("STREAM FILE \"hours\"", "200 result=0 endpos=100"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            out,
+            Outcome::Granted {
+                account: "ann".into(),
+                address: "203.0.113.10".parse().unwrap(),
+                ttl: Duration::from_secs(7200)
+            }
+        );
+        assert_eq!(*b.tries.lock().unwrap(), 2);
+        assert_eq!(seen.last().unwrap(), "HANGUP");
+        assert!(
+            !seen.iter().any(|l| l.contains("000123456789")),
+            "the passcode is never sent back"
+        );
+    }
+
+    #[tokio::test]
+    async fn keyed_address_is_read_back_and_confirmed() {
+        // A Local channel: no SIP source, so the keyed address is asked for.
+        let env = "agi_channel: Local/3472@passknock-00000001;2\nagi_callerid: 5551234\n\n";
+        let (out, seen, b) = scripted(
+            env,
+            vec![
+                ("ANSWER", "200 result=0"),
+                ("GET DATA \"agent-pass\"", "200 result=000123456789"),
+                ("GET DATA \"vm-enter-num-to-call\"", "200 result=127*0*0*1"),
+                ("STREAM FILE \"invalid\"", "200 result=0"),
+                ("GET DATA \"vm-enter-num-to-call\"", "200 result=203*0*113*77"),
+                ("STREAM FILE \"you-entered\"", "200 result=0"),
+                ("SAY DIGITS \"203\"", "200 result=0"),
+                ("STREAM FILE \"letters/dot\"", "200 result=0"),
+                ("SAY DIGITS \"0\"", "200 result=0"),
+                ("STREAM FILE \"letters/dot\"", "200 result=0"),
+                ("SAY DIGITS \"113\"", "200 result=0"),
+                ("STREAM FILE \"letters/dot\"", "200 result=0"),
+                ("SAY DIGITS \"77\"", "200 result=0"),
+                ("STREAM FILE \"if-correct-press\"", "200 result=0"),
+                ("GET DATA \"digits/1\"", "200 result=1"),
+            ],
+        )
+        .await;
+        assert!(matches!(out, Outcome::Granted { .. }), "{out:?} {seen:?}");
+        assert_eq!(
+            *b.grants.lock().unwrap(),
+            vec!["203.0.113.77".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_passcodes_end_the_call_and_hangup_mid_entry_is_clean() {
+        let env = "agi_channel: PJSIP/702-00000002\n\n";
+        let (out, seen, b) = scripted(
+            env,
+            vec![
+                ("ANSWER", "200 result=0"),
+                ("GET VARIABLE", "200 result=0"),
+                ("GET VARIABLE", "200 result=0"),
+                ("GET DATA", "200 result=1"),
+                ("GET DATA", "200 result=22"),
+                ("GET DATA", "200 result= (timeout)"),
+                ("STREAM FILE \"vm-goodbye\"", "200 result=0"),
+            ],
+        )
+        .await;
+        assert_eq!(out, Outcome::Rejected, "{seen:?}");
+        assert_eq!(*b.tries.lock().unwrap(), 3);
+        assert!(b.grants.lock().unwrap().is_empty());
+
+        let (out, _, b) = scripted(
+            env,
+            vec![
+                ("ANSWER", "200 result=0"),
+                ("GET VARIABLE", "200 result=0"),
+                ("GET VARIABLE", "200 result=0"),
+                ("GET DATA", "HANGUP\n200 result=-1"),
+            ],
+        )
+        .await;
+        assert_eq!(out, Outcome::HungUp);
+        assert_eq!(*b.tries.lock().unwrap(), 0, "a hang-up is not an attempt");
+    }
+}
