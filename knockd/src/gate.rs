@@ -49,9 +49,9 @@ pub enum KnockOutcome {
 pub enum Refusal {
     #[error("it was used before (a replay)")]
     Replayed,
-    #[error("its timestamp is {0:?} older than the age window allows (clock skew or a replay)")]
+    #[error("its timestamp is {}s older than the age window allows (clock skew or a replay)", .0.as_secs())]
     Aged(Duration),
-    #[error("its timestamp is {0:?} ahead of this server's clock")]
+    #[error("its timestamp is {}s ahead of this server's clock beyond the age window", .0.as_secs())]
     Future(Duration),
     #[error("it asks for {0}, and this profile opens only the sender's own address")]
     AddressNotAllowed(IpAddr),
