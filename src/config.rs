@@ -64,6 +64,8 @@ pub struct DaemonConfig {
     pub store: PathBuf,
     pub control_socket: PathBuf,
     pub reconcile_interval: Ttl,
+    /// Audit lines (grants, revokes, bans, lockouts, refusals) also go to this file, 0600.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -72,6 +74,7 @@ impl Default for DaemonConfig {
             store: defaults::STORE_PATH.into(),
             control_socket: defaults::CONTROL_SOCKET.into(),
             reconcile_interval: Ttl(defaults::RECONCILE_INTERVAL),
+            audit_log: None,
         }
     }
 }

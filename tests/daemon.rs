@@ -428,3 +428,43 @@ fn tells_systemd_it_is_ready_only_once_the_table_is_applied() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn audit_lines_go_to_the_audit_file_too() {
+    let ns = Netns::new("audit");
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("log/audit.log");
+    let extra = "";
+    let text = test_config(dir.path(), extra).replace(
+        "reconcile-interval = \"1s\"",
+        &format!("reconcile-interval = \"1s\"\naudit-log = \"{}\"", audit.display()),
+    );
+    let d = Daemon::start(&ns, dir.path(), &text);
+    d.ok(&[
+        "grant",
+        "203.0.113.7",
+        "--services",
+        "sip",
+        "--ttl",
+        "1h",
+        "--note",
+        "Ann in Lyon",
+    ]);
+    d.refused(&["grant", "127.0.0.1"]);
+    d.ok(&["ban", "203.0.113.66", "--reason", "scanner"]);
+    d.ok(&["revoke", "203.0.113.7"]);
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for want in [
+        "grant address=203.0.113.7 services=sip source=admin who=\"uid 0\" note=\"Ann in Lyon\" until=",
+        "refused grant: 127.0.0.1 is a loopback address",
+        "ban address=203.0.113.66 reason=\"scanner\"",
+        "revoke address=203.0.113.7 grants=1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("reconcile"), "only audit lines: {text}");
+    assert_eq!(
+        std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
