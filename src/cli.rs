@@ -1,4 +1,8 @@
-//! The admin CLI: `passknock grant|revoke|list|ban|unban|status|contacts|calls`, over the control socket.
+//! The admin CLI: `passknock grant|revoke|list|ban|unban|status|contacts|calls`, over the control
+//! socket; and `passknock knock` (the laptop's side) and `passknock knock-profile add`, which need
+//! no daemon.
+
+mod knock;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -78,6 +82,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Knock on HOST with a profile from this laptop's client config, then check access opened.
+    Knock {
+        /// The PBX: a name or an address.
+        host: String,
+        /// The profile in the client config.
+        #[arg(long)]
+        profile: String,
+        /// The client config [default: ~/.config/passknock/client.toml].
+        #[arg(long, env = "PASSKNOCK_CLIENT_CONFIG")]
+        client_config: Option<PathBuf>,
+        /// Print what would be sent, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Use HOST's IPv4 address.
+        #[arg(short = '4', conflicts_with = "ipv6")]
+        ipv4: bool,
+        /// Use HOST's IPv6 address.
+        #[arg(short = '6')]
+        ipv6: bool,
+        /// SPA only: open this address rather than the one the packet comes from.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Do not probe for access afterwards.
+        #[arg(long)]
+        no_probe: bool,
+    },
+    /// Make knock profiles (for the daemon's config and the laptop's).
+    KnockProfile {
+        #[command(subcommand)]
+        action: KnockProfileAction,
+    },
+    /// Re-read the daemon's config file (as SIGHUP does); a bad config is refused, nothing changes.
+    Reload,
     /// DISA accounts: who may phone in with a passcode.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -122,6 +159,30 @@ pub enum AccountCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KnockProfileAction {
+    /// Generate a profile — random ports, or a secret from the OS random source — and print the
+    /// daemon's config snippet and the client's.
+    Add {
+        name: String,
+        /// static, rotating or spa.
+        #[arg(long, value_parser = knock::parse_mode)]
+        mode: knockd::Mode,
+        /// Comma-separated services a knock opens [default: the config's default-services].
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// How long a knock opens them [default: the config's grants.ttl-default].
+        #[arg(long)]
+        ttl: Option<Ttl>,
+        /// Ports in a sequence (static, rotating) [default: 4].
+        #[arg(long)]
+        length: Option<usize>,
+        /// Where to write the secret (rotating, spa) [default: /etc/passknock/knock-NAME.secret].
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("cannot reach passknockd at {path}: {source} (is it running, and are you root?)")]
@@ -138,6 +199,8 @@ pub enum CliError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Knock(#[from] knockd::client::ClientError),
 }
 
 /// One request, one reply.
@@ -167,8 +230,58 @@ impl Cli {
         Ok(defaults::CONTROL_SOCKET.into())
     }
 
+    /// The daemon config: `--config`, else the installed one, else the embedded example.
+    fn daemon_config(&self) -> Result<Config, CliError> {
+        if let Some(c) = &self.config {
+            return Ok(Config::load(c)?);
+        }
+        let installed = Path::new(defaults::CONFIG_PATH);
+        if installed.exists() {
+            return Ok(Config::load(installed)?);
+        }
+        Ok(Config::embedded())
+    }
+
     /// Runs the command, printing to `out`; an error is what the user is told.
     pub fn run(self, out: &mut impl Write) -> Result<(), CliError> {
+        let daemon_config = match &self.command {
+            Command::KnockProfile { .. } => Some(self.daemon_config()?),
+            _ => None,
+        };
+        match self.command {
+            Command::Knock {
+                host,
+                profile,
+                client_config,
+                dry_run,
+                ipv4,
+                ipv6,
+                address,
+                no_probe,
+            } => {
+                let req = knockd::client::KnockRequest {
+                    host,
+                    profile,
+                    config: client_config,
+                    dry_run,
+                    family: if ipv4 {
+                        Some(4)
+                    } else if ipv6 {
+                        Some(6)
+                    } else {
+                        None
+                    },
+                    address,
+                    no_probe,
+                };
+                return Ok(knockd::client::knock(&req, out)?);
+            }
+            Command::KnockProfile { action } => {
+                let config = daemon_config.expect("read above");
+                return knock::run(action, &config, out);
+            }
+            _ => {}
+        }
         let socket = self.socket_path()?;
         let (request, json) = match self.command {
             Command::Grant {
@@ -192,6 +305,8 @@ impl Cli {
             Command::Status { json } => (Request::Status, json),
             Command::Contacts { json } => (Request::Contacts, json),
             Command::Calls { json } => (Request::Calls, json),
+            Command::Knock { .. } | Command::KnockProfile { .. } => unreachable!("handled above"),
+            Command::Reload => (Request::Reload, false),
             Command::Account(a) => match a {
                 AccountCommand::Add {
                     name,

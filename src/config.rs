@@ -29,6 +29,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// A file the config names (a knock secret) is missing, unreadable or not private.
+    #[error("config: {key}: {message}")]
+    File { key: String, message: String },
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -50,6 +53,8 @@ pub struct Config {
     #[serde(default)]
     pub ami: AmiConfig,
     #[serde(default)]
+    pub knock: KnockConfig,
+    #[serde(default)]
     pub disa: DisaConfig,
 }
 
@@ -59,6 +64,8 @@ pub struct DaemonConfig {
     pub store: PathBuf,
     pub control_socket: PathBuf,
     pub reconcile_interval: Ttl,
+    /// Audit lines (grants, revokes, bans, lockouts, refusals) also go to this file, 0600.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -67,6 +74,7 @@ impl Default for DaemonConfig {
             store: defaults::STORE_PATH.into(),
             control_socket: defaults::CONTROL_SOCKET.into(),
             reconcile_interval: Ttl(defaults::RECONCILE_INTERVAL),
+            audit_log: None,
         }
     }
 }
@@ -220,7 +228,7 @@ pub struct PromptsConfig {
     pub goodbye: Option<Vec<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct AmiConfig {
     pub enabled: bool,
@@ -363,6 +371,111 @@ impl AmiConfig {
     }
 }
 
+/// Knock access: the NFLOG group the table logs knock ports to, the bound on knocks in progress,
+/// and the profiles.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KnockConfig {
+    pub nflog_group: u16,
+    /// Sources with a knock sequence in progress, at most: a flood cannot take more memory.
+    pub max_in_progress: usize,
+    pub profiles: BTreeMap<String, KnockProfile>,
+}
+
+impl Default for KnockConfig {
+    fn default() -> Self {
+        KnockConfig {
+            nflog_group: defaults::KNOCK_NFLOG_GROUP,
+            max_in_progress: defaults::KNOCK_MAX_IN_PROGRESS,
+            profiles: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[knock.profiles.NAME]`: how a road warrior knocks, and what that opens for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KnockProfile {
+    pub mode: knockd::Mode,
+    /// What a knock opens (default: grants.default-services).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// For how long (default: grants.ttl-default).
+    pub ttl: Option<Ttl>,
+    /// static: the sequence, e.g. ["tcp/7000", "udp/8000", "tcp/9000"].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<knockd::Port>,
+    /// static, rotating: time from the first knock to the last.
+    pub timeout: Option<Ttl>,
+    /// rotating, spa: the shared secret, 64 hex digits; refused unless mode 0600.
+    pub secret_file: Option<PathBuf>,
+    /// rotating: where the ports are drawn from, e.g. "udp/40000-40999".
+    pub range: Option<knockd::PortRange>,
+    /// rotating: ports in a sequence.
+    pub length: Option<usize>,
+    /// rotating: how long one sequence is current.
+    pub step: Option<Ttl>,
+    /// spa: the UDP port.
+    pub port: Option<u16>,
+    /// spa: how far a timestamp may be from this server's clock.
+    pub max_age: Option<Ttl>,
+    /// spa: whether a packet may ask to open another address than its own.
+    pub allow_address: Option<bool>,
+}
+
+impl KnockProfile {
+    fn spec(&self, secret: Option<knockd::Secret>) -> knockd::profile::Spec {
+        knockd::profile::Spec {
+            mode: Some(self.mode),
+            ports: self.ports.clone(),
+            range: self.range,
+            length: self.length,
+            step: self.step.map(|t| t.0),
+            port: self.port,
+            timeout: self.timeout.map(|t| t.0),
+            max_age: self.max_age.map(|t| t.0),
+            allow_address: self.allow_address,
+            has_secret: self.secret_file.is_some(),
+            secret,
+            secret_key: "secret-file",
+        }
+    }
+
+    /// The ports this profile knocks on, as the table logs them.
+    pub fn knock_ports(&self) -> Vec<PortRange> {
+        let conv = |proto: knockd::Proto, first, last| PortRange {
+            proto: match proto {
+                knockd::Proto::Tcp => Proto::Tcp,
+                knockd::Proto::Udp => Proto::Udp,
+            },
+            first,
+            last,
+        };
+        match self.mode {
+            knockd::Mode::Static => self.ports.iter().map(|p| conv(p.proto, p.port, p.port)).collect(),
+            knockd::Mode::Rotating => self
+                .range
+                .iter()
+                .map(|r| conv(r.proto, r.first, r.last))
+                .collect(),
+            knockd::Mode::Spa => {
+                let p = self.port.unwrap_or(knockd::profile::SPA_PORT);
+                vec![conv(knockd::Proto::Udp, p, p)]
+            }
+        }
+    }
+}
+
+impl KnockConfig {
+    /// Every port the table logs for knocking.
+    pub fn ports(&self) -> Vec<PortRange> {
+        let mut v: Vec<PortRange> = self.profiles.values().flat_map(|p| p.knock_ports()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
@@ -416,6 +529,12 @@ impl FromStr for PortRange {
             return Err(bad("runs backwards"));
         }
         Ok(PortRange { proto, first, last })
+    }
+}
+
+impl PortRange {
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.proto == other.proto && self.first <= other.last && other.first <= self.last
     }
 }
 
@@ -559,7 +678,121 @@ impl Config {
                 "must be at least 1s".into(),
             ));
         }
+        self.check_knock(&invalid)
+    }
+
+    fn check_knock(&self, invalid: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
+        let knock = &self.knock;
+        if !(16..=1_000_000).contains(&knock.max_in_progress) {
+            return Err(invalid(
+                "knock.max-in-progress".into(),
+                "must be from 16 to 1000000".into(),
+            ));
+        }
+        if knock.profiles.len() > knockd::gate::PROFILES_MAX {
+            return Err(invalid(
+                "knock.profiles".into(),
+                format!("at most {} profiles", knockd::gate::PROFILES_MAX),
+            ));
+        }
+        // Shape only: secret files are read when the daemon starts (`knock_profiles`).
+        let placeholder = knockd::Secret::from_bytes(&[0u8; 32]);
+        for (name, p) in &knock.profiles {
+            let key = |k: &str| format!("knock.profiles.{name}.{k}");
+            if !valid_service_name(name) {
+                return Err(invalid(
+                    format!("knock.profiles.{name}"),
+                    "a profile name is lowercase letters, digits and `_`, starting with a letter, at most 32 characters".into(),
+                ));
+            }
+            p.spec(p.secret_file.as_ref().map(|_| placeholder.clone()))
+                .build()
+                .map_err(|e| invalid(key(e.key), e.message))?;
+            for (i, s) in p.services.iter().enumerate() {
+                if !self.services.contains_key(s) {
+                    return Err(invalid(
+                        key(&format!("services[{i}]")),
+                        format!("`{s}` is not a service defined under [services]"),
+                    ));
+                }
+            }
+            if let Some(ttl) = p.ttl {
+                if ttl.0.is_zero() || ttl > self.grants.ttl_max {
+                    return Err(invalid(
+                        key("ttl"),
+                        format!(
+                            "must be more than 0s and at most grants.ttl-max ({})",
+                            self.grants.ttl_max
+                        ),
+                    ));
+                }
+            }
+            let ports_key = match p.mode {
+                knockd::Mode::Static => "ports",
+                knockd::Mode::Rotating => "range",
+                knockd::Mode::Spa => "port",
+            };
+            for kp in p.knock_ports() {
+                for (svc, s) in &self.services {
+                    if let Some(hit) = s.ports.iter().find(|sp| sp.overlaps(&kp)) {
+                        return Err(invalid(
+                            key(ports_key),
+                            format!(
+                                "{kp} overlaps {hit} of service {svc}; knock ports must not be a protected service's ports"
+                            ),
+                        ));
+                    }
+                }
+            }
+            // An SPA port belongs to its profile alone: its datagrams are never sequence knocks.
+            if p.mode == knockd::Mode::Spa {
+                let spa = &p.knock_ports()[0];
+                for (other, q) in knock.profiles.iter().filter(|(o, _)| *o != name) {
+                    if q.knock_ports().iter().any(|r| r.overlaps(spa)) {
+                        return Err(invalid(
+                            key("port"),
+                            format!("{spa} is also a knock port of profile {other}; an SPA port is its profile's alone"),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The knock profiles with their secrets read (files refused unless 0600).
+    pub fn knock_profiles(&self) -> Result<Vec<knockd::Profile>, ConfigError> {
+        let mut out = Vec::new();
+        for (name, p) in &self.knock.profiles {
+            let key = |k: &str| format!("knock.profiles.{name}.{k}");
+            let secret = match &p.secret_file {
+                Some(f) => Some(knockd::Secret::load(f).map_err(|e| ConfigError::File {
+                    key: key("secret-file"),
+                    message: e.to_string(),
+                })?),
+                None => None,
+            };
+            let kind = p.spec(secret).build().map_err(|e| ConfigError::File {
+                key: key(e.key),
+                message: e.message,
+            })?;
+            out.push(knockd::Profile {
+                name: name.clone(),
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What a knock on profile `name` opens: its services (or the default ones) and its TTL.
+    pub fn knock_grant(&self, name: &str) -> Option<(Vec<String>, Option<Ttl>)> {
+        let p = self.knock.profiles.get(name)?;
+        let services = if p.services.is_empty() {
+            self.default_services()
+        } else {
+            p.services.clone()
+        };
+        Some((services, p.ttl))
     }
 
     /// The services a grant opens when it names none: the configured default, or all.
@@ -680,6 +913,75 @@ mod tests {
             .to_string();
         assert!(e.contains("services.Bad-Name"), "{e}");
         assert!(Config::parse("", "t").is_err());
+    }
+
+    #[test]
+    fn knock_profiles_are_checked_and_name_the_key() {
+        let with = |extra: &str| Config::parse(&format!("{MINIMAL}{extra}"), "t");
+        let ok = with(
+            "[knock.profiles.laptop]\nmode = \"static\"\nports = [\"tcp/7000\", \"udp/8000\", \"tcp/9000\"]\nservices = [\"sip\"]\nttl = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.knock.ports().len(), 3);
+        assert_eq!(ok.knock_grant("laptop").unwrap().0, vec!["sip"]);
+        let err = |extra: &str| with(extra).unwrap_err().to_string();
+        let e = err("[knock.profiles.laptop]\nmode = \"static\"\nports = [\"udp/5060\", \"tcp/7000\"]\n");
+        assert!(
+            e.contains("knock.profiles.laptop.ports") && e.contains("sip"),
+            "{e}"
+        );
+        let e = err("[knock.profiles.phone]\nmode = \"rotating\"\nrange = \"udp/40000-40999\"\n");
+        assert!(e.contains("knock.profiles.phone.secret-file"), "{e}");
+        let e = err(
+            "[knock.profiles.phone]\nmode = \"rotating\"\nsecret-file = \"/x\"\nrange = \"udp/5000-5999\"\n",
+        );
+        assert!(
+            e.contains("knock.profiles.phone.range") && e.contains("udp/5060"),
+            "{e}"
+        );
+        let e =
+            err("[knock.profiles.a]\nmode = \"spa\"\nsecret-file = \"/x\"\nports = [\"tcp/1\", \"tcp/2\"]\n");
+        assert!(e.contains("knock.profiles.a.ports"), "{e}");
+        let e = err("[knock.profiles.a]\nmode = \"static\"\nports = [\"tcp/7000\", \"tcp/7001\"]\nservices = [\"rtp\"]\n");
+        assert!(e.contains("knock.profiles.a.services[0]"), "{e}");
+        let e = err(
+            "[knock.profiles.a]\nmode = \"static\"\nports = [\"tcp/7000\", \"tcp/7001\"]\nttl = \"2d\"\n",
+        );
+        assert!(e.contains("knock.profiles.a.ttl"), "{e}");
+        let e = err("[knock.profiles.a]\nmode = \"static\"\nports = [\"tcp/7000\", \"udp/62201\"]\n[knock.profiles.b]\nmode = \"spa\"\nsecret-file = \"/x\"\n");
+        assert!(
+            e.contains("knock.profiles.b.port") && e.contains("profile a"),
+            "{e}"
+        );
+        let e = err("[knock.profiles.a]\nmode = \"sneaky\"\n");
+        assert!(e.contains("sneaky"), "{e}");
+        let e = err("[knock]\nmax-in-progress = 1\n");
+        assert!(e.contains("knock.max-in-progress"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn knock_secret_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("spa.secret");
+        std::fs::write(&f, format!("{}\n", knockd::Secret::generate().unwrap().to_hex())).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::parse(
+            &format!(
+                "{MINIMAL}[knock.profiles.spa]\nmode = \"spa\"\nsecret-file = \"{}\"\n",
+                f.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let e = c.knock_profiles().unwrap_err().to_string();
+        assert!(
+            e.contains("knock.profiles.spa.secret-file") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(c.knock_profiles().unwrap()[0].kind.mode(), knockd::Mode::Spa);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum Request {
     Release {
         address: IpAddr,
     },
+    /// Re-read the config file (as SIGHUP does). A bad config is refused and the running one kept.
+    Reload,
     /// A DISA account with a new passcode, shown once in the reply.
     AccountAdd {
         name: String,

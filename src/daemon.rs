@@ -36,6 +36,8 @@ pub enum DaemonError {
     Engine(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Knock(#[from] crate::knock::KnockError),
     #[error("DISA: {0}")]
     Secret(#[from] crate::secret::SecretError),
     #[error("cannot listen for FastAGI on {address}: {source}")]
@@ -49,8 +51,12 @@ pub enum DaemonError {
 /// Pending requests the engine may hold before callers are told it is busy.
 const QUEUE: usize = 4096;
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` is cancelled. `config_path` is where SIGHUP re-reads it from.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     // Refuse a readable secret before touching anything.
     let ami_secret = if config.ami.enabled {
         Some(config.ami.read_secret("[ami]")?)
@@ -62,6 +68,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let layout = Layout::from_config(&config);
     let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
     let mut engine = Engine::new(config.clone(), store, firewall);
+    if let Some(p) = &config_path {
+        engine.set_config_path(p.clone());
+    }
     let disa_key = if config.disa.enabled {
         let key = crate::disa::load_key(&config.disa.key_file)?;
         engine.set_disa_key(key.clone());
@@ -93,16 +102,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .name("engine".into())
         .spawn(move || engine.run(rx))
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
-    info!(
-        "ready: control socket {}, services {}",
-        config.daemon.control_socket.display(),
-        config.services.keys().cloned().collect::<Vec<_>>().join(",")
-    );
     let handle = EngineHandle::new(tx);
     // Filled by the AMI listener; read by the DISA flow ("registered" address) and the CLI.
     let contacts = Contacts::default();
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
+    // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
+    let knock = match crate::knock::spawn(&config, handle.clone(), shutdown.clone()) {
+        Ok(k) => k,
+        Err(e) => {
+            // Stop what started: the engine ends once its handles are gone.
+            drop(handle);
+            let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+            let _ = std::fs::remove_file(&config.daemon.control_socket);
+            return Err(e.into());
+        }
+    };
     if let (Some(key), Some(agi_listener)) = (disa_key, agi_listener) {
         let backend = Arc::new(crate::disa::DisaBackend::new(
             &config,
@@ -133,11 +148,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         contacts,
         ami: ami_view,
     };
+    watch_reload(handle.clone(), shutdown.clone());
+    info!(
+        "ready: control socket {}, services {}",
+        config.daemon.control_socket.display(),
+        config.services.keys().cloned().collect::<Vec<_>>().join(",")
+    );
+    let _ = crate::notify::notify("READY=1\nSTATUS=table applied; serving");
     serve_control(listener, handle, views, shutdown.clone()).await;
+    // Each holds an engine handle: they must be gone before the engine can finish.
+    if let Some(k) = knock {
+        let _ = k.await;
+    }
     if let Some(ami) = ami {
-        // It holds an engine handle: it must be gone before the engine can finish.
         let _ = ami.await;
     }
+    let _ = crate::notify::notify("STOPPING=1");
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await
@@ -145,6 +171,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .map_err(|_| DaemonError::Engine("panicked".into()))?;
     let _ = std::fs::remove_file(&config.daemon.control_socket);
     Ok(())
+}
+
+/// SIGHUP re-reads the config through the engine; a bad config is logged and changes nothing.
+fn watch_reload(engine: EngineHandle, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            warn!("cannot watch SIGHUP: reload with `passknock reload`");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => {}
+            }
+            let _ = crate::notify::notify("RELOADING=1");
+            match engine.submit(Request::Reload, "SIGHUP", Source::Admin).await {
+                Reply::Done { message } => info!("SIGHUP: {message}"),
+                Reply::Error { message } => warn!("SIGHUP: {message}"),
+                _ => {}
+            }
+            let _ = crate::notify::notify("READY=1");
+        }
+    });
 }
 
 async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {

@@ -67,5 +67,10 @@ pub const CONTROL_MAX_LINE: usize = 64 * 1024;
 /// Most control requests the daemon applies together in one store transaction and one nft batch.
 pub const BATCH_MAX: usize = 512;
 
+/// The NFLOG group the table logs knock ports to (`log group N`); the daemon listens on it.
+pub const KNOCK_NFLOG_GROUP: u16 = 7447;
+/// Sources with a knock sequence in progress, at most (about 100 bytes each).
+pub const KNOCK_MAX_IN_PROGRESS: usize = knockd::gate::MAX_IN_PROGRESS;
+
 /// The example config, embedded so `passknockd` runs with no file at all.
 pub const EXAMPLE_CONFIG: &str = include_str!("../examples/passknock.toml");

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::control::{Applied, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
-use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, NftError, Reconciled, Verdict};
+use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
 use crate::secret::{self, DisaKey};
 use crate::store::{Account, Grant, NewGrant, Source, Store, StoreError};
 
@@ -32,6 +33,8 @@ pub struct Job {
 
 pub struct Engine {
     config: Config,
+    /// Where the config came from, for reloads; `None` when running on the embedded example.
+    config_path: Option<PathBuf>,
     disa_key: Option<Arc<DisaKey>>,
     store: Store,
     firewall: Firewall,
@@ -48,6 +51,7 @@ impl Engine {
     pub fn new(config: Config, store: Store, firewall: Firewall) -> Engine {
         Engine {
             config,
+            config_path: None,
             disa_key: None,
             store,
             firewall,
@@ -56,6 +60,69 @@ impl Engine {
             last_reconcile: None,
             firewall_error: None,
         }
+    }
+
+    pub fn set_config_path(&mut self, path: PathBuf) {
+        self.config_path = Some(path);
+    }
+
+    /// Re-reads the config. A config that does not load changes nothing; one that does replaces
+    /// services, trusted networks, TTL caps and limits, and the table is rebuilt to match. Grants
+    /// and bans are the store's and are all kept.
+    fn reload(&mut self, who: &str) -> Reply {
+        let Some(path) = self.config_path.clone() else {
+            return Reply::error("running on the embedded example config: there is no file to reload");
+        };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("config not reloaded, the running one stays: {e}");
+                return Reply::error(format!("config not reloaded, the running one stays: {e}"));
+            }
+        };
+        let mut restart = Vec::new();
+        if new.daemon.store != self.config.daemon.store {
+            restart.push("daemon.store");
+        }
+        if new.daemon.control_socket != self.config.daemon.control_socket {
+            restart.push("daemon.control-socket");
+        }
+        if new.agi.listen != self.config.agi.listen || new.disa.enabled != self.config.disa.enabled {
+            restart.push("agi.listen / disa.enabled");
+        }
+        // The AMI listener holds its connection settings and ban policy from the start; only
+        // hold-max, which the engine applies, changes now.
+        let ami_then = crate::config::AmiConfig {
+            hold_max: self.config.ami.hold_max,
+            ..new.ami.clone()
+        };
+        if ami_then != self.config.ami {
+            restart.push("ami (all but hold-max)");
+        }
+        // The knock listener holds its profiles and NFLOG group from the start; the table keeps
+        // logging the ports it listens for until the restart that gives it the new ones.
+        let mut new = new;
+        if new.knock != self.config.knock {
+            restart.push("knock");
+            new.knock = self.config.knock.clone();
+        }
+        self.firewall
+            .set_layout(Layout::from_config(&new), Nft::new(&new.firewall.nft));
+        self.config = new;
+        let table = self.reconcile();
+        info!(target: "passknock::audit", "config reloaded from {} who={who:?}", path.display());
+        let mut message = format!("config reloaded from {}", path.display());
+        match table {
+            Ok(r) => message.push_str(&format!("; table {r}")),
+            Err(e) => message.push_str(&format!("; table not applied yet (retrying): {e}")),
+        }
+        if !restart.is_empty() {
+            message.push_str(&format!(
+                "; {} change(s) take effect at the next restart",
+                restart.join(", ")
+            ));
+        }
+        Reply::Done { message }
     }
 
     /// The key new passcodes are tagged with (the DISA listener holds the same one).
@@ -286,6 +353,7 @@ impl Engine {
                 Request::Contacts | Request::Calls => {
                     Reply::error("contacts and calls are answered by the daemon, not the engine")
                 }
+                Request::Reload => self.reload(&job.who),
                 Request::AccountAdd {
                     name,
                     services,

@@ -12,6 +12,7 @@
 //! - [`ami`]: the AMI listener's policy — contacts, holds for live calls ([`calls`]), bans for
 //!   repeated failures ([`offenders`]).
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
+//! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
 pub mod addr;
 pub mod ami;
@@ -26,8 +27,10 @@ pub mod defaults;
 pub mod disa;
 pub mod duration;
 pub mod engine;
+pub mod knock;
 pub mod limiter;
 pub mod nft;
+pub mod notify;
 pub mod offenders;
 pub mod secret;
 pub mod store;

@@ -133,6 +133,10 @@ CREATE TABLE IF NOT EXISTS bans (
     expires_ms  BIGINT  NOT NULL
 );
 CREATE INDEX IF NOT EXISTS bans_expires ON bans (expires_ms);
+CREATE TABLE IF NOT EXISTS knock_replay (
+    key         TEXT    PRIMARY KEY,
+    until_ms    BIGINT  NOT NULL
+);
 CREATE TABLE IF NOT EXISTS accounts (
     name          TEXT    PRIMARY KEY,
     tag           BLOB    NOT NULL UNIQUE,
@@ -535,6 +539,48 @@ impl Store {
     }
 }
 
+/// Used SPA nonces and rotating knock steps (`knock_replay`), so a knock that worked once does not
+/// work again after a restart. The knock listener's own connection: it writes only this table,
+/// and only for knocks that authenticated, so the engine's writes are not slowed by floods.
+pub struct ReplayLog {
+    conn: Connection,
+}
+
+impl ReplayLog {
+    /// Opens the store at `path` (which `Store::open` has created) for the replay table.
+    pub fn open(path: &Path) -> Result<ReplayLog, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        Ok(ReplayLog { conn })
+    }
+
+    /// Forgets what aged out, and returns the rest as (key, until).
+    pub fn load(&self, now: UnixMs) -> Result<Vec<(String, UnixMs)>, StoreError> {
+        self.conn
+            .execute("DELETE FROM knock_replay WHERE until_ms <= ?1", params![now])?;
+        let mut stmt = self.conn.prepare("SELECT key, until_ms FROM knock_replay")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes one entry durable; returns once it is on disk.
+    pub fn remember(&self, key: &str, until: UnixMs) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO knock_replay (key, until_ms) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)",
+            params![key, until],
+        )?;
+        Ok(())
+    }
+}
+
 fn query_grants(
     tx: &Transaction<'_>,
     filter: &str,
@@ -699,6 +745,22 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(s.release(a).unwrap(), 0);
         assert_eq!(Source::parse("ami"), Some(Source::Ami));
+    }
+
+    #[test]
+    fn replay_log_survives_reopen_and_forgets_aged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(Store::open(&path).unwrap());
+        let log = ReplayLog::open(&path).unwrap();
+        log.remember("spa:1:aa", 5_000).unwrap();
+        log.remember("rot:phone:7", 2_000).unwrap();
+        log.remember("spa:1:aa", 4_000).unwrap();
+        drop(log);
+        let _store = Store::open(&path).unwrap();
+        let log = ReplayLog::open(&path).unwrap();
+        assert_eq!(log.load(3_000).unwrap(), vec![("spa:1:aa".to_string(), 5_000)]);
+        assert!(log.load(5_000).unwrap().is_empty());
     }
 
     #[test]

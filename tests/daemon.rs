@@ -348,3 +348,123 @@ fn broken_config_is_refused_with_the_key() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn sighup_reloads_the_config_keeps_grants_and_refuses_a_broken_one() {
+    let ns = Netns::new("reload");
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&ns, dir.path());
+    d.ok(&["grant", "203.0.113.7", "--services", "sip", "--ttl", "1h"]);
+    let hup = || unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+
+    // A new service: the table is rebuilt with its sets, and the grant is kept.
+    let text = test_config(dir.path(), "\n[services.probe]\nports = [\"udp/7070\"]\n");
+    std::fs::write(&d.config, &text).unwrap();
+    hup();
+    assert!(
+        eventually(Duration::from_secs(5), || d
+            .nft_set("allow_probe_v4")
+            .contains("allow_probe_v4")),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.nft_set("allow_sip_v4").contains("203.0.113.7"),
+        "grants survive a reload"
+    );
+    assert!(d
+        .ok(&["grant", "203.0.113.8", "--services", "probe"])
+        .contains("probe"));
+
+    // A broken config: refused with the key named, the running one stays.
+    std::fs::write(
+        &d.config,
+        text.replace("[services.probe]", "[services.probe]\nprots = 1"),
+    )
+    .unwrap();
+    hup();
+    assert!(
+        eventually(Duration::from_secs(5), || d
+            .log_text()
+            .contains("config not reloaded")),
+        "{}",
+        d.log_text()
+    );
+    let e = d.refused(&["reload"]);
+    assert!(e.contains("prots") && e.contains("running one stays"), "{e}");
+    assert!(
+        d.nft_set("allow_probe_v4").contains("203.0.113.8"),
+        "nothing changed"
+    );
+    assert!(d.json(&["status"])["in_sync"] == true);
+}
+
+#[test]
+fn tells_systemd_it_is_ready_only_once_the_table_is_applied() {
+    let ns = Netns::new("notify");
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    listener.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let cfg = dir.path().join("passknock.toml");
+    std::fs::write(&cfg, test_config(dir.path(), "")).unwrap();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, support::daemon::PASSKNOCKD, "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("READY=1 within 20 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.starts_with("READY=1"), "{msg}");
+    // By the time systemd hears READY, the table is there.
+    let out = ns.exec("nft", &["list", "table", "inet", "passknock"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain input"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = listener.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn audit_lines_go_to_the_audit_file_too() {
+    let ns = Netns::new("audit");
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("log/audit.log");
+    let extra = "";
+    let text = test_config(dir.path(), extra).replace(
+        "reconcile-interval = \"1s\"",
+        &format!("reconcile-interval = \"1s\"\naudit-log = \"{}\"", audit.display()),
+    );
+    let d = Daemon::start(&ns, dir.path(), &text);
+    d.ok(&[
+        "grant",
+        "203.0.113.7",
+        "--services",
+        "sip",
+        "--ttl",
+        "1h",
+        "--note",
+        "Ann in Lyon",
+    ]);
+    d.refused(&["grant", "127.0.0.1"]);
+    d.ok(&["ban", "203.0.113.66", "--reason", "scanner"]);
+    d.ok(&["revoke", "203.0.113.7"]);
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for want in [
+        "grant address=203.0.113.7 services=sip source=admin who=\"uid 0\" note=\"Ann in Lyon\" until=",
+        "refused grant: 127.0.0.1 is a loopback address",
+        "ban address=203.0.113.66 reason=\"scanner\"",
+        "revoke address=203.0.113.7 grants=1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("reconcile"), "only audit lines: {text}");
+    assert_eq!(
+        std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

@@ -14,6 +14,8 @@ need=()
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# The standard `knock` client (tests/knock.rs) and knockd (benches/knock_flood.rs).
+command -v knock >/dev/null || need+=(knockd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q

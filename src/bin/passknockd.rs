@@ -25,30 +25,66 @@ struct Args {
     check: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PASSKNOCK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+/// Logs to stderr (the journal under systemd); audit lines also to `audit_log`, if set.
+fn init_logs(audit_log: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use tracing_subscriber::prelude::*;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = Args::parse();
-    let config = match &args.config {
-        Some(p) => Config::load(p)?,
-        None if std::path::Path::new(defaults::CONFIG_PATH).exists() => {
-            Config::load(defaults::CONFIG_PATH.as_ref())?
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PASSKNOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    let audit = match audit_log {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target("passknock::audit", tracing::Level::INFO),
+                    ),
+            )
         }
-        None => {
-            info!(
-                "no config given and none at {}: running on the embedded example",
-                defaults::CONFIG_PATH
-            );
-            Config::embedded()
-        }
+        None => None,
     };
+    tracing_subscriber::registry().with(stderr).with(audit).init();
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let path: Option<PathBuf> = match &args.config {
+        Some(p) => Some(p.clone()),
+        None if std::path::Path::new(defaults::CONFIG_PATH).exists() => Some(defaults::CONFIG_PATH.into()),
+        None => None,
+    };
+    let config = match &path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded(),
+    };
+    init_logs(config.daemon.audit_log.as_deref())?;
+    if path.is_none() {
+        info!(
+            "no config given and none at {}: running on the embedded example",
+            defaults::CONFIG_PATH
+        );
+    }
     if args.check {
+        // Knock secrets are files of their own: read them now, so a bad one fails the check.
+        config.knock_profiles()?;
         println!(
             "config ok: services {}",
             config.services.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -72,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             }
             stop.cancel();
         });
-        passknock::daemon::run(config, shutdown).await?;
+        passknock::daemon::run(config, path, shutdown).await?;
         Ok(())
     })
 }

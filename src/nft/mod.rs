@@ -98,6 +98,12 @@ impl Firewall {
         &self.layout
     }
 
+    /// A new layout (after a config reload); the next reconcile rebuilds the table to match.
+    pub fn set_layout(&mut self, layout: Layout, nft: Nft) {
+        self.layout = layout;
+        self.nft = nft;
+    }
+
     /// Builds the whole table with these elements, atomically.
     pub fn rebuild(&self, elements: &Elements, now: UnixMs) -> Result<(), NftError> {
         self.nft

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use nftables::expr::{
-    Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem, CT,
+    BinaryOperation, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range,
+    SetItem, CT,
 };
 use nftables::schema::{
     Chain, Element, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
-use nftables::stmt::{Match, Operator, Statement};
+use nftables::stmt::{Log, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::addr::{Family, Net};
@@ -29,6 +30,9 @@ pub struct Layout {
     pub services: Vec<(String, Vec<PortRange>)>,
     /// Trusted networks, nested ones dropped.
     pub trusted: Vec<Net>,
+    /// Knock ports: logged to the NFLOG group `knock_group` and dropped, so they look closed.
+    pub knock: Vec<PortRange>,
+    pub knock_group: u16,
 }
 
 /// A set element: which set, which address.
@@ -64,6 +68,14 @@ impl Layout {
                 .collect(),
             &config.firewall.trusted,
         )
+        .with_knock(config.knock.ports(), config.knock.nflog_group)
+    }
+
+    /// The same layout, logging `ports` to NFLOG group `group`.
+    pub fn with_knock(mut self, ports: Vec<PortRange>, group: u16) -> Layout {
+        self.knock = ports;
+        self.knock_group = group;
+        self
     }
 
     pub fn new(table: &str, services: Vec<(String, Vec<PortRange>)>, trusted: &[Net]) -> Layout {
@@ -85,6 +97,8 @@ impl Layout {
             table: table.to_string(),
             services,
             trusted: outer,
+            knock: Vec::new(),
+            knock_group: defaults::KNOCK_NFLOG_GROUP,
         }
     }
 
@@ -116,6 +130,23 @@ impl Layout {
         )
     }
 
+    /// Every knock port of one protocol, merged into disjoint ranges.
+    pub fn knock_ports(&self, proto: Proto) -> Vec<(u16, u16)> {
+        merge(self.knock.iter().filter(|p| p.proto == proto))
+    }
+
+    /// What a ban keeps a source off: the protected ports and the knock ports (a banned
+    /// source's knocks are dropped before they are logged, so they open nothing).
+    pub fn banned_ports(&self, proto: Proto) -> Vec<(u16, u16)> {
+        merge(
+            self.services
+                .iter()
+                .flat_map(|(_, p)| p.iter())
+                .chain(self.knock.iter())
+                .filter(|p| p.proto == proto),
+        )
+    }
+
     /// A fingerprint of everything but the elements, written into the rules' comments so a
     /// readback can tell whether the table is still the one we built.
     pub fn fingerprint(&self) -> String {
@@ -136,6 +167,13 @@ impl Layout {
         }
         for t in &self.trusted {
             eat(&t.to_string());
+        }
+        if !self.knock.is_empty() {
+            eat("knock");
+            eat(&self.knock_group.to_string());
+            for p in &self.knock {
+                eat(&p.to_string());
+            }
         }
         format!("{h:016x}")
     }
@@ -295,9 +333,10 @@ impl Layout {
         })
     }
 
-    /// The input chain, in order: loopback and trusted accept; banned drop (protected ports only);
-    /// replies to connections the PBX started accept; each service accepts its allow set; every
-    /// protected port drops. Everything else falls through to the host's own firewall.
+    /// The input chain, in order: loopback and trusted accept; banned drop (protected and knock
+    /// ports only); knock ports log to NFLOG and drop; replies to connections the PBX started
+    /// accept; each service accepts its allow set; every protected port drops. Everything else
+    /// falls through to the host's own firewall.
     pub(crate) fn rules(&self) -> Vec<Vec<Statement<'static>>> {
         let mut rules = Vec::new();
         rules.push(vec![
@@ -314,7 +353,7 @@ impl Layout {
         }
         for f in [Family::V4, Family::V6] {
             for proto in [Proto::Udp, Proto::Tcp] {
-                let ports = self.protected(proto);
+                let ports = self.banned_ports(proto);
                 if !ports.is_empty() {
                     rules.push(vec![
                         saddr_in(f, &ban_set(f)),
@@ -324,6 +363,7 @@ impl Layout {
                 }
             }
         }
+        rules.extend(self.knock_rules());
         rules.push(vec![
             matches(
                 Expression::Named(NamedExpression::CT(CT {
@@ -354,6 +394,71 @@ impl Layout {
             if !ports.is_empty() {
                 rules.push(vec![dport_in(proto, &ports), Statement::Drop(None)]);
             }
+        }
+        rules
+    }
+}
+
+impl Layout {
+    /// Knock ports log to NFLOG and drop — TCP only for a SYN that opens a connection (knockd's
+    /// rule, and a flood of other segments never reaches the daemon); other TCP segments to a
+    /// knock port just drop. Only packets in the original direction: a reply to a connection
+    /// the PBX made from an ephemeral port inside a knock range passes on to the host.
+    fn knock_rules(&self) -> Vec<Vec<Statement<'static>>> {
+        let mut rules = Vec::new();
+        let log = || {
+            Statement::Log(Some(Log {
+                prefix: None,
+                group: Some(self.knock_group as u32),
+                snaplen: Some(knockd::packet::CAPTURE_LEN),
+                queue_threshold: None,
+                level: None,
+                flags: None,
+            }))
+        };
+        let original = || {
+            matches(
+                Expression::Named(NamedExpression::CT(CT {
+                    key: "direction".into(),
+                    family: None,
+                    dir: None,
+                })),
+                s("original"),
+            )
+        };
+        let udp = self.knock_ports(Proto::Udp);
+        if !udp.is_empty() {
+            rules.push(vec![
+                dport_in(Proto::Udp, &udp),
+                original(),
+                log(),
+                Statement::Drop(None),
+            ]);
+        }
+        let tcp = self.knock_ports(Proto::Tcp);
+        if !tcp.is_empty() {
+            let syn_only = matches(
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+                        protocol: "tcp".into(),
+                        field: "flags".into(),
+                    }))),
+                    Expression::List(vec![s("fin"), s("syn"), s("rst"), s("ack")]),
+                ))),
+                s("syn"),
+            );
+            rules.push(vec![
+                dport_in(Proto::Tcp, &tcp),
+                original(),
+                syn_only,
+                log(),
+                Statement::Drop(None),
+            ]);
+            rules.push(vec![
+                dport_in(Proto::Tcp, &tcp),
+                original(),
+                Statement::Drop(None),
+            ]);
         }
         rules
     }
@@ -622,6 +727,44 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         b.trusted.push("192.0.2.0/24".parse().unwrap());
         assert_ne!(a.fingerprint(), b.fingerprint());
+        let k = |ports: &[&str], group| {
+            layout().with_knock(ports.iter().map(|p| p.parse().unwrap()).collect(), group)
+        };
+        let base = k(&["tcp/7000", "udp/8000"], 7);
+        assert_ne!(base.fingerprint(), a.fingerprint());
+        assert_ne!(base.fingerprint(), k(&["tcp/7000", "udp/8001"], 7).fingerprint());
+        assert_ne!(base.fingerprint(), k(&["tcp/7000", "udp/8000"], 8).fingerprint());
+        assert_eq!(base.fingerprint(), k(&["tcp/7000", "udp/8000"], 7).fingerprint());
+    }
+
+    #[test]
+    fn knock_ports_log_and_drop_right_after_the_bans() {
+        let l = layout().with_knock(
+            vec![
+                "tcp/7000".parse().unwrap(),
+                "udp/8000".parse().unwrap(),
+                "udp/40000-40999".parse().unwrap(),
+            ],
+            7,
+        );
+        let json = serde_json::to_string(&l.render_table(&Elements::new(), 0)).unwrap();
+        let ban = json.rfind("@ban_v6").unwrap();
+        let log = json.find("\"log\":{\"group\":7").unwrap();
+        let reply = json.find("\"reply\"").unwrap();
+        assert!(ban < log && log < reply, "{json}");
+        assert!(json.contains("\"original\""), "{json}");
+        assert!(
+            json.contains("[\"fin\",\"syn\",\"rst\",\"ack\"]"),
+            "TCP knocks are SYNs only: {json}"
+        );
+        // A banned source's knocks drop before they are logged.
+        assert_eq!(l.banned_ports(Proto::Tcp), vec![(5060, 5060), (7000, 7000)]);
+        assert_eq!(
+            l.banned_ports(Proto::Udp),
+            vec![(5060, 5061), (8000, 8000), (10000, 20000), (40000, 40999)]
+        );
+        // udp log+drop, tcp SYN log+drop, tcp drop.
+        assert_eq!(l.rules().len(), layout().rules().len() + 3);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod flood;
 pub mod netns;
 
 // End-to-end harness: real Asterisk and SIPp from a cached Debian sid chroot, in namespaces.

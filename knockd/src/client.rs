@@ -1,0 +1,601 @@
+//! The laptop side: profiles from a client config file, what to send for each mode, sending it,
+//! and probing whether access opened. Only portable code (std, socket2): the same client builds
+//! for Linux, macOS and Windows.
+//!
+//! # Format
+//!
+//! ```toml
+//! [profiles.office]
+//! mode = "spa"                 # static | rotating | spa
+//! secret = "64 hex digits"     # or secret-file = "PATH"; either way the file must be 0600
+//! port = 62201                 # spa
+//! # ports = ["tcp/7000", "udp/8000", "tcp/9000"]       static
+//! # range = "udp/40000-40999", length = 4, step = "30s" rotating
+//! probe = "tcp/5061"           # a port of a granted service: tried after knocking
+//! wait = "5s"                  # how long to keep trying it
+//! delay = "20ms"               # pause between the knocks of a sequence
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::duration::Dur;
+use crate::profile::{self, KeyError, ProfileKind, Spec};
+use crate::secret::{check_private, Secret};
+use crate::spa::{self, Requested, Spa, SpaKey};
+use crate::{rotating, Mode, Port, PortRange, Proto};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read the client config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("client config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("client config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("no profile `{name}` in {path}; it has: {known}")]
+    NoProfile {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error("cannot resolve {host}: {message}")]
+    Resolve { host: String, message: String },
+    #[error("cannot send the knock to {to}: {source}")]
+    Send {
+        to: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("access did not open: {0}")]
+    NotOpened(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    #[serde(default)]
+    profiles: BTreeMap<String, ProfileFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ProfileFile {
+    mode: Option<Mode>,
+    #[serde(default)]
+    ports: Vec<Port>,
+    range: Option<PortRange>,
+    length: Option<usize>,
+    step: Option<Dur>,
+    port: Option<u16>,
+    timeout: Option<Dur>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    probe: Option<Port>,
+    wait: Option<Dur>,
+    delay: Option<Dur>,
+}
+
+/// One profile from the client config, checked.
+#[derive(Clone, Debug)]
+pub struct ClientProfile {
+    pub name: String,
+    pub kind: ProfileKind,
+    /// A port of a granted service to try after knocking.
+    pub probe: Option<Port>,
+    pub wait: Duration,
+    pub delay: Duration,
+}
+
+/// The client config: profiles by name.
+#[derive(Debug)]
+pub struct ClientConfig {
+    pub path: PathBuf,
+    pub profiles: BTreeMap<String, ClientProfile>,
+}
+
+/// Where the client config is when none is named: `$XDG_CONFIG_HOME/passknock/client.toml`,
+/// `~/.config/passknock/client.toml`, or `%APPDATA%\passknock\client.toml`.
+pub fn default_config_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("APPDATA").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("passknock").join("client.toml")
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> Result<ClientConfig, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClientError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ClientConfig::parse(&text, path)
+    }
+
+    /// Parses config text that was read from `path` (whose mode is checked if it holds secrets).
+    pub fn parse(text: &str, path: &Path) -> Result<ClientConfig, ClientError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ClientError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: String, message: String| ClientError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        if file.profiles.values().any(|p| p.secret.is_some()) {
+            check_private(path).map_err(|e| invalid("profiles".into(), format!("holds secrets, and {e}")))?;
+        }
+        let mut profiles = BTreeMap::new();
+        for (name, p) in file.profiles {
+            let k = |key: &str| format!("profiles.{name}.{key}");
+            if p.secret.is_some() && p.secret_file.is_some() {
+                return Err(invalid(
+                    k("secret"),
+                    "give secret or secret-file, not both".into(),
+                ));
+            }
+            let (secret_key, secret) = match (&p.secret, &p.secret_file) {
+                (Some(s), _) => (
+                    "secret",
+                    Some(Secret::from_hex(s).map_err(|e| invalid(k("secret"), e.to_string()))?),
+                ),
+                (None, Some(f)) => (
+                    "secret-file",
+                    Some(Secret::load(f).map_err(|e| invalid(k("secret-file"), e.to_string()))?),
+                ),
+                (None, None) => ("secret", None),
+            };
+            let spec = Spec {
+                mode: p.mode,
+                ports: p.ports,
+                range: p.range,
+                length: p.length,
+                step: p.step.map(|d| d.0),
+                port: p.port,
+                timeout: p.timeout.map(|d| d.0),
+                max_age: None,
+                allow_address: None,
+                has_secret: secret.is_some(),
+                secret,
+                secret_key,
+            };
+            let kind = spec
+                .build()
+                .map_err(|KeyError { key, message }| invalid(k(key), message))?;
+            profiles.insert(
+                name.clone(),
+                ClientProfile {
+                    name,
+                    kind,
+                    probe: p.probe,
+                    wait: p.wait.map(|d| d.0).unwrap_or(profile::CLIENT_WAIT),
+                    delay: p.delay.map(|d| d.0).unwrap_or(profile::CLIENT_DELAY),
+                },
+            );
+        }
+        Ok(ClientConfig {
+            path: path.to_path_buf(),
+            profiles,
+        })
+    }
+
+    pub fn profile(&self, name: &str) -> Result<&ClientProfile, ClientError> {
+        self.profiles.get(name).ok_or_else(|| ClientError::NoProfile {
+            name: name.to_string(),
+            path: self.path.clone(),
+            known: if self.profiles.is_empty() {
+                "no profiles".into()
+            } else {
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        })
+    }
+}
+
+/// One packet the client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Send {
+    /// A TCP SYN (a connection attempt dropped at once).
+    Syn(SocketAddr),
+    Datagram(SocketAddr, Vec<u8>),
+}
+
+/// What a knock sends, in order, with a pause between packets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub sends: Vec<Send>,
+    pub delay: Duration,
+}
+
+/// The packets for `profile` at `now_ms` (Unix ms) towards `target`.
+pub fn plan(profile: &ClientProfile, target: IpAddr, now_ms: i64, requested: Requested) -> io::Result<Plan> {
+    let at = |p: Port| match p.proto {
+        Proto::Tcp => Send::Syn(SocketAddr::new(target, p.port)),
+        Proto::Udp => Send::Datagram(SocketAddr::new(target, p.port), Vec::new()),
+    };
+    let sends = match &profile.kind {
+        ProfileKind::Static(s) => s.ports.iter().map(|p| at(*p)).collect(),
+        ProfileKind::Rotating(r) => {
+            let step = rotating::step_at(now_ms, r.step);
+            rotating::sequence(&r.secret, r.range, r.length, step)
+                .into_iter()
+                .map(at)
+                .collect()
+        }
+        ProfileKind::Spa(s) => {
+            let key = SpaKey::derive(&s.secret);
+            let spa = Spa::new(&key, (now_ms.max(0) / 1000) as u64, requested)?;
+            vec![Send::Datagram(
+                SocketAddr::new(target, s.port),
+                spa::seal(&key, &spa).to_vec(),
+            )]
+        }
+    };
+    Ok(Plan {
+        sends,
+        delay: profile.delay,
+    })
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.sends.iter().enumerate() {
+            if i > 0 && !self.delay.is_zero() {
+                writeln!(f, "  wait {}ms", self.delay.as_millis())?;
+            }
+            match s {
+                Send::Syn(to) => writeln!(f, "  tcp SYN  -> {to}")?,
+                Send::Datagram(to, d) if d.is_empty() => writeln!(f, "  udp      -> {to} (empty datagram)")?,
+                Send::Datagram(to, d) => {
+                    let mut hex = String::new();
+                    for b in d {
+                        let _ = write!(hex, "{b:02x}");
+                    }
+                    writeln!(f, "  udp      -> {to} ({} bytes: {hex})", d.len())?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends the plan's packets in order.
+pub fn send(plan: &Plan) -> Result<(), ClientError> {
+    for (i, s) in plan.sends.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(plan.delay);
+        }
+        match s {
+            Send::Syn(to) => syn(*to).map_err(|source| ClientError::Send { to: *to, source })?,
+            Send::Datagram(to, d) => {
+                let local: SocketAddr = if to.is_ipv4() {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                let sock = UdpSocket::bind(local).map_err(|source| ClientError::Send { to: *to, source })?;
+                sock.send_to(d, to)
+                    .map_err(|source| ClientError::Send { to: *to, source })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends one SYN: a non-blocking connect that is abandoned at once, as the `knock` client does.
+fn syn(to: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&to.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if in_progress(&e) => Ok(()),
+        // Something answered with a reset at once: the knock was still sent.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A non-blocking connect that has sent its SYN and is waiting for an answer.
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    const EINPROGRESS: i32 = 115;
+    #[cfg(all(unix, not(target_os = "linux")))]
+    const EINPROGRESS: i32 = 36;
+    #[cfg(not(unix))]
+    const EINPROGRESS: i32 = 10036;
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS)
+}
+
+/// What a probe of a granted service's port found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A connection was accepted.
+    Open(Duration),
+    /// Refused at once: nothing listens there, but the firewall let the SYN through.
+    Reached(Duration),
+    /// Still silent (dropped) when the wait ran out.
+    Closed,
+}
+
+/// Tries to connect to `to` until it answers or `wait` passes.
+pub fn probe(to: SocketAddr, wait: Duration) -> Probe {
+    let start = Instant::now();
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Probe::Closed;
+        }
+        let t0 = Instant::now();
+        match TcpStream::connect_timeout(&to, left.min(Duration::from_millis(700))) {
+            Ok(_) => return Probe::Open(start.elapsed()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Probe::Reached(start.elapsed()),
+            Err(_) => {
+                // Unreachable or timed out: try again, but never spin.
+                let spent = t0.elapsed();
+                if spent < Duration::from_millis(100) {
+                    std::thread::sleep(Duration::from_millis(100) - spent);
+                }
+            }
+        }
+    }
+}
+
+/// Finds the address to knock on; `family` 4 or 6 picks one when a name has both.
+pub fn resolve(host: &str, family: Option<u8>) -> Result<IpAddr, ClientError> {
+    let bad = |message: String| ClientError::Resolve {
+        host: host.to_string(),
+        message,
+    };
+    let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+    let candidates: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => (bare, 0u16)
+            .to_socket_addrs()
+            .map_err(|e| bad(e.to_string()))?
+            .map(|s| s.ip())
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .find(|ip| match family {
+            Some(4) => ip.is_ipv4(),
+            Some(6) => ip.is_ipv6(),
+            _ => true,
+        })
+        .ok_or_else(|| bad(format!("it has no IPv{} address", family.unwrap_or(4))))
+}
+
+/// What `passknock knock` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct KnockRequest {
+    pub host: String,
+    pub profile: String,
+    pub config: Option<PathBuf>,
+    pub dry_run: bool,
+    /// 4 or 6 to pick an address family.
+    pub family: Option<u8>,
+    /// SPA only: open this address instead of the one the packet comes from.
+    pub address: Option<IpAddr>,
+    /// Do not probe afterwards.
+    pub no_probe: bool,
+}
+
+/// Knocks, then probes; an error says why access did not open.
+pub fn knock(req: &KnockRequest, out: &mut impl Write) -> Result<(), ClientError> {
+    let path = req.config.clone().unwrap_or_else(default_config_path);
+    let config = ClientConfig::load(&path)?;
+    let profile = config.profile(&req.profile)?;
+    let target = resolve(&req.host, req.family)?;
+    let requested = match (req.address, profile.kind.mode()) {
+        (None, _) => Requested::Source,
+        (Some(a), Mode::Spa) => Requested::Address(a),
+        (Some(_), m) => {
+            return Err(ClientError::Usage(format!(
+                "--address is for spa profiles; {} is {}",
+                profile.name,
+                m.name()
+            )))
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let plan = plan(profile, target, now, requested)?;
+    if req.dry_run {
+        writeln!(
+            out,
+            "would knock on {target} with profile {} ({}), sending:",
+            profile.name,
+            profile.kind.mode().name()
+        )?;
+        write!(out, "{plan}")?;
+        match profile.probe {
+            Some(p) if !req.no_probe => {
+                writeln!(out, "then probe {p} for up to {}s", profile.wait.as_secs_f32())?
+            }
+            _ => writeln!(out, "then not probe (no probe port in the profile)")?,
+        }
+        return Ok(());
+    }
+    send(&plan)?;
+    let probe_port = match profile.probe {
+        Some(p) if !req.no_probe && req.address.is_none() => p,
+        _ => {
+            writeln!(
+                out,
+                "knocked on {target} with profile {}; not verified (no probe port in the profile)",
+                profile.name
+            )?;
+            return Ok(());
+        }
+    };
+    if probe_port.proto != Proto::Tcp {
+        return Err(ClientError::Usage(format!(
+            "probe {probe_port}: only TCP ports can be probed"
+        )));
+    }
+    let to = SocketAddr::new(target, probe_port.port);
+    match probe(to, profile.wait) {
+        Probe::Open(t) => writeln!(
+            out,
+            "access open: {probe_port} on {target} answered {:.2}s after the knock",
+            t.as_secs_f32()
+        )?,
+        Probe::Reached(t) => writeln!(
+            out,
+            "access open: {probe_port} on {target} let the connection through {:.2}s after the knock \
+             (refused: nothing listens there)",
+            t.as_secs_f32()
+        )?,
+        Probe::Closed => {
+            return Err(ClientError::NotOpened(format!(
+                "{probe_port} on {target} still drops {}s after the knock (wrong profile or secret, \
+                 a clock more than the SPA window off, or this address is banned)",
+                profile.wait.as_secs()
+            )))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
+        let p = dir.join("client.toml");
+        std::fs::write(&p, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let _ = mode;
+        p
+    }
+
+    #[test]
+    fn profiles_of_each_mode_plan_their_packets() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::generate().unwrap().to_hex();
+        let text = format!(
+            r#"
+[profiles.office]
+mode = "static"
+ports = ["tcp/7000", "udp/8000", "tcp/9000"]
+probe = "tcp/5061"
+
+[profiles.phone]
+mode = "rotating"
+secret = "{secret}"
+range = "udp/40000-40999"
+
+[profiles.spa]
+mode = "spa"
+secret = "{secret}"
+delay = "0ms"
+"#
+        );
+        let path = write_config(dir.path(), &text, 0o600);
+        let c = ClientConfig::load(&path).unwrap();
+        let target: IpAddr = "198.51.100.1".parse().unwrap();
+        let p = plan(c.profile("office").unwrap(), target, 0, Requested::Source).unwrap();
+        assert_eq!(p.sends.len(), 3);
+        assert_eq!(p.sends[0], Send::Syn("198.51.100.1:7000".parse().unwrap()));
+        assert!(p.to_string().contains("udp      -> 198.51.100.1:8000"));
+        let p = plan(
+            c.profile("phone").unwrap(),
+            target,
+            1_800_000_000_000,
+            Requested::Source,
+        )
+        .unwrap();
+        assert_eq!(p.sends.len(), 4);
+        let p = plan(
+            c.profile("spa").unwrap(),
+            target,
+            1_800_000_000_000,
+            Requested::Source,
+        )
+        .unwrap();
+        let Send::Datagram(to, d) = &p.sends[0] else {
+            panic!()
+        };
+        assert_eq!((to.port(), d.len()), (62201, spa::LEN));
+        let e = c.profile("nope").unwrap_err().to_string();
+        assert!(e.contains("office, phone, spa"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secrets_refused_unless_private_and_keys_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::generate().unwrap().to_hex();
+        let text = format!("[profiles.spa]\nmode = \"spa\"\nsecret = \"{secret}\"\n");
+        let path = write_config(dir.path(), &text, 0o644);
+        let e = ClientConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        // A config without secrets may be readable by others.
+        let path = write_config(
+            dir.path(),
+            "[profiles.o]\nmode = \"static\"\nports = [\"tcp/1\", \"tcp/2\"]\n",
+            0o644,
+        );
+        assert!(ClientConfig::load(&path).is_ok());
+        let path = write_config(dir.path(), "[profiles.o]\nmode = \"spa\"\n", 0o600);
+        let e = ClientConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("profiles.o.secret"), "{e}");
+        let path = write_config(dir.path(), "[profiles.o]\nmode = \"static\"\nprots = []\n", 0o600);
+        let e = ClientConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("prots"), "{e}");
+    }
+
+    #[test]
+    fn resolves_literals_and_picks_a_family() {
+        assert_eq!(
+            resolve("[2001:db8::1]", None).unwrap(),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert!(resolve("198.51.100.1", Some(6)).is_err());
+        assert!(resolve("localhost", Some(4)).unwrap().is_loopback());
+    }
+
+    #[test]
+    fn probe_says_open_reached_or_closed() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(matches!(
+            probe(l.local_addr().unwrap(), Duration::from_secs(2)),
+            Probe::Open(_)
+        ));
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        assert!(matches!(
+            probe(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)),
+            Probe::Reached(_)
+        ));
+        // A dropped SYN (closed) is tested on real packets in tests/knock.rs.
+    }
+}

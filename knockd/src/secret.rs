@@ -1,0 +1,167 @@
+//! Profile secrets: 32 random bytes written as 64 hex digits; `Debug` never shows them, and a file
+//! that holds one is refused unless only its owner can read it (mode 0600 or stricter).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use subtle::ConstantTimeEq;
+
+/// Bytes in a generated secret.
+pub const SECRET_LEN: usize = 32;
+/// The shortest secret accepted (128 bits).
+pub const SECRET_MIN: usize = 16;
+
+/// A shared secret. Compared in constant time; shown by `Debug` as `Secret(..)`.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "secret file {path} is mode {mode:04o}; it must be readable by its owner only \
+         (chmod 600 {path})"
+    )]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("{0}")]
+    Format(String),
+}
+
+impl Secret {
+    /// A new secret from the OS random source.
+    pub fn generate() -> std::io::Result<Secret> {
+        let mut b = vec![0u8; SECRET_LEN];
+        crate::os_random(&mut b)?;
+        Ok(Secret(b))
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Secret {
+        Secret(b.to_vec())
+    }
+
+    /// Parses hex digits (whitespace around them ignored).
+    pub fn from_hex(s: &str) -> Result<Secret, SecretError> {
+        let t = s.trim();
+        let bad = || {
+            SecretError::Format(format!(
+                "a secret is at least {} hex digits ({SECRET_MIN} bytes); `knock-profile add` writes one",
+                SECRET_MIN * 2
+            ))
+        };
+        if t.len() % 2 != 0 || t.len() < SECRET_MIN * 2 || !t.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let bytes = (0..t.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| bad()))
+            .collect::<Result<Vec<u8>, _>>()?;
+        Ok(Secret(bytes))
+    }
+
+    /// Reads a secret file, refusing it unless its mode is 0600 or stricter.
+    pub fn load(path: &Path) -> Result<Secret, SecretError> {
+        check_private(path)?;
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Secret::from_hex(&text).map_err(|e| SecretError::Format(format!("{}: {e}", path.display())))
+    }
+
+    /// The secret as lowercase hex, for writing it once into a file or a client snippet.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.0.len() == other.0.len() && bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for Secret {}
+
+/// Refuses a file that anyone but its owner can read or write (on Unix; elsewhere the OS's own
+/// ACLs are the guard).
+pub fn check_private(path: &Path) -> Result<(), SecretError> {
+    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(SecretError::Mode {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// Writes `text` to a new file readable by its owner only; refuses to overwrite.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_and_hex_round_trips() {
+        let s = Secret::generate().unwrap();
+        assert_eq!(format!("{s:?}"), "Secret(..)");
+        assert!(!format!("{s:?}").contains(&s.to_hex()[..8]));
+        assert_eq!(Secret::from_hex(&s.to_hex()).unwrap(), s);
+        assert_ne!(Secret::generate().unwrap(), s);
+        assert!(Secret::from_hex("abcd").is_err(), "too short");
+        assert!(Secret::from_hex(&"zz".repeat(16)).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.secret");
+        let s = Secret::generate().unwrap();
+        write_private(&p, &format!("{}\n", s.to_hex())).unwrap();
+        assert_eq!(Secret::load(&p).unwrap(), s);
+        assert!(write_private(&p, "x").is_err(), "never overwrites");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Secret::load(&p).unwrap_err().to_string();
+        assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
+    }
+}

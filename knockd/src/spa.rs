@@ -1,0 +1,273 @@
+//! The single-packet-authorization datagram. Fixed length; length, magic and version are checked,
+//! then the HMAC in constant time, and only then is any other field read.
+//!
+//! # Format
+//!
+//! ```text
+//! offset size field
+//!      0    2 magic "PK"
+//!      2    1 version (1)
+//!      3    1 requested address: 0 = the packet's source, 4 = IPv4, 6 = IPv6
+//!      4    4 key id, big-endian (from the profile secret; picks the profile)
+//!      8    8 timestamp, Unix seconds, big-endian
+//!     16   16 random nonce
+//!     32   16 requested address (IPv4 in the first 4 bytes), zeros when 0 above
+//!     48   32 HMAC-SHA256 over bytes 0..48, keyed by a key derived from the secret
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::Secret;
+
+pub const LEN: usize = 80;
+pub const MAGIC: [u8; 2] = *b"PK";
+pub const VERSION: u8 = 1;
+const SIGNED: usize = 48;
+
+/// Keys derived from a profile secret: the MAC key and the public key id.
+#[derive(Clone, Debug)]
+pub struct SpaKey {
+    pub id: u32,
+    mac: Secret,
+}
+
+impl SpaKey {
+    pub fn derive(secret: &Secret) -> SpaKey {
+        let mac = derive(secret, b"passknock spa mac v1");
+        let id = derive(secret, b"passknock spa key id v1");
+        SpaKey {
+            id: u32::from_be_bytes([id.expose()[0], id.expose()[1], id.expose()[2], id.expose()[3]]),
+            mac,
+        }
+    }
+
+    fn tag(&self, signed: &[u8]) -> [u8; 32] {
+        let mut m = Hmac::<Sha256>::new_from_slice(self.mac.expose()).expect("HMAC takes any key length");
+        m.update(signed);
+        m.finalize().into_bytes().into()
+    }
+}
+
+fn derive(secret: &Secret, label: &[u8]) -> Secret {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes any key length");
+    m.update(label);
+    Secret::from_bytes(&m.finalize().into_bytes())
+}
+
+/// Which address an SPA asks to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requested {
+    /// Whatever address the packet arrives from (through NAT, the laptop rarely knows its own).
+    Source,
+    Address(IpAddr),
+}
+
+/// The fields of an SPA datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spa {
+    pub key_id: u32,
+    pub timestamp: u64,
+    pub nonce: [u8; 16],
+    pub requested: Requested,
+}
+
+impl Spa {
+    /// A new request stamped `unix_secs`, with a fresh nonce from the OS random source.
+    pub fn new(key: &SpaKey, unix_secs: u64, requested: Requested) -> std::io::Result<Spa> {
+        let mut nonce = [0u8; 16];
+        crate::os_random(&mut nonce)?;
+        Ok(Spa {
+            key_id: key.id,
+            timestamp: unix_secs,
+            nonce,
+            requested,
+        })
+    }
+
+    /// The replay-cache key: one per key and nonce.
+    pub fn replay_key(&self) -> String {
+        let hex: String = self.nonce.iter().map(|b| format!("{b:02x}")).collect();
+        format!("spa:{:08x}:{hex}", self.key_id)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpaError {
+    #[error("not {LEN} bytes long")]
+    Length,
+    #[error("not an SPA datagram of version {VERSION}")]
+    Version,
+    #[error("an unknown key id")]
+    UnknownKey,
+    #[error("a tag that does not verify")]
+    Tag,
+    #[error("a malformed requested address")]
+    Address,
+}
+
+/// Writes the datagram for `spa` under `key`.
+pub fn seal(key: &SpaKey, spa: &Spa) -> [u8; LEN] {
+    let mut b = [0u8; LEN];
+    b[0..2].copy_from_slice(&MAGIC);
+    b[2] = VERSION;
+    b[4..8].copy_from_slice(&spa.key_id.to_be_bytes());
+    b[8..16].copy_from_slice(&spa.timestamp.to_be_bytes());
+    b[16..32].copy_from_slice(&spa.nonce);
+    match spa.requested {
+        Requested::Source => b[3] = 0,
+        Requested::Address(IpAddr::V4(a)) => {
+            b[3] = 4;
+            b[32..36].copy_from_slice(&a.octets());
+        }
+        Requested::Address(IpAddr::V6(a)) => {
+            b[3] = 6;
+            b[32..48].copy_from_slice(&a.octets());
+        }
+    }
+    let tag = key.tag(&b[..SIGNED]);
+    b[SIGNED..].copy_from_slice(&tag);
+    b
+}
+
+/// The key id of a datagram that has the right length, magic and version — the only field read
+/// before the tag is checked, to pick the key to check it with.
+pub fn key_id(b: &[u8]) -> Result<u32, SpaError> {
+    if b.len() != LEN {
+        return Err(SpaError::Length);
+    }
+    if b[0..2] != MAGIC || b[2] != VERSION {
+        return Err(SpaError::Version);
+    }
+    Ok(u32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+}
+
+/// Verifies the tag (constant time) and only then reads the fields.
+pub fn open(key: &SpaKey, b: &[u8]) -> Result<Spa, SpaError> {
+    if key_id(b)? != key.id {
+        return Err(SpaError::UnknownKey);
+    }
+    let want = key.tag(&b[..SIGNED]);
+    if !bool::from(want.ct_eq(&b[SIGNED..])) {
+        return Err(SpaError::Tag);
+    }
+    let zero = |r: std::ops::Range<usize>| b[r].iter().all(|x| *x == 0);
+    let requested = match b[3] {
+        0 if zero(32..48) => Requested::Source,
+        4 if zero(36..48) => Requested::Address(IpAddr::V4(Ipv4Addr::new(b[32], b[33], b[34], b[35]))),
+        6 => Requested::Address(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(&b[32..48]).unwrap(),
+        ))),
+        _ => return Err(SpaError::Address),
+    };
+    Ok(Spa {
+        key_id: key.id,
+        timestamp: u64::from_be_bytes(b[8..16].try_into().unwrap()),
+        nonce: b[16..32].try_into().unwrap(),
+        requested,
+    })
+}
+
+/// How a verified datagram's timestamp compares with the server's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    Fresh,
+    /// Older than the window by this much.
+    Aged(Duration),
+    /// Ahead of the server's clock by more than the window.
+    Future(Duration),
+}
+
+/// Whether `timestamp` (Unix seconds) is within `max_age` of `now_ms`, either way.
+pub fn age(timestamp: u64, now_ms: i64, max_age: Duration) -> Age {
+    // i128: a forged-but-authenticated timestamp near u64::MAX must not overflow anything.
+    let ts_ms = timestamp as i128 * 1000;
+    let now = now_ms as i128;
+    let window = max_age.as_millis() as i128;
+    let ms = |v: i128| Duration::from_millis(v.clamp(0, u64::MAX as i128) as u64);
+    // The timestamp has whole seconds: allow the second it names.
+    if ts_ms + 1000 + window < now {
+        Age::Aged(ms(now - ts_ms - window))
+    } else if ts_ms - window > now {
+        Age::Future(ms(ts_ms - window - now))
+    } else {
+        Age::Fresh
+    }
+}
+
+/// Until when (Unix ms) a nonce stamped `timestamp` must be remembered: past that, its packet
+/// is refused as aged anyway.
+pub fn remember_until(timestamp: u64, max_age: Duration) -> i64 {
+    let until = timestamp as i128 * 1000 + 1000 + max_age.as_millis() as i128 + 1000;
+    until.min(i64::MAX as i128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SpaKey {
+        SpaKey::derive(&Secret::from_bytes(&[9u8; 32]))
+    }
+
+    #[test]
+    fn seal_open_round_trip_for_each_address_kind() {
+        let k = key();
+        for req in [
+            Requested::Source,
+            Requested::Address("203.0.113.7".parse().unwrap()),
+            Requested::Address("2001:db8::7".parse().unwrap()),
+        ] {
+            let spa = Spa::new(&k, 1_800_000_000, req).unwrap();
+            let b = seal(&k, &spa);
+            assert_eq!(key_id(&b), Ok(k.id));
+            assert_eq!(open(&k, &b), Ok(spa));
+        }
+    }
+
+    #[test]
+    fn any_changed_bit_or_length_is_refused() {
+        let k = key();
+        let b = seal(&k, &Spa::new(&k, 1_800_000_000, Requested::Source).unwrap());
+        for i in 0..LEN {
+            for bit in [0x01, 0x80] {
+                let mut f = b;
+                f[i] ^= bit;
+                assert!(open(&k, &f).is_err(), "byte {i} bit {bit:#x} flipped");
+            }
+        }
+        assert_eq!(open(&k, &b[..LEN - 1]), Err(SpaError::Length));
+        let mut long = b.to_vec();
+        long.push(0);
+        assert_eq!(open(&k, &long), Err(SpaError::Length));
+        let other = SpaKey::derive(&Secret::from_bytes(&[1u8; 32]));
+        assert_eq!(open(&other, &b), Err(SpaError::UnknownKey));
+        // Same key id, different MAC key: a forgery that guessed the id.
+        let forged = SpaKey {
+            id: k.id,
+            mac: Secret::from_bytes(&[2u8; 32]),
+        };
+        let f = seal(
+            &forged,
+            &Spa::new(&forged, 1_800_000_000, Requested::Source).unwrap(),
+        );
+        assert_eq!(open(&k, &f), Err(SpaError::Tag));
+    }
+
+    #[test]
+    fn age_window_both_ways() {
+        let w = Duration::from_secs(60);
+        let now = 1_800_000_000_000;
+        assert_eq!(age(1_800_000_000, now, w), Age::Fresh);
+        assert_eq!(age(1_800_000_000 - 60, now, w), Age::Fresh);
+        assert!(matches!(age(1_800_000_000 - 62, now, w), Age::Aged(_)));
+        assert_eq!(age(1_800_000_000 + 60, now, w), Age::Fresh);
+        assert!(matches!(age(1_800_000_000 + 61, now, w), Age::Future(_)));
+        assert!(remember_until(1_800_000_000, w) > now + 60_000);
+        assert!(matches!(age(u64::MAX, now, w), Age::Future(_)));
+    }
+}
