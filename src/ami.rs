@@ -153,6 +153,7 @@ pub async fn run(
         }
     }
     let _ = client.await;
+    crate::metrics::METRICS.ami_connected(false);
 }
 
 /// The decisions: what each update means for contacts, holds and bans.
@@ -184,7 +185,7 @@ impl Policy {
 
     async fn apply(&mut self, u: Update, received: Instant) {
         match u {
-            Update::LoggedIn { .. } => {}
+            Update::LoggedIn { .. } => crate::metrics::METRICS.ami_connected(true),
             Update::Contacts(list) => {
                 self.known = list
                     .into_iter()
@@ -231,6 +232,7 @@ impl Policy {
             }
             Update::Security(s) => self.security(s, received).await,
             Update::Disconnected { reason } => {
+                crate::metrics::METRICS.ami_connected(false);
                 // Calls and contacts stay as last known until the re-sync after the next login;
                 // holds lapse on their own (ami.hold-max) if that login never comes.
                 debug!("AMI disconnected: {reason}");

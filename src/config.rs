@@ -56,6 +56,8 @@ pub struct Config {
     pub knock: KnockConfig,
     #[serde(default)]
     pub disa: DisaConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -156,6 +158,23 @@ impl Default for AgiConfig {
             listen: defaults::AGI_LISTEN.parse().unwrap(),
             max_sessions: defaults::AGI_MAX_SESSIONS,
             session_deadline: Ttl(defaults::AGI_SESSION_DEADLINE),
+        }
+    }
+}
+
+/// The Prometheus endpoint: off unless asked for, and only on loopback.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            listen: defaults::METRICS_LISTEN.parse().unwrap(),
         }
     }
 }
@@ -655,6 +674,15 @@ impl Config {
             if n == 0 {
                 return Err(invalid(key.into(), "must be at least 1".into()));
             }
+        }
+        if !self.metrics.listen.ip().is_loopback() {
+            return Err(invalid(
+                "metrics.listen".into(),
+                format!(
+                    "{} is not a loopback address; the metrics endpoint is for this host only",
+                    self.metrics.listen
+                ),
+            ));
         }
         if self.agi.max_sessions == 0 {
             return Err(invalid("agi.max-sessions".into(), "must be at least 1".into()));

@@ -40,6 +40,12 @@ pub enum DaemonError {
     Knock(#[from] crate::knock::KnockError),
     #[error("DISA: {0}")]
     Secret(#[from] crate::secret::SecretError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen for FastAGI on {address}: {source}")]
     Agi {
         address: std::net::SocketAddr,
@@ -129,6 +135,16 @@ pub async fn run(
         let stop = shutdown.clone();
         tokio::spawn(async move { crate::disa::serve(agi_listener, &cfg, backend, stop).await });
         info!("DISA: FastAGI on {}", config.agi.listen);
+    }
+    if config.metrics.enabled {
+        let l = tokio::net::TcpListener::bind(config.metrics.listen)
+            .await
+            .map_err(|source| DaemonError::Metrics {
+                address: config.metrics.listen,
+                source,
+            })?;
+        tokio::spawn(crate::metrics::serve(l, shutdown.clone()));
+        info!("metrics on http://{}/metrics", config.metrics.listen);
     }
     let ami = ami_secret.map(|secret| {
         info!(

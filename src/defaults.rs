@@ -36,6 +36,8 @@ pub const DISA_KEY_PATH: &str = "/var/lib/passknock/disa.key";
 /// Length of a new passcode, and the shortest allowed.
 pub const PASSCODE_DIGITS: usize = 12;
 pub const PASSCODE_DIGITS_MIN: usize = 10;
+/// The Prometheus endpoint, when enabled.
+pub const METRICS_LISTEN: &str = "127.0.0.1:9477";
 /// Asterisk's manager interface.
 pub const AMI_ADDRESS: &str = "127.0.0.1:5038";
 /// The manager user DESIGN.md gives passknock (`read = system,security,call`).

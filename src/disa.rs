@@ -118,6 +118,7 @@ impl Backend for DisaBackend {
                 })
             }
             _ => {
+                crate::metrics::METRICS.failed_passcode();
                 let why = if !allowed {
                     "locked out or suspended"
                 } else if found.is_some() {

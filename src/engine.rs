@@ -468,6 +468,7 @@ impl Engine {
         let addrs: BTreeSet<IpAddr> = written.iter().map(|g| g.address).collect();
         let applied = self.refresh_addresses(&addrs, &[], now);
         for (grant, (_, job)) in written.into_iter().zip(ok) {
+            crate::metrics::METRICS.grant(grant.source);
             info!(
                 target: "passknock::audit",
                 "grant address={} services={} source={} who={:?} note={:?} until={}",
@@ -604,6 +605,7 @@ impl Engine {
             .map_err(|e| e.to_string());
         let applied = self.note_firewall(r);
         info!(target: "passknock::audit", "ban address={ip} reason={reason:?} who={who:?} until={}", utc(ban.expires));
+        crate::metrics::METRICS.ban();
         Reply::Banned {
             ban,
             firewall: applied,

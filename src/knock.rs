@@ -179,6 +179,7 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
             source,
             reason,
         } => {
+            crate::metrics::METRICS.knock(false);
             if refusals.allow() {
                 info!(
                     target: "passknock::audit",
@@ -220,12 +221,15 @@ async fn submit_grants(
             note,
         };
         match engine.submit(request, &who, Source::Knock).await {
-            Reply::Granted { grant, .. } => debug!(
-                "knock on profile {} opened {} for {}",
-                earned.profile,
-                grant.address,
-                grant.services.join(",")
-            ),
+            Reply::Granted { grant, .. } => {
+                crate::metrics::METRICS.knock(true);
+                debug!(
+                    "knock on profile {} opened {} for {}",
+                    earned.profile,
+                    grant.address,
+                    grant.services.join(",")
+                )
+            }
             Reply::Error { message } => warn!(
                 "knock on profile {} from {} not granted: {message}",
                 earned.profile, earned.source

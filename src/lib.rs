@@ -29,6 +29,7 @@ pub mod duration;
 pub mod engine;
 pub mod knock;
 pub mod limiter;
+pub mod metrics;
 pub mod nft;
 pub mod notify;
 pub mod offenders;

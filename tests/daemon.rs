@@ -468,3 +468,43 @@ fn audit_lines_go_to_the_audit_file_too() {
         0o600
     );
 }
+
+#[test]
+fn metrics_endpoint_counts_grants_bans_and_nft_applies() {
+    let ns = Netns::new("metrics");
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &ns,
+        dir.path(),
+        &test_config(
+            dir.path(),
+            "\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:9477\"\n",
+        ),
+    );
+    d.ok(&["grant", "203.0.113.7", "--services", "sip"]);
+    d.ok(&["grant", "203.0.113.8", "--services", "sip"]);
+    d.ok(&["ban", "203.0.113.66"]);
+    let get = |path: &str| {
+        let script =
+            format!("exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+        String::from_utf8_lossy(&ns.exec("bash", &["-c", &script]).stdout).into_owned()
+    };
+    let text = get("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("passknock_grants_total{source=\"admin\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("passknock_bans_total 1"), "{text}");
+    assert!(text.contains("passknock_nft_apply_seconds_count"), "{text}");
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    // Off the loopback it is refused by the config itself.
+    let bad = test_config(
+        dir.path(),
+        "\n[metrics]\nenabled = true\nlisten = \"0.0.0.0:9477\"\n",
+    );
+    let e = passknock::config::Config::parse(&bad, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.listen"), "{e}");
+}

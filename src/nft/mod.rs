@@ -61,6 +61,14 @@ pub fn add_grant(
     }
 }
 
+/// Runs one nft apply and records how long it took.
+fn timed(apply: impl FnOnce() -> Result<(), NftError>) -> Result<(), NftError> {
+    let t = std::time::Instant::now();
+    let r = apply();
+    crate::metrics::METRICS.nft_apply(t.elapsed(), r.is_ok());
+    r
+}
+
 /// What a reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciled {
@@ -106,8 +114,8 @@ impl Firewall {
 
     /// Builds the whole table with these elements, atomically.
     pub fn rebuild(&self, elements: &Elements, now: UnixMs) -> Result<(), NftError> {
-        self.nft
-            .apply_json(&self.layout.render_table_json(elements, now)?)
+        let json = self.layout.render_table_json(elements, now)?;
+        timed(|| self.nft.apply_json(&json))
     }
 
     /// Applies element changes as one batch.
@@ -115,8 +123,8 @@ impl Firewall {
         if changes.is_empty() {
             return Ok(());
         }
-        self.nft
-            .apply(&render::render_changes(&self.layout, changes, now))
+        let batch = render::render_changes(&self.layout, changes, now);
+        timed(|| self.nft.apply(&batch))
     }
 
     /// Reads the table back; `None` when it is gone.

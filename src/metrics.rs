@@ -1,0 +1,251 @@
+//! Prometheus metrics: counters kept in atomics wherever things happen, rendered in the text
+//! exposition format by a tiny HTTP endpoint that is off by default and bound to loopback.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::store::Source;
+
+/// nft apply latency buckets, seconds.
+const BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+pub struct Metrics {
+    grants: [AtomicU64; 4],
+    bans: AtomicU64,
+    failed_passcodes: AtomicU64,
+    knocks_accepted: AtomicU64,
+    knocks_refused: AtomicU64,
+    nft_applies: AtomicU64,
+    nft_failures: AtomicU64,
+    nft_micros: AtomicU64,
+    nft_buckets: [AtomicU64; BUCKETS.len()],
+    ami_connected: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+/// The daemon's one set of metrics.
+pub static METRICS: Metrics = Metrics {
+    grants: [ZERO; 4],
+    bans: ZERO,
+    failed_passcodes: ZERO,
+    knocks_accepted: ZERO,
+    knocks_refused: ZERO,
+    nft_applies: ZERO,
+    nft_failures: ZERO,
+    nft_micros: ZERO,
+    nft_buckets: [ZERO; BUCKETS.len()],
+    ami_connected: AtomicBool::new(false),
+};
+
+fn source_index(s: Source) -> usize {
+    match s {
+        Source::Disa => 0,
+        Source::Knock => 1,
+        Source::Admin => 2,
+        Source::Ami => 3,
+    }
+}
+
+impl Metrics {
+    pub fn grant(&self, source: Source) {
+        self.grants[source_index(source)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ban(&self) {
+        self.bans.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failed_passcode(&self) {
+        self.failed_passcodes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn knock(&self, accepted: bool) {
+        if accepted {
+            &self.knocks_accepted
+        } else {
+            &self.knocks_refused
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One nft batch: how long it took and whether nft took it.
+    pub fn nft_apply(&self, took: Duration, ok: bool) {
+        self.nft_applies.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.nft_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.nft_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let s = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.nft_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn ami_connected(&self, up: bool) {
+        self.ami_connected.store(up, Ordering::Relaxed);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut o = String::new();
+        o.push_str("# HELP passknock_grants_total Grants made, by where they came from.\n");
+        o.push_str("# TYPE passknock_grants_total counter\n");
+        for (i, s) in ["disa", "knock", "admin", "ami"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "passknock_grants_total{{source=\"{s}\"}} {}",
+                g(&self.grants[i])
+            );
+        }
+        for (name, help, v) in [
+            ("passknock_bans_total", "Bans set.", &self.bans),
+            (
+                "passknock_failed_passcodes_total",
+                "Wrong or locked-out DISA passcodes.",
+                &self.failed_passcodes,
+            ),
+            (
+                "passknock_knocks_accepted_total",
+                "Knocks that earned a grant.",
+                &self.knocks_accepted,
+            ),
+            (
+                "passknock_knocks_refused_total",
+                "Knocks refused (replayed, forged, aged, wrong).",
+                &self.knocks_refused,
+            ),
+            (
+                "passknock_nft_apply_failures_total",
+                "nft batches nft refused.",
+                &self.nft_failures,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", g(v));
+        }
+        o.push_str("# HELP passknock_nft_apply_seconds Time to apply one nft batch.\n");
+        o.push_str("# TYPE passknock_nft_apply_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "passknock_nft_apply_seconds_bucket{{le=\"{b}\"}} {}",
+                g(&self.nft_buckets[i])
+            );
+        }
+        let n = g(&self.nft_applies);
+        let _ = writeln!(o, "passknock_nft_apply_seconds_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(
+            o,
+            "passknock_nft_apply_seconds_sum {}",
+            g(&self.nft_micros) as f64 / 1e6
+        );
+        let _ = writeln!(o, "passknock_nft_apply_seconds_count {n}");
+        let _ = writeln!(
+            o,
+            "# HELP passknock_ami_connected 1 while logged in to Asterisk's manager interface.\n# TYPE passknock_ami_connected gauge\npassknock_ami_connected {}",
+            u8::from(self.ami_connected.load(Ordering::Relaxed))
+        );
+        o
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until shutdown. Anything else gets a 404; a slow or
+/// hostile client is cut off after a second.
+pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("metrics accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut got = 0;
+            let read = tokio::time::timeout(Duration::from_secs(1), async {
+                while got < buf.len() {
+                    let n = stream.read(&mut buf[got..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                    if buf[..got].windows(4).any(|w| w == b"\r\n\r\n")
+                        || buf[..got].windows(2).any(|w| w == b"\n\n")
+                    {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..got]);
+            let (status, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                ("200 OK", METRICS.render())
+            } else {
+                ("404 Not Found", "only /metrics here\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(resp.as_bytes())).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics {
+            grants: [ZERO; 4],
+            bans: ZERO,
+            failed_passcodes: ZERO,
+            knocks_accepted: ZERO,
+            knocks_refused: ZERO,
+            nft_applies: ZERO,
+            nft_failures: ZERO,
+            nft_micros: ZERO,
+            nft_buckets: [ZERO; BUCKETS.len()],
+            ami_connected: AtomicBool::new(false),
+        };
+        m.grant(Source::Knock);
+        m.grant(Source::Knock);
+        m.nft_apply(Duration::from_millis(7), true);
+        m.nft_apply(Duration::from_millis(300), false);
+        let t = m.render();
+        assert!(t.contains("passknock_grants_total{source=\"knock\"} 2"), "{t}");
+        assert!(
+            t.contains("passknock_nft_apply_seconds_bucket{le=\"0.01\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("passknock_nft_apply_seconds_bucket{le=\"1\"} 2"),
+            "{t}"
+        );
+        assert!(t.contains("passknock_nft_apply_seconds_count 2"), "{t}");
+        assert!(t.contains("passknock_nft_apply_failures_total 1"), "{t}");
+        assert!(t.contains("passknock_ami_connected 0"), "{t}");
+    }
+}
