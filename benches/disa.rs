@@ -13,19 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use support::daemon::{short_socket, Daemon};
+use support::daemon::{proc_kib, short_socket, Daemon};
 use support::netns::Netns;
 
 const SESSIONS: usize = 500;
-
-fn proc_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 fn addr(i: usize) -> String {
     format!("100.64.{}.{}", i / 250, i % 250 + 1)

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use passknock::store::{NewGrant, Source, Store};
-use support::daemon::{test_config, Daemon, PASSKNOCK};
+use support::daemon::{proc_kib, test_config, Daemon, PASSKNOCK};
 use support::netns::Netns;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -35,15 +35,6 @@ fn summary(name: &str, mut v: Vec<f64>) {
         percentile(&v, 0.99),
         v[v.len() - 1]
     );
-}
-
-fn proc_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn addr(i: u32) -> String {

@@ -523,6 +523,11 @@ impl Engine {
             }
             changes.set.extend(want);
         }
+        self.apply(changes, now)
+    }
+
+    /// Applies element changes; a failure is recorded and retried (see `note_firewall`).
+    fn apply(&mut self, changes: Changes, now: UnixMs) -> Applied {
         let r = self.firewall.change(&changes, now).map_err(|e| e.to_string());
         self.note_firewall(r)
     }
@@ -589,21 +594,13 @@ impl Engine {
             Ok(b) => b,
             Err(e) => return Reply::error(format!("not banned: {e}")),
         };
-        let key = ElemKey {
-            set: ban_set(Family::of(&ip)),
-            addr: ip,
-        };
-        let r = self
-            .firewall
-            .change(
-                &Changes {
-                    set: vec![(key, ban.expires)],
-                    remove: vec![],
-                },
-                now,
-            )
-            .map_err(|e| e.to_string());
-        let applied = self.note_firewall(r);
+        let applied = self.apply(
+            Changes {
+                set: vec![(ban_key(ip), ban.expires)],
+                remove: vec![],
+            },
+            now,
+        );
         info!(target: "passknock::audit", "ban address={ip} reason={reason:?} who={who:?} until={}", utc(ban.expires));
         crate::metrics::METRICS.ban();
         Reply::Banned {
@@ -622,21 +619,13 @@ impl Engine {
             Ok(None) => return Reply::error(format!("{ip} is not banned")),
             Err(e) => return Reply::error(format!("not unbanned: {e}")),
         }
-        let key = ElemKey {
-            set: ban_set(Family::of(&ip)),
-            addr: ip,
-        };
-        let r = self
-            .firewall
-            .change(
-                &Changes {
-                    set: vec![],
-                    remove: vec![key],
-                },
-                now_ms(),
-            )
-            .map_err(|e| e.to_string());
-        let applied = self.note_firewall(r);
+        let applied = self.apply(
+            Changes {
+                set: vec![],
+                remove: vec![ban_key(ip)],
+            },
+            now_ms(),
+        );
         info!(target: "passknock::audit", "unban address={ip} who={who:?}");
         Reply::Unbanned {
             address: ip,
@@ -797,18 +786,8 @@ impl Engine {
         let addrs: BTreeSet<IpAddr> = grants.iter().map(|g| g.address).collect();
         let mut applied = self.refresh_addresses(&addrs, &grants, now);
         if !bans.is_empty() {
-            let remove = bans
-                .iter()
-                .map(|b| ElemKey {
-                    set: ban_set(Family::of(&b.address)),
-                    addr: b.address,
-                })
-                .collect();
-            let r = self
-                .firewall
-                .change(&Changes { set: vec![], remove }, now)
-                .map_err(|e| e.to_string());
-            applied = self.note_firewall(r);
+            let remove = bans.iter().map(|b| ban_key(b.address)).collect();
+            applied = self.apply(Changes { set: vec![], remove }, now);
         }
         debug!(
             "expired {} grant(s), {} ban(s); firewall error: {:?}",
@@ -861,6 +840,13 @@ fn give_back_memory() {
     // SAFETY: malloc_trim only releases free heap pages.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+fn ban_key(ip: IpAddr) -> ElemKey {
+    ElemKey {
+        set: ban_set(Family::of(&ip)),
+        addr: ip,
     }
 }
 

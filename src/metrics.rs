@@ -32,18 +32,13 @@ pub struct Metrics {
 const ZERO: AtomicU64 = AtomicU64::new(0);
 
 /// The daemon's one set of metrics.
-pub static METRICS: Metrics = Metrics {
-    grants: [ZERO; 4],
-    bans: ZERO,
-    failed_passcodes: ZERO,
-    knocks_accepted: ZERO,
-    knocks_refused: ZERO,
-    nft_applies: ZERO,
-    nft_failures: ZERO,
-    nft_micros: ZERO,
-    nft_buckets: [ZERO; BUCKETS.len()],
-    ami_connected: AtomicBool::new(false),
-};
+pub static METRICS: Metrics = Metrics::new();
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
 
 fn source_index(s: Source) -> usize {
     match s {
@@ -55,6 +50,21 @@ fn source_index(s: Source) -> usize {
 }
 
 impl Metrics {
+    pub const fn new() -> Metrics {
+        Metrics {
+            grants: [ZERO; 4],
+            bans: ZERO,
+            failed_passcodes: ZERO,
+            knocks_accepted: ZERO,
+            knocks_refused: ZERO,
+            nft_applies: ZERO,
+            nft_failures: ZERO,
+            nft_micros: ZERO,
+            nft_buckets: [ZERO; BUCKETS.len()],
+            ami_connected: AtomicBool::new(false),
+        }
+    }
+
     pub fn grant(&self, source: Source) {
         self.grants[source_index(source)].fetch_add(1, Ordering::Relaxed);
     }
@@ -218,18 +228,7 @@ mod tests {
 
     #[test]
     fn renders_counters_and_histogram() {
-        let m = Metrics {
-            grants: [ZERO; 4],
-            bans: ZERO,
-            failed_passcodes: ZERO,
-            knocks_accepted: ZERO,
-            knocks_refused: ZERO,
-            nft_applies: ZERO,
-            nft_failures: ZERO,
-            nft_micros: ZERO,
-            nft_buckets: [ZERO; BUCKETS.len()],
-            ami_connected: AtomicBool::new(false),
-        };
+        let m = Metrics::new();
         m.grant(Source::Knock);
         m.grant(Source::Knock);
         m.nft_apply(Duration::from_millis(7), true);

@@ -214,6 +214,16 @@ impl Drop for Daemon {
     }
 }
 
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 if it cannot be read.
+pub fn proc_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `f` until it is true or `within` passes.
 pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
