@@ -83,31 +83,7 @@ pub enum Command {
         json: bool,
     },
     /// Knock on HOST with a profile from this laptop's client config, then check access opened.
-    Knock {
-        /// The PBX: a name or an address.
-        host: String,
-        /// The profile in the client config.
-        #[arg(long)]
-        profile: String,
-        /// The client config [default: ~/.config/passknock/client.toml].
-        #[arg(long, env = "PASSKNOCK_CLIENT_CONFIG")]
-        client_config: Option<PathBuf>,
-        /// Print what would be sent, and send nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Use HOST's IPv4 address.
-        #[arg(short = '4', conflicts_with = "ipv6")]
-        ipv4: bool,
-        /// Use HOST's IPv6 address.
-        #[arg(short = '6')]
-        ipv6: bool,
-        /// SPA only: open this address rather than the one the packet comes from.
-        #[arg(long)]
-        address: Option<std::net::IpAddr>,
-        /// Do not probe for access afterwards.
-        #[arg(long)]
-        no_probe: bool,
-    },
+    Knock(knockd::client::KnockArgs),
     /// Make knock profiles (for the daemon's config and the laptop's).
     KnockProfile {
         #[command(subcommand)]
@@ -249,32 +225,8 @@ impl Cli {
             _ => None,
         };
         match self.command {
-            Command::Knock {
-                host,
-                profile,
-                client_config,
-                dry_run,
-                ipv4,
-                ipv6,
-                address,
-                no_probe,
-            } => {
-                let req = knockd::client::KnockRequest {
-                    host,
-                    profile,
-                    config: client_config,
-                    dry_run,
-                    family: if ipv4 {
-                        Some(4)
-                    } else if ipv6 {
-                        Some(6)
-                    } else {
-                        None
-                    },
-                    address,
-                    no_probe,
-                };
-                return Ok(knockd::client::knock(&req, out)?);
+            Command::Knock(args) => {
+                return Ok(knockd::client::knock(&args.request(), out)?);
             }
             Command::KnockProfile { action } => {
                 let config = daemon_config.expect("read above");

@@ -462,14 +462,7 @@ impl KnockProfile {
 
     /// The ports this profile knocks on, as the table logs them.
     pub fn knock_ports(&self) -> Vec<PortRange> {
-        let conv = |proto: knockd::Proto, first, last| PortRange {
-            proto: match proto {
-                knockd::Proto::Tcp => Proto::Tcp,
-                knockd::Proto::Udp => Proto::Udp,
-            },
-            first,
-            last,
-        };
+        let conv = |proto: knockd::Proto, first, last| PortRange { proto, first, last };
         match self.mode {
             knockd::Mode::Static => self.ports.iter().map(|p| conv(p.proto, p.port, p.port)).collect(),
             knockd::Mode::Rotating => self
@@ -495,21 +488,8 @@ impl KnockConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
+/// tcp or udp: the same type the knock crate uses, so knock ports and service ports compare.
+pub use knockd::Proto;
 
 /// A protocol and an inclusive port range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -25,6 +25,54 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+/// The knock client's command line, shared by `passknock knock` and `passknock-knock`.
+#[derive(Debug, clap::Args)]
+pub struct KnockArgs {
+    /// The PBX: a name or an address.
+    pub host: String,
+    /// The profile in the client config.
+    #[arg(long)]
+    pub profile: String,
+    /// The client config [default: ~/.config/passknock/client.toml].
+    #[arg(long, env = "PASSKNOCK_CLIENT_CONFIG")]
+    pub client_config: Option<PathBuf>,
+    /// Print what would be sent, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Use HOST's IPv4 address.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use HOST's IPv6 address.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// SPA only: open this address rather than the one the packet comes from.
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    /// Do not probe for access afterwards.
+    #[arg(long)]
+    pub no_probe: bool,
+}
+
+impl KnockArgs {
+    pub fn request(self) -> KnockRequest {
+        KnockRequest {
+            host: self.host,
+            profile: self.profile,
+            config: self.client_config,
+            dry_run: self.dry_run,
+            family: if self.ipv4 {
+                Some(4)
+            } else if self.ipv6 {
+                Some(6)
+            } else {
+                None
+            },
+            address: self.address,
+            no_probe: self.no_probe,
+        }
+    }
+}
+
 use crate::duration::Dur;
 use crate::profile::{self, KeyError, ProfileKind, Spec};
 use crate::secret::{check_private, Secret};
