@@ -215,6 +215,10 @@ impl Policy {
             }
             Update::CallUp(call) => {
                 let ip = addr::normalize(call.remote);
+                // A call reported again after a re-sync was counted when it was new.
+                if !self.calls.knows(&call.id) {
+                    crate::metrics::METRICS.sip_call();
+                }
                 let first = self.calls.up(&call.id, &call.channel, ip, now_ms());
                 self.publish_calls();
                 debug!("AMI: call {} up from {ip}", call.channel);

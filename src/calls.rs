@@ -59,6 +59,11 @@ impl LiveCalls {
         before.difference(&after).copied().collect()
     }
 
+    /// Whether the call `id` is known already (a repeat report, not a new call).
+    pub fn knows(&self, id: &str) -> bool {
+        self.calls.contains_key(id)
+    }
+
     pub fn has(&self, address: IpAddr) -> bool {
         self.calls.values().any(|c| c.address == address)
     }
@@ -97,7 +102,9 @@ mod tests {
         let mut c = LiveCalls::default();
         let a: IpAddr = "203.0.113.10".parse().unwrap();
         let b: IpAddr = "2001:db8::20".parse().unwrap();
+        assert!(!c.knows("1.0"));
         assert!(c.up("1.0", "PJSIP/701-0", a, 1_000));
+        assert!(c.knows("1.0"));
         assert!(!c.up("1.1", "PJSIP/701-1", a, 2_000));
         assert!(
             !c.up("1.0", "PJSIP/701-0", a, 3_000),

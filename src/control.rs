@@ -174,6 +174,40 @@ pub struct Status {
     pub last_reconcile: Option<UnixMs>,
     pub firewall_error: Option<String>,
     pub now: UnixMs,
+    /// Absent from an older daemon's reply: zeros then.
+    #[serde(default)]
+    pub last_hour: LastHour,
+}
+
+/// What happened in the hour up to `Status::now` (this minute and the 59 before it), counted in
+/// the daemon's memory since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LastHour {
+    pub grants: GrantsBySource,
+    pub bans: u64,
+    pub failed_passcodes: u64,
+    pub knocks_accepted: u64,
+    pub knocks_refused: u64,
+    /// Calls that reached the DISA passcode prompt.
+    pub disa_calls: u64,
+    /// SIP calls AMI reported starting.
+    pub sip_calls: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrantsBySource {
+    pub disa: u64,
+    pub knock: u64,
+    pub admin: u64,
+    pub ami: u64,
+}
+
+impl GrantsBySource {
+    pub fn total(&self) -> u64 {
+        self.disa + self.knock + self.admin + self.ami
+    }
 }
 
 /// The AMI listener's state, for `passknock contacts` and `passknock calls`.

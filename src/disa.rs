@@ -285,6 +285,7 @@ pub async fn serve(
                 return;
             }
             let channel = session.env().get("channel").unwrap_or_default().to_string();
+            crate::metrics::METRICS.disa_call();
             match agi::disa::run(&mut session, &*backend, &settings).await {
                 Outcome::Granted {
                     account,

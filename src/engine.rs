@@ -754,6 +754,7 @@ impl Engine {
             last_reconcile: self.last_reconcile,
             firewall_error: self.firewall_error.clone(),
             now,
+            last_hour: crate::metrics::METRICS.last_hour(now),
         }))
     }
 
