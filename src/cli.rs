@@ -3,6 +3,7 @@
 //! no daemon.
 
 mod knock;
+mod status;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{utc, UnixMs};
 use crate::config::Config;
-use crate::control::{AmiStatus, Applied, Reply, Request, Status};
+use crate::control::{AmiStatus, Applied, Reply, Request};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::store::{Ban, Grant};
@@ -67,10 +68,15 @@ pub enum Command {
     },
     /// Lift the ban on ADDR.
     Unban { address: String },
-    /// Is the table present and in sync with the store?
+    /// One screen: table and AMI health, counts now and in the last hour, live grants, bans and
+    /// contacts.
     Status {
+        /// One JSON object for scripts: status, last hour, grants, bans, AMI, contacts, calls.
         #[arg(long)]
         json: bool,
+        /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
+        #[arg(long, value_enum, default_value_t = status::ColorChoice::Auto)]
+        color: status::ColorChoice,
     },
     /// Registered phones (endpoint and address) as Asterisk reports them over AMI.
     Contacts {
@@ -254,7 +260,7 @@ impl Cli {
             Command::List { json } => (Request::List, json),
             Command::Ban { address, ttl, reason } => (Request::Ban { address, ttl, reason }, false),
             Command::Unban { address } => (Request::Unban { address }, false),
-            Command::Status { json } => (Request::Status, json),
+            Command::Status { json, color } => return status::show(&socket, json, color.resolve(), out),
             Command::Contacts { json } => (Request::Contacts, json),
             Command::Calls { json } => (Request::Calls, json),
             Command::Knock { .. } | Command::KnockProfile { .. } => unreachable!("handled above"),
@@ -389,7 +395,7 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
                 table(out, ["CHANNEL", "REMOTE ADDRESS", "UP FOR"], &rows)?;
             }
         }
-        Reply::Status(s) => status(out, s)?,
+        Reply::Status(s) => status::headline(out, s, None, status::Paint(false))?,
         Reply::AccountCreated { account, passcode } => {
             writeln!(
                 out,
@@ -483,6 +489,14 @@ fn list(out: &mut impl Write, now: UnixMs, grants: &[Grant], bans: &[Ban]) -> st
 }
 
 fn table<const N: usize>(out: &mut impl Write, head: [&str; N], rows: &[[String; N]]) -> std::io::Result<()> {
+    for line in table_lines(head, rows) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// A header and rows, each column as wide as its widest cell; the last column is not padded.
+fn table_lines<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> Vec<String> {
     let mut width = head.map(|h| h.chars().count());
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -500,11 +514,9 @@ fn table<const N: usize>(out: &mut impl Write, head: [&str; N], rows: &[[String;
         }
         s.trim_end().to_string()
     };
-    writeln!(out, "{}", line(head.to_vec()))?;
-    for r in rows {
-        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
+    let mut lines = vec![line(head.to_vec())];
+    lines.extend(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    lines
 }
 
 /// One line on the AMI connection, above `contacts` and `calls`.
@@ -527,27 +539,6 @@ fn ami_line(out: &mut impl Write, a: &AmiStatus) -> std::io::Result<()> {
     writeln!(out)?;
     if let (false, Some(e)) = (a.connected, &a.last_error) {
         writeln!(out, "  last error: {e}")?;
-    }
-    Ok(())
-}
-
-fn status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
-    let sync = match (s.table_present, s.in_sync) {
-        (true, true) => "present, in sync with the store".to_string(),
-        (true, false) => format!("present, NOT in sync: {}", s.sync_detail),
-        (false, _) => format!("MISSING: {}", s.sync_detail),
-    };
-    writeln!(out, "table      {} — {sync}", s.table)?;
-    writeln!(out, "grants     {} (elements in nft: {})", s.grants, s.elements)?;
-    writeln!(out, "bans       {}", s.bans)?;
-    writeln!(out, "services   {}", s.services.join(", "))?;
-    writeln!(out, "store      {}", s.store.display())?;
-    match s.last_reconcile {
-        Some(t) => writeln!(out, "reconciled {} ago", left(t, s.now))?,
-        None => writeln!(out, "reconciled never")?,
-    }
-    if let Some(e) = &s.firewall_error {
-        writeln!(out, "firewall   last nft error: {e}")?;
     }
     Ok(())
 }
