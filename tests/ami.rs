@@ -255,6 +255,19 @@ fn a_call_outlives_its_grant_until_hangup_then_access_ends() {
     );
     let calls = d.json(&["calls"]);
     assert_eq!(calls["calls"][0]["address"], road.as_str(), "{calls}");
+    // `passknock status` counts it live and in the last hour.
+    let st = d.json(&["status"]);
+    assert_eq!(st["calls"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["last_hour"]["sip_calls"], 1, "{st}");
+    assert_eq!(st["ami"]["connected"], true, "{st}");
+    let screen = d.ok(&["status"]);
+    assert!(
+        screen.contains(&format!(
+            "AMI       {} connected",
+            st["ami"]["address"].as_str().unwrap()
+        )),
+        "{screen}"
+    );
 
     // Past the TTL: the grant is held and SIP still passes (the call itself is the proof).
     let now = || {
@@ -289,6 +302,11 @@ fn a_call_outlives_its_grant_until_hangup_then_access_ends() {
     assert!(d.json(&["list"])["grants"].as_array().unwrap().is_empty());
     assert!(d.json(&["calls"])["calls"].as_array().unwrap().is_empty());
     assert!(!env.sip_reaches(1, false, Duration::from_secs(1)));
+    assert_eq!(
+        d.json(&["status"])["last_hour"]["sip_calls"],
+        1,
+        "one call, counted once"
+    );
 }
 
 /// A hostile "Asterisk" on the daemon's AMI port: logs anyone in, then floods a 64 MiB line, a

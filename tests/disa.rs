@@ -229,6 +229,20 @@ fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     );
     let d = env.daemon.as_ref().unwrap();
     assert_eq!(grants(d).len(), 1);
+    // `passknock status`'s last hour: three calls; six passcodes refused (three wrong; a fourth
+    // wrong, the right one while locked out, and the silence of the second call's third try);
+    // the lockout's ban; the one grant.
+    let h = &d.json(&["status"])["last_hour"];
+    assert_eq!(
+        [
+            &h["disa_calls"],
+            &h["failed_passcodes"],
+            &h["bans"],
+            &h["grants"]["disa"]
+        ],
+        [3, 6, 1, 1],
+        "{h}"
+    );
 }
 
 #[test]

@@ -616,3 +616,54 @@ fn reload_keeps_the_running_knock_profiles_until_a_restart() {
     );
     assert!(eventually(Duration::from_secs(3), || s.has_grant(s.v4(1))));
 }
+
+#[test]
+fn status_counts_knocks_accepted_and_refused_in_the_last_hour() {
+    let s = setup(1, "");
+    let ns = &s.topo.road(1).ns;
+    let r1 = s.v4(1);
+    // A well-signed SPA packet ten minutes old: refused. (A forged one is not even a knock: it
+    // is dropped as noise, uncounted.)
+    let key = SpaKey::derive(&s.spa);
+    let now_s = (now_ms() / 1000) as u64;
+    let aged = spa::seal(&key, &Spa::new(&key, now_s - 600, Requested::Source).unwrap()).to_vec();
+    send_datagram(ns, r1, SocketAddr::new(s.pbx(), SPA_PORT), aged);
+    // The static sequence, right: accepted.
+    send_sequence(ns, s.pbx(), &ports(&STATIC), Duration::from_millis(20));
+    assert!(
+        eventually(Duration::from_secs(3), || s.has_grant(r1)),
+        "{}",
+        s.d.log_text()
+    );
+    let counted = || {
+        let h = &s.d.json(&["status"])["last_hour"];
+        (h["knocks_accepted"].clone(), h["knocks_refused"].clone())
+    };
+    // The accepted count follows the engine's reply, a moment after the grant is listed.
+    assert!(
+        eventually(Duration::from_secs(2), || counted() == (1.into(), 1.into())),
+        "last hour: {:?}\n{}",
+        counted(),
+        s.d.log_text()
+    );
+    let v = s.d.json(&["status"]);
+    assert_eq!(v["last_hour"]["grants"]["knock"], 1, "{v}");
+    assert_eq!(v["last_hour"]["grants"]["admin"], 0, "{v}");
+    let screen = s.d.ok(&["status"]);
+    let line = |label: &str| {
+        screen
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} row:\n{screen}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("grants "), "grants 1 1 knocks accepted 1", "{screen}");
+    assert_eq!(line("bans"), "bans 0 0 knocks refused 1", "{screen}");
+    assert_eq!(line("grants in"), "grants in the last hour by source: knock 1");
+    assert!(
+        line(&r1.to_string()).contains("sip knock knock:laptop"),
+        "{screen}"
+    );
+}
