@@ -72,3 +72,46 @@ pub fn report(out: &mut impl Write, checks: &[Check], colour: bool) -> std::io::
         count(Verdict::Skip)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Check> {
+        vec![
+            Check {
+                name: "nft",
+                verdict: Verdict::Ok,
+                detail: "nftables v1.1.1".into(),
+                fix: None,
+            },
+            Check {
+                name: "fastagi",
+                verdict: Verdict::Fail,
+                detail: "cannot connect".into(),
+                fix: Some("start passknockd".into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_report_has_a_fix_under_each_failure_and_colour_only_when_asked() {
+        let mut plain = Vec::new();
+        report(&mut plain, &sample(), false).unwrap();
+        let plain = String::from_utf8(plain).unwrap();
+        assert_eq!(
+            plain,
+            [
+                "ok    nft      nftables v1.1.1",
+                "FAIL  fastagi  cannot connect",
+                "               fix: start passknockd",
+                "2 checks: 1 ok, 0 warning(s), 1 failed, 0 skipped\n",
+            ]
+            .join("\n")
+        );
+        let mut coloured = Vec::new();
+        report(&mut coloured, &sample(), true).unwrap();
+        let coloured = String::from_utf8(coloured).unwrap();
+        assert!(coloured.contains("\x1b[1;31mFAIL\x1b[0m"), "{coloured:?}");
+    }
+}

@@ -66,7 +66,12 @@ impl Ami {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err("Asterisk closed the connection".into()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err("Asterisk did not answer in time".into())
                 }
                 Err(e) => return Err(format!("reading from AMI: {e}")),
@@ -152,6 +157,8 @@ impl Ami {
     }
 
     pub fn logoff(mut self) {
-        let _ = self.stream.write_all(&Action::new("Logoff", "doctor-bye").encode());
+        let _ = self
+            .stream
+            .write_all(&Action::new("Logoff", "doctor-bye").encode());
     }
 }

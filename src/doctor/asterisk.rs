@@ -93,11 +93,12 @@ impl Asterisk {
             .unwrap_or_else(|| "/etc/asterisk".into())
     }
 
-    /// manager.conf as Asterisk reads it, with its `#include`s inlined; and its path.
+    /// manager.conf as Asterisk reads it, with its `#include`s inlined; and its path as Asterisk
+    /// names it.
     pub fn manager_conf(&self) -> Result<(String, PathBuf), String> {
         let etc = self.etc_dir();
-        let path = self.inside(&format!("{etc}/manager.conf"));
-        let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let name = format!("{etc}/manager.conf");
+        let text = fs::read_to_string(self.inside(&name)).map_err(|e| format!("cannot read {name}: {e}"))?;
         let mut out = String::new();
         for line in text.lines() {
             match line.trim().strip_prefix("#include") {
@@ -117,7 +118,7 @@ impl Asterisk {
                 }
             }
         }
-        Ok((out, path))
+        Ok((out, name.into()))
     }
 
     /// Every socket the process listens on, loopback ones included.
@@ -216,7 +217,11 @@ pub fn ini_values(text: &str, section: &str, key: &str) -> Vec<String> {
 /// The permission classes a manager user has for `read` or `write`, lower-cased.
 pub fn manager_classes(manager_conf: &str, user: &str, which: &str) -> Option<Vec<String>> {
     let values = ini_values(manager_conf, user, which);
-    if values.is_empty() && !manager_conf.lines().any(|l| l.trim().starts_with(&format!("[{user}]"))) {
+    if values.is_empty()
+        && !manager_conf
+            .lines()
+            .any(|l| l.trim().starts_with(&format!("[{user}]")))
+    {
         return None;
     }
     Some(
@@ -257,7 +262,10 @@ mod tests {
             manager_classes(conf, "passknock", "read").unwrap(),
             vec!["system", "security", "call"]
         );
-        assert_eq!(manager_classes(conf, "passknock", "write").unwrap(), vec!["system"]);
+        assert_eq!(
+            manager_classes(conf, "passknock", "write").unwrap(),
+            vec!["system"]
+        );
         assert_eq!(manager_classes(conf, "nobody", "read"), None);
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::call;
-use crate::config::{Config, PortRange};
+use crate::config::{Config, PortRange, Proto};
 use crate::control::{Reply, Request};
 use crate::defaults;
 use crate::duration::human;
@@ -171,11 +171,8 @@ pub fn examine(opts: &Options) -> Vec<Check> {
 
 /// Files that hold secrets must be readable by their owner only.
 fn secrets(config: &Config) -> Check {
-    let mut files: Vec<(String, &Path, bool)> = vec![(
-        "daemon.store".into(),
-        config.daemon.store.as_path(),
-        false,
-    )];
+    let mut files: Vec<(String, &Path, bool)> =
+        vec![("daemon.store".into(), config.daemon.store.as_path(), false)];
     if config.disa.enabled {
         files.push(("disa.key-file".into(), &config.disa.key_file, false));
     }
@@ -212,13 +209,19 @@ fn secrets(config: &Config) -> Check {
         }
     }
     if problems.is_empty() {
-        ok("secrets", format!("{} file(s) private (0600 or stricter)", files.len()))
+        ok(
+            "secrets",
+            format!("{} file(s) private (0600 or stricter)", files.len()),
+        )
     } else {
         let detail = problems.join("; ");
         fail(
             "secrets",
             detail,
-            format!("{} (passknockd refuses to start with a readable secret)", fixes.join("; ")),
+            format!(
+                "{} (passknockd refuses to start with a readable secret)",
+                fixes.join("; ")
+            ),
         )
     }
 }
@@ -252,33 +255,38 @@ fn nft(config: &Config) -> Check {
 }
 
 fn table(socket: &Path, nft_ok: bool) -> Check {
-    let status = match call(socket, &Request::Status) {
-        Ok(Reply::Status(s)) => s,
-        Ok(other) => {
-            return fail(
-                "table",
-                format!("passknockd gave an unexpected reply: {other:?}"),
-                "run the same version of passknock and passknockd",
-            )
-        }
-        Err(e) => {
-            return fail(
+    let status =
+        match call(socket, &Request::Status) {
+            Ok(Reply::Status(s)) => s,
+            Ok(other) => {
+                return fail(
+                    "table",
+                    format!("passknockd gave an unexpected reply: {other:?}"),
+                    "run the same version of passknock and passknockd",
+                )
+            }
+            Err(e) => return fail(
                 "table",
                 format!("cannot tell: {e}"),
                 "start the daemon: systemctl start passknockd (journalctl -u passknockd says why it stopped)",
-            )
-        }
-    };
+            ),
+        };
     let retry = if nft_ok {
         "passknockd repairs it at its next reconcile; if it stays so, `passknock status` shows nft's error"
     } else {
         "fix nft first (above); passknockd then repairs the table by itself"
     };
     if !status.table_present {
-        let why = status.firewall_error.as_deref().unwrap_or(&status.sync_detail);
+        let why = match &status.firewall_error {
+            Some(e) => format!("nft's last error: {e}"),
+            None => "someone deleted it, or flushed the ruleset".into(),
+        };
         return fail(
             "table",
-            format!("table inet {} is missing: {why}", status.table),
+            format!(
+                "table {} is not in nft ({why}): protected ports are open to everyone",
+                status.table
+            ),
             retry,
         );
     }
@@ -286,7 +294,7 @@ fn table(socket: &Path, nft_ok: bool) -> Check {
         return fail(
             "table",
             format!(
-                "table inet {} differs from the store: {}",
+                "table {} differs from the store: {}",
                 status.table, status.sync_detail
             ),
             retry,
@@ -295,7 +303,7 @@ fn table(socket: &Path, nft_ok: bool) -> Check {
     ok(
         "table",
         format!(
-            "table inet {} is in sync: {} grant(s), {} ban(s)",
+            "table {} is in sync: {} grant(s), {} ban(s)",
             status.table, status.grants, status.bans
         ),
     )
@@ -362,11 +370,14 @@ fn ami_permissions(session: &mut ami::Ami, user: &str, asterisk: Option<&Asteris
     let mut denied = Vec::new();
     for action in ["PJSIPShowContacts", "CoreShowChannels"] {
         match session.request(action, &[]) {
-            Ok((r, _)) if r.is("Response", "Success") => {}
-            Ok((r, _)) => denied.push(format!(
-                "{action}: {}",
-                r.get("Message").unwrap_or("refused")
-            )),
+            // An error other than a refusal ("No Contacts found") is still an answer.
+            Ok((r, _))
+                if !r
+                    .get("Message")
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+                    .contains("permission") => {}
+            Ok((r, _)) => denied.push(format!("{action}: {}", r.get("Message").unwrap_or("refused"))),
             Err(e) => denied.push(format!("{action}: {e}")),
         }
     }
@@ -426,9 +437,14 @@ fn ami_permissions(session: &mut ami::Ami, user: &str, asterisk: Option<&Asteris
         fail(
             "ami-permissions",
             format!(
-                "[{user}] in {} reads only {}: {}",
+                "[{user}] in {} reads {}, not {}: {}",
                 path.display(),
-                if read.is_empty() { "nothing".to_string() } else { read.join(",") },
+                if read.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    read.join(",")
+                },
+                missing.join(","),
                 without.join("; ")
             ),
             fix_conf(&missing.join(",")),
@@ -484,7 +500,10 @@ fn dialplan(session: &mut ami::Ami, config: &Config) -> Check {
     }
     let agi: Vec<&str> = lines
         .iter()
-        .filter(|l| l.get("Application").is_some_and(|a| a.eq_ignore_ascii_case("AGI")))
+        .filter(|l| {
+            l.get("Application")
+                .is_some_and(|a| a.eq_ignore_ascii_case("AGI"))
+        })
         .filter_map(|l| l.get("AppData"))
         .collect();
     let want = agi_target(config.agi.listen);
@@ -498,7 +517,11 @@ fn dialplan(session: &mut ami::Ami, config: &Config) -> Check {
             "dialplan",
             format!(
                 "[{DIALPLAN_CONTEXT}] is loaded but calls {}, not {want}",
-                if agi.is_empty() { "no AGI()".to_string() } else { agi.join(", ") }
+                if agi.is_empty() {
+                    "no AGI()".to_string()
+                } else {
+                    agi.join(", ")
+                }
             ),
             dialplan_fix(config),
         )
@@ -565,22 +588,25 @@ fn ports(config: &Config, asterisk: Option<&Asterisk>) -> Check {
             .iter()
             .any(|(_, p)| p.proto == l.proto && (p.first..=p.last).contains(&l.port))
     };
+    // UDP sockets the kernel bound to an ephemeral port are Asterisk's own outgoing ones (DNS,
+    // STUN, …): nothing is served there.
+    let ephemeral = ephemeral_ports();
+    let outgoing = |l: &Listening| l.proto == Proto::Udp && ephemeral.contains(&l.port);
     let open: Vec<String> = listening
         .iter()
-        .filter(|l| !l.address.is_loopback() && !covered(l))
+        .filter(|l| !l.address.is_loopback() && !covered(l) && !outgoing(l))
         .map(|l| l.to_string())
         .collect();
     let idle: Vec<String> = protected
         .iter()
         .filter(|(_, p)| p.first == p.last)
-        .filter(|(_, p)| {
-            !listening
-                .iter()
-                .any(|l| l.proto == p.proto && l.port == p.first)
-        })
+        .filter(|(_, p)| !listening.iter().any(|l| l.proto == p.proto && l.port == p.first))
         .map(|(name, p)| format!("{p} ({name})"))
         .collect();
-    let public = listening.iter().filter(|l| !l.address.is_loopback()).count();
+    let public = listening
+        .iter()
+        .filter(|l| !l.address.is_loopback() && (covered(l) || !outgoing(l)))
+        .count();
     if !open.is_empty() {
         let first = open[0].split(" on ").next().unwrap_or("").to_string();
         return fail(
@@ -608,8 +634,21 @@ fn ports(config: &Config, asterisk: Option<&Asterisk>) -> Check {
     }
     ok(
         "ports",
-        format!("all {public} port(s) Asterisk (pid {}) listens on are protected", asterisk.pid),
+        format!(
+            "all {public} port(s) Asterisk (pid {}) listens on are protected",
+            asterisk.pid
+        ),
     )
+}
+
+/// The kernel's range for automatically bound ports, in this network namespace.
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => a..=b,
+        _ => 32768..=60999,
+    }
 }
 
 /// The admin's own address: trusted, or granted for a while, or about to be locked out.
@@ -633,7 +672,11 @@ fn address(config: &Config, socket: &Path, ip: Option<IpAddr>) -> Check {
             if let Some(b) = bans.iter().find(|b| b.address == ip) {
                 return fail(
                     "address",
-                    format!("your address {ip} is BANNED ({}) for {}", b.reason, left(now, b.expires)),
+                    format!(
+                        "your address {ip} is BANNED ({}) for {}",
+                        b.reason,
+                        left(now, b.expires)
+                    ),
                     format!("passknock unban {ip}; then {trust_fix}"),
                 );
             }
@@ -678,3 +721,43 @@ pub fn default_config() -> PathBuf {
     defaults::CONFIG_PATH.into()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_comes_from_ssh_connection() {
+        assert_eq!(
+            ssh_client("203.0.113.9 50022 192.0.2.1 22"),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            ssh_client("2001:db8::9 50022 2001:db8::1 22"),
+            Some("2001:db8::9".parse().unwrap())
+        );
+        assert_eq!(ssh_client(""), None);
+        assert_eq!(ssh_client("garbage 1 2 3"), None);
+    }
+
+    #[test]
+    fn an_unspecified_agi_listen_address_is_reached_on_loopback() {
+        assert_eq!(
+            agi_target("0.0.0.0:4573".parse().unwrap()),
+            "agi://127.0.0.1:4573/"
+        );
+        assert_eq!(agi_target("[::]:4573".parse().unwrap()), "agi://[::1]:4573/");
+        assert_eq!(
+            agi_target("127.0.0.2:4000".parse().unwrap()),
+            "agi://127.0.0.2:4000/"
+        );
+    }
+
+    #[test]
+    fn one_failure_makes_the_installation_unhealthy() {
+        let all = vec![ok("a", "fine"), warn("b", "hm", "do x"), skip("c", "n/a")];
+        assert!(healthy(&all));
+        let mut all = all;
+        all.push(fail("d", "broken", "do y"));
+        assert!(!healthy(&all));
+    }
+}
