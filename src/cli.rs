@@ -2,6 +2,7 @@
 //! socket; and `passknock knock` (the laptop's side) and `passknock knock-profile add`, which need
 //! no daemon.
 
+mod doctor;
 mod knock;
 mod status;
 
@@ -100,6 +101,16 @@ pub enum Command {
     /// DISA accounts: who may phone in with a passcode.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Check the installation — nft and the table, config and secret files, AMI and its
+    /// permissions, the dialplan, FastAGI, the ports Asterisk listens on, your own address — and
+    /// say what to fix. Exits 1 if a check fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// Your address, to check you are not locked out [default: from SSH_CONNECTION].
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +249,18 @@ impl Cli {
                 let config = daemon_config.expect("read above");
                 return knock::run(action, &config, out);
             }
+            Command::Doctor { json, address } => {
+                let opts = crate::doctor::Options {
+                    config: self.config.clone().unwrap_or_else(crate::doctor::default_config),
+                    socket: self.socket.clone(),
+                    address: address.or_else(|| {
+                        std::env::var("SSH_CONNECTION")
+                            .ok()
+                            .and_then(|s| crate::doctor::ssh_client(&s))
+                    }),
+                };
+                return doctor::run(&opts, json, out);
+            }
             _ => {}
         }
         let socket = self.socket_path()?;
@@ -263,7 +286,9 @@ impl Cli {
             Command::Status { json, color } => return status::show(&socket, json, color.resolve(), out),
             Command::Contacts { json } => (Request::Contacts, json),
             Command::Calls { json } => (Request::Calls, json),
-            Command::Knock { .. } | Command::KnockProfile { .. } => unreachable!("handled above"),
+            Command::Knock { .. } | Command::KnockProfile { .. } | Command::Doctor { .. } => {
+                unreachable!("handled above")
+            }
             Command::Reload => (Request::Reload, false),
             Command::Account(a) => match a {
                 AccountCommand::Add {

@@ -77,6 +77,9 @@ pub async fn run(
     if let Some(p) = &config_path {
         engine.set_config_path(p.clone());
     }
+    // Filled once the knock listener runs: a reload then swaps its profiles in place.
+    let knock_slot = crate::knock::KnockSlot::default();
+    engine.set_knock_slot(knock_slot.clone());
     let disa_key = if config.disa.enabled {
         let key = crate::disa::load_key(&config.disa.key_file)?;
         engine.set_disa_key(key.clone());
@@ -115,7 +118,11 @@ pub async fn run(
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
     // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
     let knock = match crate::knock::spawn(&config, handle.clone(), shutdown.clone()) {
-        Ok(k) => k,
+        Ok(Some((task, reload))) => {
+            knock_slot.set(reload);
+            Some(task)
+        }
+        Ok(None) => None,
         Err(e) => {
             // Stop what started: the engine ends once its handles are gone.
             drop(handle);

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::control::{Applied, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
+use crate::knock::{KnockApplied, KnockSlot};
 use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
 use crate::secret::{self, DisaKey};
 use crate::store::{Account, Grant, NewGrant, Source, Store, StoreError};
@@ -35,6 +36,7 @@ pub struct Engine {
     config: Config,
     /// Where the config came from, for reloads; `None` when running on the embedded example.
     config_path: Option<PathBuf>,
+    knock: KnockSlot,
     disa_key: Option<Arc<DisaKey>>,
     store: Store,
     firewall: Firewall,
@@ -52,6 +54,7 @@ impl Engine {
         Engine {
             config,
             config_path: None,
+            knock: KnockSlot::default(),
             disa_key: None,
             store,
             firewall,
@@ -64,6 +67,11 @@ impl Engine {
 
     pub fn set_config_path(&mut self, path: PathBuf) {
         self.config_path = Some(path);
+    }
+
+    /// Where a reload finds the running knock listener.
+    pub fn set_knock_slot(&mut self, slot: KnockSlot) {
+        self.knock = slot;
     }
 
     /// Re-reads the config. A config that does not load changes nothing; one that does replaces
@@ -99,12 +107,22 @@ impl Engine {
         if ami_then != self.config.ami {
             restart.push("ami (all but hold-max)");
         }
-        // The knock listener holds its profiles and NFLOG group from the start; the table keeps
-        // logging the ports it listens for until the restart that gives it the new ones.
+        // Knock profiles are swapped into the running listener (last: nothing after this refuses).
+        // What it cannot take now — another NFLOG group, a first profile — waits for a restart,
+        // and until then the table keeps logging the ports the listener knows.
         let mut new = new;
         if new.knock != self.config.knock {
-            restart.push("knock");
-            new.knock = self.config.knock.clone();
+            match self.knock.apply(&new) {
+                Ok(KnockApplied::Now) => {}
+                Ok(KnockApplied::AtRestart(what)) => {
+                    restart.push(what);
+                    new.knock = self.config.knock.clone();
+                }
+                Err(e) => {
+                    warn!("config not reloaded, the running one stays: knock: {e}");
+                    return Reply::error(format!("config not reloaded, the running one stays: knock: {e}"));
+                }
+            }
         }
         self.firewall
             .set_layout(Layout::from_config(&new), Nft::new(&new.firewall.nft));

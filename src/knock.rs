@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use knockd::gate::{Gate, KnockOutcome, REPLAY_MAX};
@@ -50,24 +50,15 @@ struct Earned {
     source: IpAddr,
 }
 
-/// Starts the knock listener if the config has profiles: binds the NFLOG group now (so a bad
-/// group fails the start), then listens on a thread of its own until `shutdown`. The returned
-/// task ends after shutdown, dropping its engine handle.
-pub fn spawn(
-    config: &Config,
-    engine: EngineHandle,
-    shutdown: CancellationToken,
-) -> Result<Option<JoinHandle<()>>, KnockError> {
-    if config.knock.profiles.is_empty() {
-        return Ok(None);
-    }
+/// The gate for `config`'s profiles (secrets read, files refused unless private), with every
+/// replay entry the log remembers; and the profiles' names, for the log.
+fn build_gate(config: &Config, log: &ReplayLog) -> Result<(Gate, Vec<String>, usize), KnockError> {
     let profiles = config.knock_profiles()?;
     let names: Vec<String> = profiles
         .iter()
         .map(|p| format!("{} ({})", p.name, p.kind.mode().name()))
         .collect();
     let mut gate = Gate::new(profiles, config.knock.max_in_progress, REPLAY_MAX).map_err(KnockError::Gate)?;
-    let log = ReplayLog::open(&config.daemon.store)?;
     let now = now_ms();
     let marks = log.load(now)?;
     for (key, until) in &marks {
@@ -79,22 +70,140 @@ pub fn spawn(
             now,
         );
     }
+    Ok((gate, names, marks.len()))
+}
+
+/// How a running knock listener takes new profiles: the reload builds a gate, the listener
+/// thread swaps it in between two NFLOG reads. Knocks in progress start over; replays stay
+/// refused, since every used knock is in the replay log the new gate is built from.
+pub struct KnockReload {
+    group: u16,
+    log: ReplayLog,
+    pending: Arc<Mutex<Option<Gate>>>,
+    /// Ends the current NFLOG run: for a swap, or (with `ending`) for good.
+    stop: Arc<AtomicBool>,
+    config: Arc<Mutex<Arc<Config>>>,
+}
+
+/// What a reload did to the knock listener.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KnockApplied {
+    Now,
+    AtRestart(&'static str),
+}
+
+/// The knock listener's reload handle, once it runs; the engine holds the slot from the start.
+#[derive(Clone, Default)]
+pub struct KnockSlot(Arc<Mutex<Option<KnockReload>>>);
+
+impl KnockSlot {
+    pub fn set(&self, k: KnockReload) {
+        *lock(&self.0) = Some(k);
+    }
+
+    /// Applies `new`'s knock section. `Err` means it is unusable (a secret file, a profile the
+    /// gate refuses) and nothing changed.
+    pub fn apply(&self, new: &Config) -> Result<KnockApplied, String> {
+        let slot = lock(&self.0);
+        let Some(k) = slot.as_ref() else {
+            if new.knock.profiles.is_empty() {
+                return Ok(KnockApplied::Now);
+            }
+            new.knock_profiles().map_err(|e| e.to_string())?;
+            return Ok(KnockApplied::AtRestart(
+                "knock (the listener starts at the next restart)",
+            ));
+        };
+        if new.knock.nflog_group != k.group {
+            new.knock_profiles().map_err(|e| e.to_string())?;
+            return Ok(KnockApplied::AtRestart("knock.nflog-group"));
+        }
+        let (gate, names, _) = build_gate(new, &k.log).map_err(|e| e.to_string())?;
+        *lock(&k.pending) = Some(gate);
+        k.stop.store(true, Ordering::Relaxed);
+        // The thread looks at `stop` at least every NFLOG wake interval.
+        let deadline = Instant::now() + knockd::nflog::WAKE * 10;
+        while lock(&k.pending).is_some() {
+            if Instant::now() > deadline {
+                return Err("the knock listener did not take the new profiles in time".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        *lock(&k.config) = Arc::new(new.clone());
+        info!(
+            "knock profiles now {}",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+        Ok(KnockApplied::Now)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the knock listener if the config has profiles: binds the NFLOG group now (so a bad
+/// group fails the start), then listens on a thread of its own until `shutdown`. The returned
+/// task ends after shutdown, dropping its engine handle; the reload handle swaps profiles.
+pub fn spawn(
+    config: &Config,
+    engine: EngineHandle,
+    shutdown: CancellationToken,
+) -> Result<Option<(JoinHandle<()>, KnockReload)>, KnockError> {
+    if config.knock.profiles.is_empty() {
+        return Ok(None);
+    }
+    let log = ReplayLog::open(&config.daemon.store)?;
+    let (gate, names, marks) = build_gate(config, &log)?;
     let (tx, rx) = mpsc::channel::<Earned>(PENDING);
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = listen_thread(config.knock.nflog_group, gate, log, tx, stop.clone())?;
+    let ending = Arc::new(AtomicBool::new(false));
+    let pending = Arc::new(Mutex::new(None));
+    let thread = listen_thread(
+        config.knock.nflog_group,
+        gate,
+        ReplayLog::open(&config.daemon.store)?,
+        tx,
+        Flags {
+            stop: stop.clone(),
+            ending: ending.clone(),
+            pending: pending.clone(),
+        },
+    )?;
     info!(
-        "knock listener on NFLOG group {}: profiles {}; {} replay entr(ies) remembered",
+        "knock listener on NFLOG group {}: profiles {}; {marks} replay entr(ies) remembered",
         config.knock.nflog_group,
         names.join(", "),
-        marks.len()
     );
-    let config = config.clone();
-    Ok(Some(tokio::spawn(async move {
-        submit_grants(config, engine, rx, shutdown).await;
+    let current = Arc::new(Mutex::new(Arc::new(config.clone())));
+    let reload = KnockReload {
+        group: config.knock.nflog_group,
+        log,
+        pending,
+        stop: stop.clone(),
+        config: current.clone(),
+    };
+    let task = tokio::spawn(async move {
+        submit_grants(current, engine, rx, shutdown).await;
         // The thread notices within a wake interval; wait, so its last words are logged.
+        ending.store(true, Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    })))
+    });
+    Ok(Some((task, reload)))
+}
+
+/// What the listener thread watches besides packets.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    /// Set before `stop` when the daemon shuts down.
+    ending: Arc<AtomicBool>,
+    /// A gate a reload built, to be swapped in.
+    pending: Arc<Mutex<Option<Gate>>>,
 }
 
 #[cfg(target_os = "linux")]
@@ -103,23 +212,34 @@ fn listen_thread(
     mut gate: Gate,
     log: ReplayLog,
     tx: mpsc::Sender<Earned>,
-    stop: Arc<AtomicBool>,
+    flags: Flags,
 ) -> Result<std::thread::JoinHandle<()>, KnockError> {
     let mut nflog = knockd::nflog::Nflog::bind(group).map_err(|e| KnockError::Listen(e.to_string()))?;
     std::thread::Builder::new()
         .name("knock".into())
         .spawn(move || {
             let mut refusals = RateLimit::new(REFUSALS_PER_SEC);
-            let r = nflog.run(&mut gate, &stop, |outcome| {
-                on_outcome(outcome, &log, &tx, &mut refusals)
-            });
-            if let Err(e) = r {
-                warn!("knock listener stopped: {e}");
+            while !flags.ending.load(Ordering::Relaxed) {
+                let r = nflog.run(&mut gate, &flags.stop, |outcome| {
+                    on_outcome(outcome, &log, &tx, &mut refusals)
+                });
+                if let Err(e) = r {
+                    warn!("knock listener stopped: {e}");
+                    break;
+                }
+                match lock(&flags.pending).take() {
+                    Some(new) => {
+                        gate = new;
+                        // `ending` is looked at again before the next run.
+                        flags.stop.store(false, Ordering::Relaxed);
+                    }
+                    None => break,
+                }
             }
             let s = gate.stats();
             info!(
                 "knock listener stopped: {} packet(s), {} grant(s), {} refused, {} sequence(s) started, \
-                 {} evicted, {} SPA with a bad tag, {} kernel overrun(s)",
+                 {} evicted, {} SPA with a bad tag, {} kernel overrun(s) (since the last reload)",
                 s.packets,
                 s.grants,
                 s.refused,
@@ -138,7 +258,7 @@ fn listen_thread(
     _gate: Gate,
     _log: ReplayLog,
     _tx: mpsc::Sender<Earned>,
-    _stop: Arc<AtomicBool>,
+    _flags: Flags,
 ) -> Result<std::thread::JoinHandle<()>, KnockError> {
     Err(KnockError::Listen("knock listening needs Linux (NFLOG)".into()))
 }
@@ -192,7 +312,7 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
 }
 
 async fn submit_grants(
-    config: Config,
+    config: Arc<Mutex<Arc<Config>>>,
     engine: EngineHandle,
     mut rx: mpsc::Receiver<Earned>,
     shutdown: CancellationToken,
@@ -205,7 +325,8 @@ async fn submit_grants(
                 None => break,
             },
         };
-        let Some((services, ttl)) = config.knock_grant(&earned.profile) else {
+        let current = lock(&config).clone();
+        let Some((services, ttl)) = current.knock_grant(&earned.profile) else {
             continue;
         };
         let who = format!("knock:{}", earned.profile);

@@ -25,6 +25,7 @@ pub mod control;
 pub mod daemon;
 pub mod defaults;
 pub mod disa;
+pub mod doctor;
 pub mod duration;
 pub mod engine;
 pub mod knock;

@@ -21,6 +21,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make the store {path} private (mode 0600): {source}")]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the store {path}: {source}")]
     Open {
         path: PathBuf,
@@ -189,6 +195,12 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        // Accounts' passcode tags live here: owner-only, like the key that made them. SQLite gives
+        // the -wal and -shm files the database file's mode.
+        make_private(path).map_err(|source| StoreError::Private {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(open_err)?;
         // WAL with FULL sync: a commit is on disk before it returns, and a crash at any instant
         // leaves either the old or the new state, never a torn one.
@@ -651,6 +663,28 @@ fn ban_row(r: &Row<'_>) -> rusqlite::Result<Result<Ban, StoreError>> {
     }))
 }
 
+/// Creates `path` mode 0600, or takes group and other access off an existing one (and its
+/// -wal and -shm files).
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(m) = std::fs::metadata(&p) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
@@ -672,6 +706,24 @@ mod tests {
             note: "".into(),
             expires,
         }
+    }
+
+    #[test]
+    fn the_store_is_private_and_a_loose_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut s = Store::open(&path).unwrap();
+        s.ban("198.51.100.66".parse().unwrap(), "test", 3_000, 1_000)
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("store.db-wal")), 0o600);
+        drop(s);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(s.counts().unwrap(), (0, 1), "nothing lost");
     }
 
     #[test]

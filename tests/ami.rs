@@ -409,3 +409,38 @@ fn a_hostile_ami_peer_neither_crashes_nor_stalls_the_daemon() {
     assert!(peak_kib < 100 * 1024, "daemon grew to {peak_kib} KiB");
     assert!(d.json(&["list"])["bans"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn wrong_passwords_over_ipv6_ban_that_address_and_only_it() {
+    let mut env = Env::new();
+    let (v4, v6) = (env.road(1).v4.to_string(), env.road(1).v6.to_string());
+    start_daemon(
+        &mut env,
+        "",
+        "ban-threshold = 3\nban-window = \"60s\"\nban-ttl = \"10m\"\n",
+    );
+    let d = env.daemon.as_ref().unwrap();
+    for a in [&v4, &v6] {
+        d.ok(&["grant", a, "--services", "sip", "--ttl", "1h"]);
+    }
+    // (No reachability probe first: Asterisk counts the probe's OPTIONS as a failure too.)
+    for _ in 0..3 {
+        assert!(matches!(
+            env.register_over(1, "701", "wrong-password", true),
+            Registration::Rejected(_)
+        ));
+    }
+    assert!(
+        eventually(WAIT, || d.nft_set("ban_v6").contains(&v6)),
+        "{v6} was not banned:\n{}",
+        d.log_text()
+    );
+    // The ban holds over the grant for the IPv6 address; the same host's IPv4 address, which
+    // never failed, still gets in.
+    assert!(!env.sip_reaches(1, true, Duration::from_secs(1)));
+    assert!(env.sip_reaches(1, false, Duration::from_secs(2)));
+    assert!(!d.nft_set("ban_v4").contains(&v4));
+    let bans = d.json(&["list"])["bans"].clone();
+    assert_eq!(bans.as_array().unwrap().len(), 1, "{bans}");
+    assert_eq!(bans[0]["address"], v6.as_str());
+}

@@ -595,26 +595,64 @@ fn knock_profile_add_prints_snippets_that_work_for_each_mode() {
 }
 
 #[test]
-fn reload_keeps_the_running_knock_profiles_until_a_restart() {
-    let s = setup(1, "");
+fn reload_swaps_knock_profiles_in_place_keeps_replays_refused_and_refuses_a_bad_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(2, "");
+    let (r1, r2) = (s.v4(1), s.v4(2));
+    let road = |i: usize| &s.topo.road(i).ns;
+    // An SPA packet used before the reload...
+    let key = SpaKey::derive(&s.spa);
+    let used = spa::seal(
+        &key,
+        &Spa::new(&key, (now_ms() / 1000) as u64, Requested::Source).unwrap(),
+    )
+    .to_vec();
+    let to = SocketAddr::new(s.pbx(), SPA_PORT);
+    send_datagram(road(2), r2, to, used.clone());
+    assert!(eventually(Duration::from_secs(3), || s.has_grant(r2)));
+    s.d.ok(&["revoke", &r2.to_string()]);
+
+    // A new static sequence, by reload: the reply names no pending restart, and the table logs
+    // the new port at once.
     let text = std::fs::read_to_string(&s.d.config).unwrap();
     std::fs::write(&s.d.config, text.replace("\"tcp/7003\"", "\"tcp/7004\"")).unwrap();
     let out = s.d.ok(&["reload"]);
-    assert!(
-        out.contains("knock"),
-        "the reply says knock changes wait for a restart: {out}"
-    );
-    // Table and listener still agree on the old sequence, which still opens.
+    assert!(!out.contains("restart"), "knock profiles apply now: {out}");
     let chain = String::from_utf8_lossy(&s.d.nft(&["list", "chain", "inet", "passknock", "input"]).stdout)
         .into_owned();
-    assert!(chain.contains("7003") && !chain.contains("7004"), "{chain}");
-    send_sequence(
-        &s.topo.road(1).ns,
-        s.pbx(),
-        &ports(&STATIC),
-        Duration::from_millis(20),
+    assert!(chain.contains("7004") && !chain.contains("7003"), "{chain}");
+    // The old sequence opens nothing; the new one opens.
+    send_sequence(road(1), s.pbx(), &ports(&STATIC), Duration::from_millis(20));
+    std::thread::sleep(SETTLE);
+    assert!(!s.has_grant(r1), "the old sequence still opened after the reload");
+    let new_seq = ["tcp/7001", "udp/7002", "tcp/7004"];
+    send_sequence(road(1), s.pbx(), &ports(&new_seq), Duration::from_millis(20));
+    assert!(
+        eventually(Duration::from_secs(3), || s.has_grant(r1)),
+        "{}",
+        s.d.log_text()
     );
-    assert!(eventually(Duration::from_secs(3), || s.has_grant(s.v4(1))));
+    s.d.ok(&["revoke", &r1.to_string()]);
+    // ...is still refused by the new listener.
+    send_datagram(road(2), r2, to, used);
+    std::thread::sleep(SETTLE);
+    assert!(
+        !s.has_grant(r2),
+        "an SPA packet used before the reload opened again"
+    );
+
+    // A secret file others can read: the reload is refused with the reason, nothing changes.
+    let rot_file = s.dir.path().join("phone.secret");
+    std::fs::set_permissions(&rot_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&s.d.config).unwrap();
+    std::fs::write(&s.d.config, text.replace("\"tcp/7004\"", "\"tcp/7005\"")).unwrap();
+    let err = s.d.refused(&["reload"]);
+    assert!(err.contains("phone.secret"), "{err}");
+    send_sequence(road(1), s.pbx(), &ports(&new_seq), Duration::from_millis(20));
+    assert!(
+        eventually(Duration::from_secs(3), || s.has_grant(r1)),
+        "the running profiles were lost with a refused reload"
+    );
 }
 
 #[test]

@@ -128,7 +128,12 @@ impl Env {
 
     /// Registers `endpoint` from road `i` with `password` (right or wrong).
     pub fn register_with(&self, road: usize, endpoint: &str, password: &str) -> Registration {
-        let pbx = IpAddr::V4(self.topo.pbx_v4);
+        self.register_over(road, endpoint, password, false)
+    }
+
+    /// Registers `endpoint` from road `i` over IPv6 (`v6`) or IPv4.
+    pub fn register_over(&self, road: usize, endpoint: &str, password: &str, v6: bool) -> Registration {
+        let pbx = self.topo.pbx_addr(v6);
         match sipp::register(
             &self.dir.inside,
             &self.road(road).into(),

@@ -136,7 +136,11 @@ pub fn register(
     expires: u32,
 ) -> Result<(Registration, Run), String> {
     let scenario = fs::read_to_string(scenario_path("register.xml")).expect("read register.xml");
-    let local = IpAddr::V4(peer.v4);
+    let local = if pbx.is_ipv6() {
+        IpAddr::V6(peer.v6)
+    } else {
+        IpAddr::V4(peer.v4)
+    };
     let expires = expires.to_string();
     let run = run(
         dir,
