@@ -280,7 +280,7 @@ impl Cli {
                 false,
             ),
             Command::Revoke { address } => (Request::Revoke { address }, false),
-            Command::List { json } => (Request::List, json),
+            Command::List { json } => (Request::List { limit: None }, json),
             Command::Ban { address, ttl, reason } => (Request::Ban { address, ttl, reason }, false),
             Command::Unban { address } => (Request::Unban { address }, false),
             Command::Status { json, color } => return status::show(&socket, json, color.resolve(), out),

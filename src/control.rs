@@ -3,10 +3,10 @@
 //! # Format
 //!
 //! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
-//! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list`, `status`,
-//! `contacts` and `calls` take nothing; `account-*` manage DISA accounts. `hold` and `release` are
-//! the daemon's own (the AMI listener's), never read from the socket. The reply is one object
-//! tagged by `reply`; failures are
+//! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` may take
+//! `limit` (rows of each list, those ending first); `status`, `contacts` and `calls` take nothing;
+//! `account-*` manage DISA accounts. `hold` and `release` are the daemon's own (the AMI
+//! listener's), never read from the socket. The reply is one object tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
 
 use std::net::IpAddr;
@@ -32,7 +32,11 @@ pub enum Request {
     Revoke {
         address: String,
     },
-    List,
+    /// Live grants and bans, those ending first first; `limit` caps each list.
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     Ban {
         address: String,
         ttl: Option<Ttl>,

@@ -362,7 +362,7 @@ impl Engine {
             }
             let reply = match &job.request {
                 Request::Revoke { address } => self.revoke(address, &job.who),
-                Request::List => self.list(),
+                Request::List { limit } => self.list(*limit),
                 Request::Ban { address, ttl, reason } => self.ban(address, *ttl, reason, &job.who),
                 Request::Unban { address } => self.unban(address, &job.who),
                 Request::Status => self.status(),
@@ -713,9 +713,12 @@ impl Engine {
         }
     }
 
-    fn list(&self) -> Reply {
+    fn list(&self, limit: Option<usize>) -> Reply {
         let now = now_ms();
-        match (self.store.live_grants(now), self.store.live_bans(now)) {
+        match (
+            self.store.first_live_grants(now, limit),
+            self.store.first_live_bans(now, limit),
+        ) {
             (Ok(grants), Ok(bans)) => Reply::Listing { now, grants, bans },
             (Err(e), _) | (_, Err(e)) => Reply::error(e.to_string()),
         }

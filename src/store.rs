@@ -332,8 +332,17 @@ impl Store {
 
     /// Every live grant, soonest end first.
     pub fn live_grants(&self, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        self.first_live_grants(now, None)
+    }
+
+    /// The `limit` live grants that end first (all, without one).
+    pub fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        query_grants(&tx, "WHERE end_ms > ?1 ORDER BY end_ms, id", params![now])
+        query_grants(
+            &tx,
+            "WHERE end_ms > ?1 ORDER BY end_ms, id LIMIT ?2",
+            params![now, sql_limit(limit)],
+        )
     }
 
     /// Calls `f(address, services, end)` for every live grant without building them all at once:
@@ -403,10 +412,16 @@ impl Store {
 
     /// Every live ban, soonest end first.
     pub fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        self.first_live_bans(now, None)
+    }
+
+    /// The `limit` live bans that end first (all, without one).
+    pub fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT address, reason, created_ms, expires_ms FROM bans WHERE expires_ms > ?1 ORDER BY expires_ms",
+            "SELECT address, reason, created_ms, expires_ms FROM bans WHERE expires_ms > ?1 \
+             ORDER BY expires_ms LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![now], ban_row)?;
+        let rows = stmt.query_map(params![now, sql_limit(limit)], ban_row)?;
         let mut out = Vec::new();
         for r in rows {
             out.push(r??);
@@ -663,6 +678,11 @@ fn ban_row(r: &Row<'_>) -> rusqlite::Result<Result<Ban, StoreError>> {
     }))
 }
 
+/// SQLite's LIMIT: -1 is none.
+fn sql_limit(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64)
+}
+
 /// Creates `path` mode 0600, or takes group and other access off an existing one (and its
 /// -wal and -shm files).
 fn make_private(path: &Path) -> std::io::Result<()> {
@@ -706,6 +726,28 @@ mod tests {
             note: "".into(),
             expires,
         }
+    }
+
+    #[test]
+    fn a_listing_can_stop_at_the_first_few_ending() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("store.db")).unwrap();
+        let new: Vec<NewGrant> = (1..=5)
+            .rev()
+            .map(|i| grant(&format!("203.0.113.{i}"), &["sip"], 1_000 + i * 100))
+            .collect();
+        s.insert_grants(&new, 1_000).unwrap();
+        for i in 1..=3 {
+            s.ban(format!("198.51.100.{i}").parse().unwrap(), "t", 5_000 - i, 1_000)
+                .unwrap();
+        }
+        let first = s.first_live_grants(1_000, Some(2)).unwrap();
+        let addrs: Vec<String> = first.iter().map(|g| g.address.to_string()).collect();
+        assert_eq!(addrs, ["203.0.113.1", "203.0.113.2"]);
+        assert_eq!(s.first_live_grants(1_000, None).unwrap().len(), 5);
+        let bans = s.first_live_bans(1_000, Some(1)).unwrap();
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].address.to_string(), "198.51.100.3");
     }
 
     #[test]

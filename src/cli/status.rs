@@ -59,7 +59,9 @@ pub fn fetch(socket: &Path) -> Result<Screen, CliError> {
         Reply::Status(s) => *s,
         other => return Err(unexpected("status", other)),
     };
-    let (live_grants, live_bans) = match call(socket, &Request::List)? {
+    // Only the rows the screen shows: a box with many grants does not ship them all.
+    let limit = Some(GRANT_ROWS.max(BAN_ROWS));
+    let (live_grants, live_bans) = match call(socket, &Request::List { limit })? {
         Reply::Listing { grants, bans, .. } => (grants, bans),
         other => return Err(unexpected("list", other)),
     };
@@ -235,21 +237,21 @@ fn counts(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A table whose header names the section, capped at `cap` rows with a pointer to the rest.
+/// A table whose header names the section, then a pointer to the rest: `shown` are the first
+/// few rows of `total`.
 fn section<const N: usize>(
     out: &mut impl Write,
     p: Paint,
     head: [&str; N],
-    rows: Vec<[String; N]>,
-    cap: usize,
+    shown: Vec<[String; N]>,
+    total: usize,
     empty: &str,
     more: &str,
 ) -> std::io::Result<()> {
-    if rows.is_empty() {
+    if shown.is_empty() {
         return writeln!(out, "{empty}");
     }
-    let hidden = rows.len().saturating_sub(cap);
-    let shown: Vec<[String; N]> = rows.into_iter().take(cap).collect();
+    let hidden = total.saturating_sub(shown.len());
     for (i, line) in table_lines(head, &shown).into_iter().enumerate() {
         if i == 0 {
             writeln!(out, "{}", p.tone(Tone::Heading, &line))?;
@@ -274,6 +276,7 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
     let grants = sc
         .live_grants
         .iter()
+        .take(GRANT_ROWS)
         .map(|g| {
             let mut exp = left(now, g.end());
             if g.hold_until.is_some_and(|h| h > g.expires) {
@@ -294,13 +297,14 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
         p,
         ["GRANTED", "SERVICES", "SOURCE", "WHO", "EXPIRES IN", "NOTE"],
         grants,
-        GRANT_ROWS,
+        (sc.status.grants as usize).max(sc.live_grants.len()),
         "no grants",
         "passknock list",
     )?;
     let bans = sc
         .live_bans
         .iter()
+        .take(BAN_ROWS)
         .map(|b| [b.address.to_string(), left(now, b.expires), b.reason.clone()])
         .collect();
     section(
@@ -308,7 +312,7 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
         p,
         ["BANNED", "EXPIRES IN", "REASON"],
         bans,
-        BAN_ROWS,
+        (sc.status.bans as usize).max(sc.live_bans.len()),
         "no bans",
         "passknock list",
     )?;
@@ -316,6 +320,7 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
         let contacts = sc
             .contacts
             .iter()
+            .take(CONTACT_ROWS)
             .map(|c| {
                 let a: Vec<String> = c.addresses.iter().map(|a| a.to_string()).collect();
                 [c.endpoint.clone(), a.join(", ")]
@@ -326,7 +331,7 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
             p,
             ["ENDPOINT", "REGISTERED FROM"],
             contacts,
-            CONTACT_ROWS,
+            sc.contacts.len(),
             "no registered contacts",
             "passknock contacts",
         )?;

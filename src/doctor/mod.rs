@@ -667,7 +667,7 @@ fn address(config: &Config, socket: &Path, ip: Option<IpAddr>) -> Check {
         "add \"{ip}/{}\" to [firewall] trusted and `passknock reload` (or `passknock grant {ip}` for a while)",
         if ip.is_ipv4() { 32 } else { 128 }
     );
-    match call(socket, &Request::List) {
+    match call(socket, &Request::List { limit: None }) {
         Ok(Reply::Listing { now, grants, bans }) => {
             if let Some(b) = bans.iter().find(|b| b.address == ip) {
                 return fail(
