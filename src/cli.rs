@@ -475,26 +475,30 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A grant as a row: address, services, source, who, time left (`held` marks one a call keeps
+/// open), note.
+fn grant_row(now: UnixMs, g: &Grant, held: &str) -> [String; 6] {
+    let mut exp = left(now, g.end());
+    if g.hold_until.is_some_and(|h| h > g.expires) {
+        exp.push_str(held);
+    }
+    [
+        g.address.to_string(),
+        g.services.join(","),
+        g.source.as_str().to_string(),
+        g.who.clone(),
+        exp,
+        g.note.clone(),
+    ]
+}
+
 fn list(out: &mut impl Write, now: UnixMs, grants: &[Grant], bans: &[Ban]) -> std::io::Result<()> {
     if grants.is_empty() {
         writeln!(out, "no grants")?;
     } else {
         let rows: Vec<[String; 6]> = grants
             .iter()
-            .map(|g| {
-                let mut exp = left(now, g.end());
-                if g.hold_until.is_some_and(|h| h > g.expires) {
-                    exp.push_str(" (held: call up)");
-                }
-                [
-                    g.address.to_string(),
-                    g.services.join(","),
-                    g.source.as_str().to_string(),
-                    g.who.clone(),
-                    exp,
-                    g.note.clone(),
-                ]
-            })
+            .map(|g| grant_row(now, g, " (held: call up)"))
             .collect();
         table(
             out,

@@ -8,7 +8,7 @@ use std::path::Path;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use super::{call, left, table_lines, CliError};
+use super::{call, grant_row, left, table_lines, CliError};
 use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request, Status};
 use crate::store::{Ban, Grant};
 
@@ -277,20 +277,7 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
         .live_grants
         .iter()
         .take(GRANT_ROWS)
-        .map(|g| {
-            let mut exp = left(now, g.end());
-            if g.hold_until.is_some_and(|h| h > g.expires) {
-                exp.push_str(" (held)");
-            }
-            [
-                g.address.to_string(),
-                g.services.join(","),
-                g.source.as_str().to_string(),
-                g.who.clone(),
-                exp,
-                g.note.clone(),
-            ]
-        })
+        .map(|g| grant_row(now, g, " (held)"))
         .collect();
     section(
         out,
