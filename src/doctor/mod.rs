@@ -127,15 +127,22 @@ pub fn examine(opts: &Options) -> Vec<Check> {
             c
         }
         Err(e) => {
-            checks.push(fail(
-                "config",
-                e.to_string(),
+            let missing = matches!(&e, crate::config::ConfigError::Read { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound);
+            let fix = if missing {
+                format!(
+                    "install one: `bash dist/install.sh` puts the commented example at {}; or name \
+                     yours with `passknock --config FILE doctor`",
+                    defaults::CONFIG_PATH
+                )
+            } else {
                 format!(
                     "correct {} (every key is explained in examples/passknock.toml; \
                      `passknockd --check --config FILE` checks a file), then `passknock reload`",
                     opts.config.display()
-                ),
-            ));
+                )
+            };
+            checks.push(fail("config", e.to_string(), fix));
             for name in [
                 "secrets",
                 "nft",
