@@ -4,6 +4,7 @@
 
 mod doctor;
 mod knock;
+mod paint;
 mod status;
 
 use std::io::{BufRead, BufReader, Write};
@@ -76,8 +77,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
-        #[arg(long, value_enum, default_value_t = status::ColorChoice::Auto)]
-        color: status::ColorChoice,
+        #[arg(long, value_enum, default_value_t = paint::ColorChoice::Auto)]
+        color: paint::ColorChoice,
     },
     /// Registered phones (endpoint and address) as Asterisk reports them over AMI.
     Contacts {
@@ -110,6 +111,8 @@ pub enum Command {
         /// Your address, to check you are not locked out [default: from SSH_CONNECTION].
         #[arg(long)]
         address: Option<std::net::IpAddr>,
+        #[arg(long, value_enum, default_value_t = paint::ColorChoice::Auto)]
+        color: paint::ColorChoice,
     },
 }
 
@@ -249,7 +252,7 @@ impl Cli {
                 let config = daemon_config.expect("read above");
                 return knock::run(action, &config, out);
             }
-            Command::Doctor { json, address } => {
+            Command::Doctor { json, address, color } => {
                 let opts = crate::doctor::Options {
                     config: self.config.clone().unwrap_or_else(crate::doctor::default_config),
                     socket: self.socket.clone(),
@@ -259,7 +262,7 @@ impl Cli {
                             .and_then(|s| crate::doctor::ssh_client(&s))
                     }),
                 };
-                return doctor::run(&opts, json, out);
+                return doctor::run(&opts, json, paint::Paint(color.resolve()), out);
             }
             _ => {}
         }
@@ -420,7 +423,7 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
                 table(out, ["CHANNEL", "REMOTE ADDRESS", "UP FOR"], &rows)?;
             }
         }
-        Reply::Status(s) => status::headline(out, s, None, status::Paint(false))?,
+        Reply::Status(s) => status::headline(out, s, None, paint::Paint(false))?,
         Reply::AccountCreated { account, passcode } => {
             writeln!(
                 out,

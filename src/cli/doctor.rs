@@ -1,13 +1,14 @@
 //! `passknock doctor`'s report: one line per check, a fix under each that needs one; colour on a
 //! terminal; `--json` for scripts.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use crate::doctor::{examine, healthy, Check, Options, Verdict};
 
+use super::paint::{Paint, Tone};
 use super::CliError;
 
-pub fn run(opts: &Options, json: bool, out: &mut impl Write) -> Result<(), CliError> {
+pub fn run(opts: &Options, json: bool, paint: Paint, out: &mut impl Write) -> Result<(), CliError> {
     let checks = examine(opts);
     if json {
         writeln!(
@@ -21,8 +22,7 @@ pub fn run(opts: &Options, json: bool, out: &mut impl Write) -> Result<(), CliEr
             .unwrap_or_default()
         )?;
     } else {
-        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        report(out, &checks, colour)?;
+        report(out, &checks, paint)?;
     }
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
     if failed > 0 {
@@ -33,30 +33,21 @@ pub fn run(opts: &Options, json: bool, out: &mut impl Write) -> Result<(), CliEr
     Ok(())
 }
 
-fn paint(colour: bool, v: Verdict) -> String {
+fn verdict(p: Paint, v: Verdict) -> String {
     let word = format!("{:<4}", v.word());
-    if !colour {
-        return word;
-    }
-    let code = match v {
-        Verdict::Ok => "32",
-        Verdict::Warn => "33",
-        Verdict::Fail => "1;31",
-        Verdict::Skip => "2",
+    let tone = match v {
+        Verdict::Ok => Tone::Good,
+        Verdict::Warn => Tone::Warn,
+        Verdict::Fail => Tone::Bad,
+        Verdict::Skip => Tone::Dim,
     };
-    format!("\x1b[{code}m{word}\x1b[0m")
+    p.tone(tone, &word)
 }
 
-pub fn report(out: &mut impl Write, checks: &[Check], colour: bool) -> std::io::Result<()> {
+pub fn report(out: &mut impl Write, checks: &[Check], p: Paint) -> std::io::Result<()> {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for c in checks {
-        writeln!(
-            out,
-            "{}  {:<width$}  {}",
-            paint(colour, c.verdict),
-            c.name,
-            c.detail
-        )?;
+        writeln!(out, "{}  {:<width$}  {}", verdict(p, c.verdict), c.name, c.detail)?;
         if let Some(fix) = &c.fix {
             writeln!(out, "{:4}  {:<width$}  fix: {fix}", "", "")?;
         }
@@ -97,7 +88,7 @@ mod tests {
     #[test]
     fn the_report_has_a_fix_under_each_failure_and_colour_only_when_asked() {
         let mut plain = Vec::new();
-        report(&mut plain, &sample(), false).unwrap();
+        report(&mut plain, &sample(), Paint(false)).unwrap();
         let plain = String::from_utf8(plain).unwrap();
         assert_eq!(
             plain,
@@ -110,8 +101,8 @@ mod tests {
             .join("\n")
         );
         let mut coloured = Vec::new();
-        report(&mut coloured, &sample(), true).unwrap();
+        report(&mut coloured, &sample(), Paint(true)).unwrap();
         let coloured = String::from_utf8(coloured).unwrap();
-        assert!(coloured.contains("\x1b[1;31mFAIL\x1b[0m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[31mFAIL\x1b[0m"), "{coloured:?}");
     }
 }

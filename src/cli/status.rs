@@ -2,12 +2,12 @@
 //! first few live grants, bans and contacts — in colour on a terminal, plain when piped, or one
 //! JSON object for scripts.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+use super::paint::{Paint, Tone};
 use super::{call, grant_row, left, table_lines, CliError};
 use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request, Status};
 use crate::store::{Ban, Grant};
@@ -17,28 +17,6 @@ use crate::store::{Ban, Grant};
 const GRANT_ROWS: usize = 4;
 const BAN_ROWS: usize = 3;
 const CONTACT_ROWS: usize = 3;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    /// On a terminal, unless NO_COLOR is set.
-    #[default]
-    Auto,
-    Always,
-    Never,
-}
-
-impl ColorChoice {
-    /// Whether to colour what goes to stdout. An explicit `always` or `never` beats NO_COLOR.
-    pub fn resolve(self) -> bool {
-        match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
-            }
-        }
-    }
-}
 
 /// Everything the screen shows, as fetched; also the `--json` object. The status fields sit at
 /// the top level, as `status --json` has always had them.
@@ -101,33 +79,6 @@ pub fn show(socket: &Path, json: bool, color: bool, out: &mut impl Write) -> Res
     }
     render(out, &screen, Paint(color))?;
     Ok(())
-}
-
-/// ANSI colour, or nothing.
-#[derive(Clone, Copy)]
-pub struct Paint(pub bool);
-
-#[derive(Clone, Copy)]
-enum Tone {
-    Good,
-    Warn,
-    Bad,
-    Heading,
-}
-
-impl Paint {
-    fn tone(self, tone: Tone, s: &str) -> String {
-        if !self.0 {
-            return s.to_string();
-        }
-        let code = match tone {
-            Tone::Good => "32",
-            Tone::Warn => "33",
-            Tone::Bad => "31",
-            Tone::Heading => "1",
-        };
-        format!("\x1b[{code}m{s}\x1b[0m")
-    }
 }
 
 /// The table's state, the last nft error, and, when known, AMI's.
