@@ -334,7 +334,7 @@ impl Cli {
 }
 
 /// Time from `now` to `end`, to the nearest second.
-fn left(now: UnixMs, end: UnixMs) -> String {
+pub(crate) fn left(now: UnixMs, end: UnixMs) -> String {
     human(Duration::from_secs(((end - now).max(0) as u64 + 500) / 1000))
 }
 

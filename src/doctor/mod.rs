@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::call;
+use crate::cli::{call, left};
 use crate::config::{Config, PortRange, Proto};
 use crate::control::{Reply, Request};
 use crate::defaults;
-use crate::duration::human;
 
 use asterisk::{manager_classes, Asterisk, Listening};
 
@@ -712,10 +711,6 @@ fn address(config: &Config, socket: &Path, ip: Option<IpAddr>) -> Check {
             trust_fix,
         ),
     }
-}
-
-fn left(now: i64, end: i64) -> String {
-    human(Duration::from_secs(((end - now).max(0) as u64 + 500) / 1000))
 }
 
 /// Whether the admin should worry: any failure.
