@@ -16,6 +16,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 # The standard `knock` client (tests/knock.rs) and knockd (benches/knock_flood.rs).
 command -v knock >/dev/null || need+=(knockd)
+# `script`, for the status screen on a real terminal (tests/status.rs).
+command -v script >/dev/null || need+=(bsdutils)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q
