@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{utc, UnixMs};
 use crate::config::Config;
-use crate::control::{AmiStatus, Applied, Reply, Request};
+use crate::control::{AmiStatus, Applied, NewAccount, Reply, Request};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::store::{Ban, Grant};
@@ -133,6 +133,16 @@ pub enum AccountCommand {
         /// Where the granted address comes from, in order: source, registered, keyed.
         #[arg(long, value_delimiter = ',')]
         address_modes: Vec<String>,
+        /// Numbers the owner calls from: still let through (passcode still required) while
+        /// passcode entry is suspended for everyone else after a flood of wrong passcodes.
+        #[arg(long, value_delimiter = ',')]
+        callers: Vec<String>,
+    },
+    /// Set the numbers an account's owner calls from (none given: clear them).
+    Callers {
+        name: String,
+        #[arg(value_delimiter = ',')]
+        numbers: Vec<String>,
     },
     /// List accounts (never passcodes: they are not stored).
     List {
@@ -300,13 +310,22 @@ impl Cli {
                     ttl,
                     endpoint,
                     address_modes,
+                    callers,
                 } => (
-                    Request::AccountAdd {
+                    Request::AccountAdd(NewAccount {
                         name,
                         services,
                         ttl,
                         endpoint,
                         address_modes,
+                        callers,
+                    }),
+                    false,
+                ),
+                AccountCommand::Callers { name, numbers } => (
+                    Request::AccountCallers {
+                        name,
+                        callers: numbers,
                     },
                     false,
                 ),
@@ -448,7 +467,7 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
             if accounts.is_empty() {
                 writeln!(out, "no accounts")?;
             } else {
-                let rows: Vec<[String; 6]> = accounts
+                let rows: Vec<[String; 7]> = accounts
                     .iter()
                     .map(|a| {
                         [
@@ -457,6 +476,11 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
                             human(Duration::from_secs(a.ttl_secs)),
                             a.endpoint.clone().unwrap_or_else(|| "-".into()),
                             a.address_modes.join(","),
+                            if a.callers.is_empty() {
+                                "-".into()
+                            } else {
+                                a.callers.join(",")
+                            },
                             if a.disabled {
                                 "disabled".into()
                             } else {
@@ -467,7 +491,15 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
                     .collect();
                 table(
                     out,
-                    ["ACCOUNT", "SERVICES", "TTL", "ENDPOINT", "ADDRESS FROM", "STATE"],
+                    [
+                        "ACCOUNT",
+                        "SERVICES",
+                        "TTL",
+                        "ENDPOINT",
+                        "ADDRESS FROM",
+                        "CALLERS",
+                        "STATE",
+                    ],
                     &rows,
                 )?;
             }

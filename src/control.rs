@@ -18,6 +18,21 @@ use crate::duration::Ttl;
 use crate::secret::ShownOnce;
 use crate::store::{Account, Ban, Grant, UnixMs};
 
+/// What `account add` asks for; the daemon fills in the defaults and draws the passcode.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAccount {
+    pub name: String,
+    #[serde(default)]
+    pub services: Vec<String>,
+    pub ttl: Option<Ttl>,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub address_modes: Vec<String>,
+    /// Numbers the owner calls from, let through while passcode entry is suspended.
+    #[serde(default)]
+    pub callers: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
@@ -66,16 +81,14 @@ pub enum Request {
     /// Re-read the config file (as SIGHUP does). A bad config is refused and the running one kept.
     Reload,
     /// A DISA account with a new passcode, shown once in the reply.
-    AccountAdd {
+    AccountAdd(NewAccount),
+    AccountList,
+    /// Replaces an account's owner numbers (none: the account has no escape hatch).
+    AccountCallers {
         name: String,
         #[serde(default)]
-        services: Vec<String>,
-        ttl: Option<Ttl>,
-        endpoint: Option<String>,
-        #[serde(default)]
-        address_modes: Vec<String>,
+        callers: Vec<String>,
     },
-    AccountList,
     AccountResetPasscode {
         name: String,
     },

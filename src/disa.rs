@@ -1,6 +1,6 @@
 //! The DISA call's policy: passcodes checked against account tags under the server key, brute-force
-//! limits, which addresses may be granted, and the grant itself through the engine. The call
-//! flow (what the caller hears) is `agi::disa`.
+//! limits kept in the store, which addresses may be granted, and the grant itself through the
+//! engine. The call flow (what the caller hears) is `agi::disa`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -15,15 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::addr::{self, Net};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, UnixMs};
 use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::control::{Reply, Request};
 use crate::daemon::EngineHandle;
+use crate::defaults;
 use crate::duration::Ttl;
-use crate::limiter::{Limiter, Policy};
+use crate::limiter::{normalize_number, Caller, Gate, Key, Limiter, Policy, Record};
 use crate::secret::{tags_equal, DisaKey};
-use crate::store::{Source, Store, StoreError};
+use crate::store::{LimitLog, Source, Store, StoreError};
 
 /// Private ranges, granted only when `disa.allow-private` says so.
 const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
@@ -35,6 +36,10 @@ pub struct DisaBackend {
     /// A read connection of its own; the engine stays the only writer.
     store: Mutex<Store>,
     limiter: Mutex<Limiter>,
+    /// Where the limiter's state is kept, so a restart keeps every lockout.
+    limits_log: Mutex<LimitLog>,
+    /// Length of new passcodes: an entry of this length counts as a guess.
+    passcode_digits: usize,
     trusted: Vec<Net>,
     allow_private: bool,
     ban_ttl: Ttl,
@@ -48,18 +53,26 @@ impl DisaBackend {
         key: Arc<DisaKey>,
     ) -> Result<DisaBackend, StoreError> {
         let d = &config.disa;
+        let policy = policy(config);
+        // Lockouts and the suspension carry on across a restart.
+        let now = now_ms();
+        let limits_log = LimitLog::open(&config.daemon.store)?;
+        let keep = policy.window.max(Duration::from_secs(3600)).as_millis() as i64;
+        let kept = limits_log.load(now, now - keep)?;
+        if !kept.is_empty() {
+            info!(
+                "DISA: {} lockout and failure records kept from before",
+                kept.len()
+            );
+        }
         Ok(DisaBackend {
             engine,
             contacts,
             key,
             store: Mutex::new(Store::open(&config.daemon.store)?),
-            limiter: Mutex::new(Limiter::new(Policy {
-                failures: d.lockout_failures,
-                window: d.lockout_window.0,
-                lockout: d.lockout.0,
-                global_per_hour: d.global_failures_per_hour,
-                suspend: d.suspend.0,
-            })),
+            limiter: Mutex::new(Limiter::restore(policy, kept, now)),
+            limits_log: Mutex::new(limits_log),
+            passcode_digits: d.passcode_digits,
             trusted: config.firewall.trusted.clone(),
             allow_private: d.allow_private,
             ban_ttl: d.ban_ttl,
@@ -80,98 +93,162 @@ impl DisaBackend {
     }
 }
 
+impl DisaBackend {
+    /// The SIP source as the limits see it: a trusted one (a trunk, carrying every PSTN caller)
+    /// is no one's address, so it is never locked out.
+    fn untrusted_source(&self, call: &Call) -> Option<IpAddr> {
+        call.source
+            .map(addr::normalize)
+            .filter(|ip| !self.trusted.iter().any(|n| n.contains(*ip)))
+    }
+
+    /// Whether `entry` could be a passcode at all: digits of a length some account's passcode has.
+    /// Anything else (silence, a fax, a misdial) uses up a try but costs no one a lockout.
+    fn could_be_passcode(&self, entry: &str) -> bool {
+        if entry.is_empty() || !entry.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let lengths = {
+            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            store.passcode_lengths().unwrap_or_else(|e| {
+                warn!("DISA: cannot read passcode lengths: {e}");
+                vec![None]
+            })
+        };
+        let n = entry.len();
+        n == self.passcode_digits
+            || lengths.iter().any(|l| match l {
+                Some(l) => *l == n,
+                None => (defaults::PASSCODE_DIGITS_MIN..=32).contains(&n),
+            })
+    }
+
+    fn is_owner_number(&self, number: &str) -> bool {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.is_owner_number(number).unwrap_or_else(|e| {
+            warn!("DISA: cannot read accounts: {e}");
+            false
+        })
+    }
+
+    /// Writes what a guess or a success changed, before the caller hears the verdict.
+    fn persist(&self, limiter: &Limiter, caller: &Caller<'_>, now: UnixMs) {
+        let records: Vec<(Key, Record)> = Limiter::keys(caller)
+            .into_iter()
+            .map(|k| {
+                let r = limiter.record(&k);
+                (k, r)
+            })
+            .collect();
+        let mut log = self.limits_log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = log.save(&records, now) {
+            warn!("DISA: cannot keep lockout state in the store: {e}");
+        }
+    }
+}
+
 impl Backend for DisaBackend {
     async fn verify(&self, call: &Call, passcode: Passcode) -> Verdict {
         let now = now_ms();
-        let allowed =
-            self.limiter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .allows(&call.number, call.source, now);
+        // Caller ids that are not numbers (anonymous, withheld) share one key.
+        let number = normalize_number(&call.number).ok().flatten().unwrap_or_default();
+        let caller = Caller {
+            number: &number,
+            address: self.untrusted_source(call),
+            owner: self.is_owner_number(&number),
+        };
+        let gate = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gate(&caller, now);
+        let shaped = self.could_be_passcode(passcode.expose());
         // The same work whatever happens next: the tag is made and looked up even when the
         // caller is locked out, so the answer's timing says nothing.
         let tag = self.key.tag(passcode.expose());
         drop(passcode);
         let found = self.lookup(&tag);
-        match found {
-            Some(a) if allowed && !a.disabled => {
-                self.limiter
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .success(&call.number, call.source);
-                info!(
-                    target: "passknock::audit",
-                    "passcode accepted account={:?} channel={:?} number={:?} source={}",
-                    a.name,
-                    call.channel,
-                    call.number,
-                    call.source.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
-                );
-                Verdict::Accepted(CallAccount {
-                    name: a.name,
-                    endpoint: a.endpoint,
-                    modes: a
-                        .address_modes
-                        .iter()
-                        .filter_map(|m| AddressMode::parse(m))
-                        .collect(),
-                })
+        let accepted = match (&found, gate) {
+            (Some(a), Gate::Open) => !a.disabled,
+            // While entry is suspended, an owner's number opens only the account that lists it.
+            (Some(a), Gate::OwnerOnly) => !a.disabled && a.callers.contains(&number),
+            _ => false,
+        };
+        let source = call.source.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        if let (true, Some(a)) = (accepted, found.clone()) {
+            {
+                let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+                limiter.success(&caller);
+                self.persist(&limiter, &caller, now);
             }
-            _ => {
-                crate::metrics::METRICS.failed_passcode();
-                let why = if !allowed {
-                    "locked out or suspended"
-                } else if found.is_some() {
-                    "account disabled"
-                } else {
-                    "wrong passcode"
-                };
-                let failure = if allowed {
-                    Some(self.limiter.lock().unwrap_or_else(|e| e.into_inner()).failure(
-                        &call.number,
-                        call.source,
-                        now,
-                    ))
-                } else {
-                    None
-                };
-                info!(
-                    target: "passknock::audit",
-                    "passcode refused ({why}) channel={:?} number={:?} source={}",
-                    call.channel,
-                    call.number,
-                    call.source.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
-                );
-                if let Some(f) = failure {
-                    if f.number_locked {
-                        info!(target: "passknock::audit", "lockout number={:?} (DISA passcode failures)", call.number);
-                    }
-                    if f.suspended {
-                        warn!(target: "passknock::audit", "passcode entry suspended: too many failures this hour");
-                    }
-                    if let (true, Some(ip)) = (f.address_locked, call.source) {
-                        info!(target: "passknock::audit", "lockout address={ip} (DISA passcode failures)");
-                        // The SIP source of a call guessing passcodes goes to the ban set too.
-                        let reply = self
-                            .engine
-                            .submit(
-                                Request::Ban {
-                                    address: ip.to_string(),
-                                    ttl: Some(self.ban_ttl),
-                                    reason: "DISA: repeated wrong passcodes".into(),
-                                },
-                                "disa",
-                                Source::Disa,
-                            )
-                            .await;
-                        if let Reply::Error { message } = reply {
-                            info!("DISA: not banning {ip}: {message}");
-                        }
-                    }
+            info!(
+                target: "passknock::audit",
+                "passcode accepted account={:?} channel={:?} number={:?} source={source}{}",
+                a.name,
+                call.channel,
+                call.number,
+                if gate == Gate::OwnerOnly { " (owner's number during a suspension)" } else { "" }
+            );
+            return Verdict::Accepted(CallAccount {
+                name: a.name,
+                endpoint: a.endpoint,
+                modes: a
+                    .address_modes
+                    .iter()
+                    .filter_map(|m| AddressMode::parse(m))
+                    .collect(),
+            });
+        }
+        crate::metrics::METRICS.failed_passcode();
+        let why = match gate {
+            Gate::LockedOut => "locked out",
+            Gate::Suspended => "suspended",
+            _ if !shaped => "not a passcode",
+            _ if found.as_ref().is_some_and(|a| a.disabled) => "account disabled",
+            Gate::OwnerOnly if found.is_some() => "suspended; not this number's account",
+            _ => "wrong passcode",
+        };
+        // Only a guess counts: an entry that could be a passcode, checked by an open gate.
+        let failure = (gate.checks() && shaped).then(|| {
+            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let f = limiter.failure(&caller, now);
+            self.persist(&limiter, &caller, now);
+            f
+        });
+        info!(
+            target: "passknock::audit",
+            "passcode refused ({why}) channel={:?} number={:?} source={source}",
+            call.channel,
+            call.number,
+        );
+        if let Some(f) = failure {
+            if f.number_locked {
+                info!(target: "passknock::audit", "lockout number={:?} (DISA passcode failures)", call.number);
+            }
+            if f.suspended {
+                warn!(target: "passknock::audit", "passcode entry suspended: too many failures this hour");
+            }
+            if let (true, Some(ip)) = (f.address_locked, caller.address) {
+                info!(target: "passknock::audit", "lockout address={ip} (DISA passcode failures)");
+                // The SIP source of a call guessing passcodes goes to the ban set too.
+                let reply = self
+                    .engine
+                    .submit(
+                        Request::Ban {
+                            address: ip.to_string(),
+                            ttl: Some(self.ban_ttl),
+                            reason: "DISA: repeated wrong passcodes".into(),
+                        },
+                        "disa",
+                        Source::Disa,
+                    )
+                    .await;
+                if let Reply::Error { message } = reply {
+                    info!("DISA: not banning {ip}: {message}");
                 }
-                Verdict::Rejected
             }
         }
+        Verdict::Rejected
     }
 
     async fn registered(&self, endpoint: &str) -> Vec<IpAddr> {
@@ -222,6 +299,18 @@ impl Backend for DisaBackend {
             Reply::Error { message } => Err(message),
             other => Err(format!("unexpected reply {other:?}")),
         }
+    }
+}
+
+/// The guessing limits from config.
+pub fn policy(config: &Config) -> Policy {
+    let d = &config.disa;
+    Policy {
+        failures: d.lockout_failures,
+        window: d.lockout_window.0,
+        lockout: d.lockout.0,
+        global_per_hour: d.global_failures_per_hour,
+        suspend: d.suspend.0,
     }
 }
 

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::addr::{self, Family};
 use crate::clock::{now_ms, utc, UnixMs};
 use crate::config::Config;
-use crate::control::{Applied, Reply, Request, Status};
+use crate::control::{Applied, NewAccount, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::knock::{KnockApplied, KnockSlot};
@@ -157,15 +157,16 @@ impl Engine {
         Ok(k)
     }
 
-    fn account_add(
-        &mut self,
-        name: &str,
-        services: &[String],
-        ttl: Option<Ttl>,
-        endpoint: Option<&str>,
-        modes: &[String],
-        who: &str,
-    ) -> Reply {
+    fn account_add(&mut self, new: &NewAccount, who: &str) -> Reply {
+        let NewAccount {
+            name,
+            services,
+            ttl,
+            endpoint,
+            address_modes: modes,
+            callers,
+        } = new;
+        let endpoint = endpoint.as_deref();
         let name = name.trim();
         if name.is_empty()
             || name.len() > 64
@@ -211,6 +212,10 @@ impl Engine {
                 ));
             }
         }
+        let callers = match caller_numbers(callers) {
+            Ok(c) => c,
+            Err(e) => return Reply::error(e),
+        };
         match self.store.account(name) {
             Ok(Some(_)) => {
                 return Reply::error(format!(
@@ -234,6 +239,7 @@ impl Engine {
             disabled: false,
             created: now,
             passcode_set: now,
+            callers,
         };
         // A tag collision (two equal passcodes) is a one-in-10^12 event: draw again.
         for _ in 0..3 {
@@ -241,18 +247,20 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) => return Reply::error(e.to_string()),
             };
+            let digits = self.config.disa.passcode_digits;
             if self
                 .store
-                .add_account(&account, &key.tag(passcode.expose()))
+                .add_account(&account, &key.tag(passcode.expose()), digits)
                 .is_ok()
             {
                 info!(
                     target: "passknock::audit",
-                    "account added name={name:?} services={} ttl={} endpoint={:?} modes={} who={who:?}",
+                    "account added name={name:?} services={} ttl={} endpoint={:?} modes={} callers={} who={who:?}",
                     account.services.join(","),
                     ttl,
                     account.endpoint,
-                    account.address_modes.join(",")
+                    account.address_modes.join(","),
+                    account.callers.join(",")
                 );
                 return Reply::AccountCreated { account, passcode };
             }
@@ -275,15 +283,42 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) => return Reply::error(e.to_string()),
             };
-            if let Ok(true) = self
-                .store
-                .set_passcode(name, &key.tag(passcode.expose()), now_ms())
-            {
+            if let Ok(true) = self.store.set_passcode(
+                name,
+                &key.tag(passcode.expose()),
+                self.config.disa.passcode_digits,
+                now_ms(),
+            ) {
                 info!(target: "passknock::audit", "account passcode reset name={name:?} who={who:?}");
                 return Reply::AccountCreated { account, passcode };
             }
         }
         Reply::error("could not store the new passcode")
+    }
+
+    fn account_callers(&mut self, name: &str, callers: &[String], who: &str) -> Reply {
+        let callers = match caller_numbers(callers) {
+            Ok(c) => c,
+            Err(e) => return Reply::error(e),
+        };
+        match self.store.set_callers(name, &callers) {
+            Ok(true) => {
+                info!(
+                    target: "passknock::audit",
+                    "account callers set name={name:?} callers={} who={who:?}",
+                    callers.join(",")
+                );
+                Reply::Done {
+                    message: if callers.is_empty() {
+                        format!("account {name} has no owner numbers")
+                    } else {
+                        format!("account {name}: owner numbers {}", callers.join(", "))
+                    },
+                }
+            }
+            Ok(false) => Reply::error(format!("no account named {name}")),
+            Err(e) => Reply::error(e.to_string()),
+        }
     }
 
     fn account_disable(&mut self, name: &str, disabled: bool, who: &str) -> Reply {
@@ -372,13 +407,8 @@ impl Engine {
                     Reply::error("contacts and calls are answered by the daemon, not the engine")
                 }
                 Request::Reload => self.reload(&job.who),
-                Request::AccountAdd {
-                    name,
-                    services,
-                    ttl,
-                    endpoint,
-                    address_modes,
-                } => self.account_add(name, services, *ttl, endpoint.as_deref(), address_modes, &job.who),
+                Request::AccountAdd(new) => self.account_add(new, &job.who),
+                Request::AccountCallers { name, callers } => self.account_callers(name, callers, &job.who),
                 Request::AccountList => match self.store.accounts() {
                     Ok(accounts) => Reply::Accounts { accounts },
                     Err(e) => Reply::error(e.to_string()),
@@ -870,6 +900,21 @@ fn ban_key(ip: IpAddr) -> ElemKey {
         set: ban_set(Family::of(&ip)),
         addr: ip,
     }
+}
+
+/// Owner numbers as the limits key them; an entry that is not a number is refused.
+fn caller_numbers(raw: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in raw.iter().filter(|r| !r.trim().is_empty()) {
+        match crate::limiter::normalize_number(r)? {
+            Some(n) if !out.contains(&n) => out.push(n),
+            _ => {}
+        }
+    }
+    if out.len() > 16 {
+        return Err("an account lists at most 16 owner numbers".into());
+    }
+    Ok(out)
 }
 
 fn check_ttl(ttl: Ttl, max: Ttl, key: &str) -> Result<(), String> {

@@ -1,7 +1,8 @@
-//! Brute-force limits on passcode entry, with time passed in: a lockout per calling number and
-//! per source address after repeated failures, and a global cap on failures per hour that
-//! suspends passcode entry for everyone for a while. Guessing a 12-digit passcode must be hopeless
-//! even from many numbers at once.
+//! Brute-force limits on passcode entry, with time passed in: a lockout per calling number and per
+//! untrusted source address after repeated guesses, and a global cap on guesses per hour that
+//! suspends passcode entry — except for an account owner's own numbers, so a flood from rotating
+//! caller ids cannot keep the owner out. The state is a plain value the daemon keeps in the store
+//! ([`Record`]), so a restart forgets nothing; [`odds`] states what the limits allow a guesser.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -10,14 +11,16 @@ use std::time::Duration;
 
 use crate::clock::UnixMs;
 
+const HOUR_MS: i64 = 3_600_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Failures from one number (or one address) within `window` that lock it out.
+    /// Guesses from one number (or one address) within `window` that lock it out.
     pub failures: u32,
     pub window: Duration,
     /// How long a lockout lasts.
     pub lockout: Duration,
-    /// Failures from everyone within an hour that suspend passcode entry.
+    /// Guesses from everyone within an hour that suspend passcode entry.
     pub global_per_hour: u32,
     /// How long a suspension lasts.
     pub suspend: Duration,
@@ -39,11 +42,114 @@ impl Default for Policy {
 /// numbers costs bounded memory (and the global cap still holds them back).
 const MAX_TRACKED: usize = 50_000;
 
+/// Who is calling, as the limits see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    /// The calling number as Asterisk has it (forgeable: one key among several).
+    pub number: &'a str,
+    /// The SIP source, only when it is *not* trusted: a trunk carries every PSTN caller, so
+    /// locking its address out would lock everyone out.
+    pub address: Option<IpAddr>,
+    /// The number is one an account lists as its owner's: still let through while entry is
+    /// suspended for everyone else (its own lockout still holds).
+    pub owner: bool,
+}
+
+/// A calling number as the limits key it: digits only, so `+1 (555) 010-0100` and
+/// `15550100100` are one number. `None` for a number with no digits (anonymous, withheld), which
+/// all such callers then share; junk that is not a phone number is refused.
+pub fn normalize_number(raw: &str) -> Result<Option<String>, String> {
+    let raw = raw.trim();
+    if raw.chars().any(|c| !(c.is_ascii_digit() || " +-().".contains(c))) {
+        return Err(format!(
+            "`{raw}` is not a phone number (digits, with + - ( ) . and spaces)"
+        ));
+    }
+    let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+    match digits.len() {
+        0 => Ok(None),
+        1..=32 => Ok(Some(digits)),
+        _ => Err(format!("`{raw}` is longer than a phone number")),
+    }
+}
+
+/// What the gate says before a passcode is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Check the passcode.
+    Open,
+    /// Entry is suspended for everyone, but this is an owner's number: check the passcode, and
+    /// accept it only for an account that lists this number.
+    OwnerOnly,
+    /// The number or the address is locked out.
+    LockedOut,
+    /// Entry is suspended for everyone.
+    Suspended,
+}
+
+impl Gate {
+    pub fn checks(self) -> bool {
+        matches!(self, Gate::Open | Gate::OwnerOnly)
+    }
+}
+
+/// One key of the limits' state, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Number(String),
+    Address(IpAddr),
+    /// Everyone's guesses in the last hour, and the suspension.
+    Global,
+}
+
+impl Key {
+    /// (kind, key) for the store.
+    pub fn parts(&self) -> (&'static str, String) {
+        match self {
+            Key::Number(n) => ("number", n.clone()),
+            Key::Address(a) => ("address", a.to_string()),
+            Key::Global => ("global", String::new()),
+        }
+    }
+
+    pub fn from_parts(kind: &str, key: &str) -> Option<Key> {
+        match kind {
+            "number" => Some(Key::Number(key.to_string())),
+            "address" => key.parse().ok().map(Key::Address),
+            "global" => Some(Key::Global),
+            _ => None,
+        }
+    }
+}
+
+/// One key's state: its recent guesses and how long it is locked (or, for [`Key::Global`],
+/// suspended). An empty record means the key can be forgotten.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub failures: Vec<UnixMs>,
+    pub locked_until: UnixMs,
+}
+
+impl Record {
+    pub fn is_empty(&self, now: UnixMs) -> bool {
+        self.failures.is_empty() && self.locked_until <= now
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     failures: VecDeque<UnixMs>,
     locked_until: UnixMs,
     last: UnixMs,
+}
+
+impl Entry {
+    fn record(&self) -> Record {
+        Record {
+            failures: self.failures.iter().copied().collect(),
+            locked_until: self.locked_until,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -60,7 +166,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
         self.map.get(k).is_some_and(|e| e.locked_until > now)
     }
 
-    /// Records a failure; true when this one locks the key out.
+    /// Records a guess; true when this one locks the key out.
     fn fail(&mut self, k: &K, p: &Policy, now: UnixMs) -> bool {
         if self.map.len() >= MAX_TRACKED && !self.map.contains_key(k) {
             self.evict(now);
@@ -80,6 +186,22 @@ impl<K: Eq + Hash + Clone> Table<K> {
         false
     }
 
+    fn record(&self, k: &K) -> Record {
+        self.map.get(k).map(Entry::record).unwrap_or_default()
+    }
+
+    fn restore(&mut self, k: K, r: Record, now: UnixMs) {
+        let last = r.failures.iter().copied().max().unwrap_or(now);
+        self.map.insert(
+            k,
+            Entry {
+                failures: r.failures.into(),
+                locked_until: r.locked_until,
+                last,
+            },
+        );
+    }
+
     fn clear(&mut self, k: &K) {
         self.map.remove(k);
     }
@@ -96,7 +218,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
     }
 }
 
-/// What a failure led to, for the audit log and for bans.
+/// What a guess led to, for the audit log and for bans.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Failure {
     pub number_locked: bool,
@@ -123,20 +245,66 @@ impl Limiter {
         }
     }
 
-    /// Whether this caller may try a passcode now. A locked-out caller is still prompted and
+    /// A limiter that carries on from `records` (as the store kept them).
+    pub fn restore(policy: Policy, records: impl IntoIterator<Item = (Key, Record)>, now: UnixMs) -> Limiter {
+        let mut l = Limiter::new(policy);
+        for (k, r) in records {
+            match k {
+                Key::Number(n) => l.numbers.restore(n, r, now),
+                Key::Address(a) => l.addrs.restore(a, r, now),
+                Key::Global => {
+                    let mut f = r.failures;
+                    f.sort_unstable();
+                    l.global = f.into();
+                    l.suspended_until = r.locked_until;
+                }
+            }
+        }
+        l
+    }
+
+    /// The state of `key`, to be written to the store after it changed.
+    pub fn record(&self, key: &Key) -> Record {
+        match key {
+            Key::Number(n) => self.numbers.record(n),
+            Key::Address(a) => self.addrs.record(a),
+            Key::Global => Record {
+                failures: self.global.iter().copied().collect(),
+                locked_until: self.suspended_until,
+            },
+        }
+    }
+
+    /// The keys a guess or a success by `caller` touches.
+    pub fn keys(caller: &Caller<'_>) -> Vec<Key> {
+        let mut keys = vec![Key::Number(caller.number.to_string()), Key::Global];
+        keys.extend(caller.address.map(Key::Address));
+        keys
+    }
+
+    /// Whether this caller's passcode is checked now. A refused caller is still prompted and
     /// hears "incorrect": only this gate knows.
-    pub fn allows(&self, number: &str, addr: Option<IpAddr>, now: UnixMs) -> bool {
-        self.suspended_until <= now
-            && (self.recent_global(now) as u32) < self.policy.global_per_hour
-            && !self.numbers.locked(&number.to_string(), now)
-            && !addr.is_some_and(|a| self.addrs.locked(&a, now))
+    pub fn gate(&self, caller: &Caller<'_>, now: UnixMs) -> Gate {
+        if self.numbers.locked(&caller.number.to_string(), now)
+            || caller.address.is_some_and(|a| self.addrs.locked(&a, now))
+        {
+            return Gate::LockedOut;
+        }
+        if self.suspended(now) || self.recent_global(now) as u32 >= self.policy.global_per_hour {
+            return if caller.owner {
+                Gate::OwnerOnly
+            } else {
+                Gate::Suspended
+            };
+        }
+        Gate::Open
     }
 
     fn recent_global(&self, now: UnixMs) -> usize {
         self.global
             .iter()
             .rev()
-            .take_while(|t| **t > now - 3_600_000)
+            .take_while(|t| **t > now - HOUR_MS)
             .count()
     }
 
@@ -144,21 +312,25 @@ impl Limiter {
         self.suspended_until > now
     }
 
-    /// Records a wrong passcode.
-    pub fn failure(&mut self, number: &str, addr: Option<IpAddr>, now: UnixMs) -> Failure {
+    /// Records a wrong passcode: an entry that could have been one (the caller decides that).
+    pub fn failure(&mut self, caller: &Caller<'_>, now: UnixMs) -> Failure {
         let mut out = Failure {
-            number_locked: self.numbers.fail(&number.to_string(), &self.policy, now),
+            number_locked: self.numbers.fail(&caller.number.to_string(), &self.policy, now),
             ..Failure::default()
         };
-        if let Some(a) = addr {
+        if let Some(a) = caller.address {
             out.address_locked = self.addrs.fail(&a, &self.policy, now);
         }
-        while self.global.front().is_some_and(|t| *t <= now - 3_600_000) {
+        while self.global.front().is_some_and(|t| *t <= now - HOUR_MS) {
             self.global.pop_front();
         }
-        self.global.push_back(now);
+        // Bounded: past the cap only owners' numbers get through, and each of those locks out
+        // after a handful.
+        if self.global.len() < 4 * self.policy.global_per_hour.max(1) as usize {
+            self.global.push_back(now);
+        }
         if self.global.len() as u32 >= self.policy.global_per_hour && self.suspended_until <= now {
-            // The hour's failures stay counted: the cap holds over any rolling hour, and the
+            // The hour's guesses stay counted: the cap holds over any rolling hour, and the
             // suspension adds a pause on top.
             self.suspended_until = now + self.policy.suspend.as_millis() as i64;
             out.suspended = true;
@@ -167,9 +339,9 @@ impl Limiter {
     }
 
     /// A right passcode clears that caller's count.
-    pub fn success(&mut self, number: &str, addr: Option<IpAddr>) {
-        self.numbers.clear(&number.to_string());
-        if let Some(a) = addr {
+    pub fn success(&mut self, caller: &Caller<'_>) {
+        self.numbers.clear(&caller.number.to_string());
+        if let Some(a) = caller.address {
             self.addrs.clear(&a);
         }
     }
@@ -179,35 +351,96 @@ impl Limiter {
     }
 }
 
+/// What the limits allow a guesser, at the highest rate they let through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Odds {
+    /// Passcode checks a year through the global cap, each against every account.
+    pub open_guesses: f64,
+    /// Passcode checks a year through owners' numbers while entry is suspended, each against
+    /// only the accounts that list that number.
+    pub owner_guesses: f64,
+    /// The chance that any guess succeeds within a year.
+    pub p_year: f64,
+}
+
+/// Hours in an average year.
+const YEAR_HOURS: f64 = 8766.0;
+
+/// The odds a guesser has in a year, with `accounts` accounts whose shortest passcode has
+/// `digits` digits, and `owner_pairs` (account, owner number) pairs.
+///
+/// Every guess that reaches a check counts towards the global cap, so at most
+/// `global_per_hour` checks an hour get through the open gate, each against all accounts.
+/// While suspended, only owners' numbers get through; one number yields at most `failures`
+/// guesses per `min(window, lockout)` before it is locked out (a guesser who keeps under the
+/// lockout gets at most `failures - 1` per window), each against only the accounts listing it.
+pub fn odds(p: &Policy, accounts: u64, owner_pairs: u64, digits: u32) -> Odds {
+    let space = 10f64.powi(digits as i32);
+    let open_guesses = p.global_per_hour as f64 * YEAR_HOURS;
+    let period_h = p.window.min(p.lockout).as_secs_f64().max(1.0) / 3600.0;
+    let per_number = p.failures as f64 / period_h * YEAR_HOURS;
+    let owner_guesses = per_number * owner_pairs as f64;
+    let expected = (open_guesses * accounts as f64 + owner_guesses) / space;
+    Odds {
+        open_guesses,
+        owner_guesses,
+        p_year: expected.min(1.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
 
+    fn caller(number: &str, address: Option<IpAddr>) -> Caller<'_> {
+        Caller {
+            number,
+            address,
+            owner: false,
+        }
+    }
+
     #[test]
     fn number_and_address_lock_out_after_repeated_failures() {
         let mut l = Limiter::new(Policy::default());
         let a: IpAddr = "203.0.113.9".parse().unwrap();
         for i in 0..4 {
-            assert!(l.allows("5551234", Some(a), i * MIN));
-            assert_eq!(l.failure("5551234", Some(a), i * MIN), Failure::default());
+            assert_eq!(l.gate(&caller("5551234", Some(a)), i * MIN), Gate::Open);
+            assert_eq!(
+                l.failure(&caller("5551234", Some(a)), i * MIN),
+                Failure::default()
+            );
         }
-        let f = l.failure("5551234", Some(a), 4 * MIN);
+        let f = l.failure(&caller("5551234", Some(a)), 4 * MIN);
         assert!(f.number_locked && f.address_locked);
-        assert!(!l.allows("5551234", None, 5 * MIN));
-        assert!(
-            !l.allows("5550000", Some(a), 5 * MIN),
+        assert_eq!(l.gate(&caller("5551234", None), 5 * MIN), Gate::LockedOut);
+        assert_eq!(
+            l.gate(&caller("5550000", Some(a)), 5 * MIN),
+            Gate::LockedOut,
             "the address is locked whatever the number"
         );
-        assert!(
-            l.allows("5550000", None, 5 * MIN),
+        assert_eq!(
+            l.gate(&caller("5550000", None), 5 * MIN),
+            Gate::Open,
             "another number from elsewhere is not"
         );
-        assert!(
-            l.allows("5551234", Some(a), 4 * MIN + 3_600_001),
+        assert_eq!(
+            l.gate(&caller("5551234", Some(a)), 4 * MIN + 3_600_001),
+            Gate::Open,
             "a lockout ends"
         );
+    }
+
+    #[test]
+    fn a_trunk_passed_as_no_address_locks_out_only_the_number() {
+        let mut l = Limiter::new(Policy::default());
+        for i in 0..5 {
+            l.failure(&caller("111", None), i);
+        }
+        assert_eq!(l.gate(&caller("111", None), 10), Gate::LockedOut);
+        assert_eq!(l.gate(&caller("222", None), 10), Gate::Open);
     }
 
     #[test]
@@ -215,19 +448,72 @@ mod tests {
         let mut l = Limiter::new(Policy::default());
         for i in 0..20 {
             // One failure every 4 minutes: never 5 within 15 minutes.
-            assert!(!l.failure("555", None, i * 4 * MIN).number_locked);
+            assert!(!l.failure(&caller("555", None), i * 4 * MIN).number_locked);
         }
-        assert!(l.allows("555", None, 80 * MIN));
+        assert_eq!(l.gate(&caller("555", None), 80 * MIN), Gate::Open);
     }
 
     #[test]
     fn success_clears_the_count() {
         let mut l = Limiter::new(Policy::default());
         for i in 0..4 {
-            l.failure("555", None, i);
+            l.failure(&caller("555", None), i);
         }
-        l.success("555", None);
-        assert!(!l.failure("555", None, 5).number_locked);
+        l.success(&caller("555", None));
+        assert!(!l.failure(&caller("555", None), 5).number_locked);
+    }
+
+    #[test]
+    fn owners_numbers_pass_a_suspension_but_not_their_own_lockout() {
+        let p = Policy {
+            global_per_hour: 3,
+            ..Policy::default()
+        };
+        let mut l = Limiter::new(p);
+        for n in ["9001", "9002", "9003"] {
+            l.failure(&caller(n, None), MIN);
+        }
+        assert!(l.suspended(MIN));
+        assert_eq!(l.gate(&caller("9004", None), 2 * MIN), Gate::Suspended);
+        let owner = Caller {
+            number: "5550100",
+            address: None,
+            owner: true,
+        };
+        assert_eq!(l.gate(&owner, 2 * MIN), Gate::OwnerOnly);
+        for i in 0..5 {
+            l.failure(&owner, 2 * MIN + i);
+        }
+        assert_eq!(l.gate(&owner, 3 * MIN), Gate::LockedOut);
+        // The cap holds over the rolling hour even once the suspension's 30 minutes are over.
+        assert_eq!(l.gate(&caller("9004", None), 40 * MIN), Gate::Suspended);
+        assert_eq!(l.gate(&caller("9004", None), 63 * MIN), Gate::Open);
+    }
+
+    #[test]
+    fn the_state_round_trips_through_records() {
+        let p = Policy {
+            global_per_hour: 3,
+            ..Policy::default()
+        };
+        let mut l = Limiter::new(p);
+        let a: IpAddr = "203.0.113.9".parse().unwrap();
+        for i in 0..5 {
+            l.failure(&caller("111", Some(a)), i);
+        }
+        let keys = [Key::Number("111".into()), Key::Address(a), Key::Global];
+        let records: Vec<(Key, Record)> = keys.iter().map(|k| (k.clone(), l.record(k))).collect();
+        for (k, _) in &records {
+            let (kind, key) = k.parts();
+            assert_eq!(Key::from_parts(kind, &key).as_ref(), Some(k));
+        }
+        let back = Limiter::restore(p, records, 10);
+        assert_eq!(back.gate(&caller("111", None), 10), Gate::LockedOut);
+        assert_eq!(back.gate(&caller("222", Some(a)), 10), Gate::LockedOut);
+        assert!(back.suspended(10));
+        for k in &keys {
+            assert_eq!(back.record(k), l.record(k));
+        }
     }
 
     /// Many numbers and addresses, a whole week, as fast as an attacker can dial: how many
@@ -245,10 +531,11 @@ mod tests {
             n += 1;
             let number = format!("+1555{n:07}");
             let addr = IpAddr::from([100, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            let c = caller(&number, Some(addr));
             attempts += 1;
-            if l.allows(&number, Some(addr), now) {
+            if l.gate(&c, now).checks() {
                 checked += 1;
-                l.failure(&number, Some(addr), now);
+                l.failure(&c, now);
             }
             now += 100;
         }
@@ -266,6 +553,71 @@ mod tests {
             "memory stays bounded: {}",
             l.tracked()
         );
+        let odds = odds(&p, 100, 0, 12);
+        assert!(
+            checked as f64 <= odds.open_guesses * 7.0 * 24.0 / YEAR_HOURS,
+            "the stated bound holds: {checked} in a week against {} a year",
+            odds.open_guesses
+        );
         eprintln!("{attempts} attempts in a week, {checked} reached a passcode check; P(hit) = {p_hit:.1e}");
+    }
+
+    /// The same flood, with an owner's number forged among the rotating ones: the escape hatch
+    /// adds at most what [`odds`] says.
+    #[test]
+    fn a_forged_owner_number_gets_no_more_than_the_stated_bound() {
+        let p = Policy::default();
+        let mut l = Limiter::new(p);
+        let days = 2;
+        let span = days * 24 * 60 * MIN;
+        let (mut now, mut owner_checks, mut n) = (0, 0u64, 0u64);
+        while now < span {
+            n += 1;
+            let number = if n % 2 == 0 {
+                "5550100".to_string()
+            } else {
+                format!("+1555{n:07}")
+            };
+            let c = Caller {
+                number: &number,
+                address: None,
+                owner: n % 2 == 0,
+            };
+            match l.gate(&c, now) {
+                Gate::OwnerOnly => {
+                    owner_checks += 1;
+                    l.failure(&c, now);
+                }
+                Gate::Open => {
+                    l.failure(&c, now);
+                }
+                _ => {}
+            }
+            now += 100;
+        }
+        let bound = odds(&p, 1, 1, 12).owner_guesses * (days * 24) as f64 / YEAR_HOURS;
+        assert!(
+            owner_checks > 0 && owner_checks as f64 <= bound,
+            "{owner_checks} owner checks in {days} days; bound {bound}"
+        );
+    }
+
+    #[test]
+    fn numbers_are_keyed_by_their_digits() {
+        assert_eq!(
+            normalize_number("+1 (555) 010-0100"),
+            Ok(Some("15550100100".into()))
+        );
+        assert_eq!(normalize_number(""), Ok(None));
+        assert!(normalize_number("anonymous").is_err());
+        assert!(normalize_number(&"1".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn odds_with_the_defaults_are_hopeless() {
+        let o = odds(&Policy::default(), 100, 100, 12);
+        assert_eq!(o.open_guesses, 30.0 * YEAR_HOURS);
+        assert!(o.p_year < 1e-4, "{o:?}");
+        assert!(o.p_year > 1e-6, "{o:?}");
     }
 }

@@ -1,4 +1,5 @@
-//! The expiry store: grants and bans in SQLite, durable before any call returns.
+//! The expiry store: grants, bans, accounts and DISA limits in SQLite, durable before any call
+//! returns.
 //!
 //! Times are Unix milliseconds so entries survive restarts with their remaining life. The schema
 //! sticks to plain types (integers, text) so the same tables can live in PostgreSQL for a cluster.
@@ -10,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::addr;
+use crate::limiter::{Key, Record};
 
 pub use crate::clock::{now_ms, UnixMs};
 
@@ -115,7 +117,8 @@ pub struct Ban {
     pub expires: UnixMs,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: accounts' owner numbers and passcode length; DISA limits kept across restarts.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS grants (
@@ -152,9 +155,25 @@ CREATE TABLE IF NOT EXISTS accounts (
     address_modes TEXT    NOT NULL,
     disabled      INTEGER NOT NULL DEFAULT 0,
     created_ms    BIGINT  NOT NULL,
-    passcode_ms   BIGINT  NOT NULL
+    passcode_ms   BIGINT  NOT NULL,
+    callers       TEXT    NOT NULL DEFAULT '',
+    passcode_digits INTEGER
+);
+CREATE TABLE IF NOT EXISTS disa_limits (
+    kind        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    failures    TEXT    NOT NULL,
+    locked_ms   BIGINT  NOT NULL,
+    last_ms     BIGINT  NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 ";
+
+/// Columns added to a table after version 1, for stores made before them.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("accounts", "callers", "TEXT NOT NULL DEFAULT ''"),
+    ("accounts", "passcode_digits", "INTEGER"),
+];
 
 const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
 
@@ -171,10 +190,14 @@ pub struct Account {
     pub created: UnixMs,
     /// When the passcode was last set.
     pub passcode_set: UnixMs,
+    /// Numbers the owner calls from (digits only): still let through while passcode entry is
+    /// suspended for everyone else.
+    #[serde(default)]
+    pub callers: Vec<String>,
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms";
+    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers";
 
 /// The store. One connection; the daemon's engine thread is its only user.
 pub struct Store {
@@ -221,6 +244,7 @@ impl Store {
             });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        add_missing_columns(&conn).map_err(open_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
         Ok(Store {
@@ -466,10 +490,10 @@ impl Store {
 
     /// Adds an account with its passcode tag. Fails if the name (or, by a one-in-10^12 chance, the
     /// tag) is taken.
-    pub fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
+    pub fn add_account(&mut self, a: &Account, tag: &[u8; 32], digits: usize) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 a.name,
                 &tag[..],
@@ -479,7 +503,9 @@ impl Store {
                 a.address_modes.join(","),
                 a.disabled,
                 a.created,
-                a.passcode_set
+                a.passcode_set,
+                a.callers.join(","),
+                digits as i64
             ],
         )?;
         Ok(())
@@ -492,7 +518,7 @@ impl Store {
                 &format!("SELECT {ACCOUNT_COLUMNS}, tag FROM accounts WHERE tag = ?1"),
                 params![&tag[..]],
                 |r| {
-                    let stored: Vec<u8> = r.get(8)?;
+                    let stored: Vec<u8> = r.get(9)?;
                     Ok((account_row(r)?, stored))
                 },
             )
@@ -526,10 +552,50 @@ impl Store {
     }
 
     /// Sets a new passcode tag; false if there is no such account.
-    pub fn set_passcode(&mut self, name: &str, tag: &[u8; 32], now: UnixMs) -> Result<bool, StoreError> {
+    pub fn set_passcode(
+        &mut self,
+        name: &str,
+        tag: &[u8; 32],
+        digits: usize,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
         let n = self.conn.execute(
-            "UPDATE accounts SET tag = ?2, passcode_ms = ?3 WHERE name = ?1",
-            params![name, &tag[..], now],
+            "UPDATE accounts SET tag = ?2, passcode_ms = ?3, passcode_digits = ?4 WHERE name = ?1",
+            params![name, &tag[..], now, digits as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The passcode lengths of enabled accounts; `None` for an account made before lengths were
+    /// kept (its passcode may have any allowed length).
+    pub fn passcode_lengths(&self) -> Result<Vec<Option<usize>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT passcode_digits FROM accounts WHERE disabled = 0")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Option<i64>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?.map(|d| d.max(0) as usize));
+        }
+        Ok(out)
+    }
+
+    /// Whether any account lists `number` as its owner's.
+    pub fn is_owner_number(&self, number: &str) -> Result<bool, StoreError> {
+        if number.is_empty() {
+            return Ok(false);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM accounts WHERE ',' || callers || ',' LIKE '%,' || ?1 || ',%'")?;
+        Ok(stmt.exists(params![number])?)
+    }
+
+    /// Replaces an account's owner numbers; false if there is no such account.
+    pub fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE accounts SET callers = ?2 WHERE name = ?1",
+            params![name, callers.join(",")],
         )?;
         Ok(n == 1)
     }
@@ -608,6 +674,100 @@ impl ReplayLog {
     }
 }
 
+/// The DISA limits' state (`disa_limits`): lockouts, recent wrong passcodes, the suspension. The
+/// DISA listener's own connection, like [`ReplayLog`]: it writes only this table, and only for
+/// calls that reached a passcode check, so a restart keeps every lockout.
+pub struct LimitLog {
+    conn: Connection,
+}
+
+impl LimitLog {
+    /// Opens the store at `path` (which `Store::open` has created) for the limits table.
+    pub fn open(path: &Path) -> Result<LimitLog, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        Ok(LimitLog { conn })
+    }
+
+    /// Forgets keys neither locked nor guessed from since `forget_before`, and returns the rest.
+    pub fn load(&self, now: UnixMs, forget_before: UnixMs) -> Result<Vec<(Key, Record)>, StoreError> {
+        self.conn.execute(
+            "DELETE FROM disa_limits WHERE locked_ms <= ?1 AND last_ms <= ?2",
+            params![now, forget_before],
+        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, key, failures, locked_ms FROM disa_limits")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, key, failures, locked_until) = row?;
+            let k = Key::from_parts(&kind, &key)
+                .ok_or_else(|| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
+            let failures = failures
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(|f| f.parse::<i64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
+            out.push((
+                k,
+                Record {
+                    failures,
+                    locked_until,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Writes these keys' state in one transaction; returns once it is on disk. An empty record
+    /// deletes its key.
+    pub fn save(&mut self, records: &[(Key, Record)], now: UnixMs) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for (k, r) in records {
+            let (kind, key) = k.parts();
+            if r.is_empty(now) {
+                tx.execute(
+                    "DELETE FROM disa_limits WHERE kind = ?1 AND key = ?2",
+                    params![kind, key],
+                )?;
+                continue;
+            }
+            let failures: Vec<String> = r.failures.iter().map(|f| f.to_string()).collect();
+            let last = r
+                .failures
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(now)
+                .max(r.locked_until);
+            tx.execute(
+                "INSERT INTO disa_limits (kind, key, failures, locked_ms, last_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, key) DO UPDATE SET failures = excluded.failures,
+                     locked_ms = excluded.locked_ms, last_ms = excluded.last_ms",
+                params![kind, key, failures.join(","), r.locked_until, last],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
 fn query_grants(
     tx: &Transaction<'_>,
     filter: &str,
@@ -662,7 +822,21 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         disabled: r.get(5)?,
         created: r.get(6)?,
         passcode_set: r.get(7)?,
+        callers: split(r.get(8)?),
     })
+}
+
+/// Adds [`ADDED_COLUMNS`] that a store made by an older passknock lacks.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+        ))?;
+        if !stmt.exists(params![column])? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn ban_row(r: &Row<'_>) -> rusqlite::Result<Result<Ban, StoreError>> {
@@ -870,21 +1044,91 @@ mod tests {
             disabled: false,
             created: 1,
             passcode_set: 1,
+            callers: vec!["15550100100".into()],
         };
-        s.add_account(&a, &[7u8; 32]).unwrap();
-        assert!(s.add_account(&a, &[8u8; 32]).is_err(), "names are unique");
+        s.add_account(&a, &[7u8; 32], 12).unwrap();
+        assert!(s.add_account(&a, &[8u8; 32], 12).is_err(), "names are unique");
         let mut b = a.clone();
         b.name = "bob".into();
-        assert!(s.add_account(&b, &[7u8; 32]).is_err(), "tags are unique");
+        assert!(s.add_account(&b, &[7u8; 32], 12).is_err(), "tags are unique");
         assert_eq!(s.account_by_tag(&[7u8; 32]).unwrap().unwrap().0, a);
         assert!(s.account_by_tag(&[9u8; 32]).unwrap().is_none());
-        assert!(s.set_passcode("ann", &[9u8; 32], 5).unwrap());
+        assert!(s.is_owner_number("15550100100").unwrap());
+        assert!(!s.is_owner_number("5550100100").unwrap(), "whole numbers only");
+        assert!(!s.is_owner_number("").unwrap());
+        assert!(s.set_callers("ann", &[]).unwrap());
+        assert!(!s.is_owner_number("15550100100").unwrap());
+        assert_eq!(s.passcode_lengths().unwrap(), vec![Some(12)]);
+        assert!(s.set_passcode("ann", &[9u8; 32], 14, 5).unwrap());
+        assert_eq!(s.passcode_lengths().unwrap(), vec![Some(14)]);
         assert!(s.account_by_tag(&[7u8; 32]).unwrap().is_none());
         assert!(s.set_disabled("ann", true).unwrap());
         assert!(s.account("ann").unwrap().unwrap().disabled);
         assert_eq!(s.accounts().unwrap().len(), 1);
         assert!(s.remove_account("ann").unwrap());
         assert!(!s.remove_account("ann").unwrap());
+    }
+
+    #[test]
+    fn disa_limits_survive_reopening_and_old_ones_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Store::open(&path).unwrap();
+        let mut log = LimitLog::open(&path).unwrap();
+        let locked = Record {
+            failures: vec![],
+            locked_until: 10_000,
+        };
+        let old = Record {
+            failures: vec![100],
+            locked_until: 0,
+        };
+        let global = Record {
+            failures: vec![100, 4_000],
+            locked_until: 0,
+        };
+        log.save(
+            &[
+                (Key::Number("111".into()), locked.clone()),
+                (Key::Address("203.0.113.9".parse().unwrap()), old),
+                (Key::Global, global.clone()),
+                (Key::Number("222".into()), Record::default()),
+            ],
+            5_000,
+        )
+        .unwrap();
+        drop(log);
+        let log = LimitLog::open(&path).unwrap();
+        let mut kept = log.load(5_000, 1_000).unwrap();
+        kept.sort_by_key(|(k, _)| k.parts());
+        assert_eq!(
+            kept,
+            vec![(Key::Global, global), (Key::Number("111".into()), locked)],
+            "the lockout and the recent global count stay; a stale failure goes"
+        );
+    }
+
+    /// A store made before owner numbers and passcode lengths gets the new columns at open.
+    #[test]
+    fn a_version_1_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE accounts (name TEXT PRIMARY KEY, tag BLOB NOT NULL UNIQUE,
+                 services TEXT NOT NULL, ttl_secs BIGINT NOT NULL, endpoint TEXT,
+                 address_modes TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+                 created_ms BIGINT NOT NULL, passcode_ms BIGINT NOT NULL);
+                 INSERT INTO accounts VALUES ('old', x'07', 'sip', 60, NULL, 'source', 0, 1, 1);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let a = s.account("old").unwrap().unwrap();
+        assert!(a.callers.is_empty());
+        assert_eq!(s.passcode_lengths().unwrap(), vec![None], "length unknown");
     }
 
     #[test]

@@ -16,6 +16,11 @@ const PROBE: u16 = 7070;
 const DISA: &str = "3472";
 
 fn config(dir: &std::path::Path) -> String {
+    config_with(dir, "", "lockout-failures = 4")
+}
+
+/// The tests' config with more trusted networks (`, "…"` each) and more `[disa]` lines.
+fn config_with(dir: &std::path::Path, trusted: &str, disa: &str) -> String {
     format!(
         r#"
 [daemon]
@@ -29,7 +34,7 @@ ttl-max = "24h"
 default-services = ["probe"]
 
 [firewall]
-trusted = ["127.0.0.0/8", "::1/128"]
+trusted = ["127.0.0.0/8", "::1/128"{trusted}]
 
 [services.probe]
 ports = ["udp/{PROBE}", "tcp/{PROBE}"]
@@ -41,8 +46,8 @@ ports = ["udp/4569"]
 enabled = true
 key-file = "{dir}/disa.key"
 tries-per-call = 3
-lockout-failures = 4
 digit-timeout = "5s"
+{disa}
 "#,
         dir = dir.display(),
         sock = short_socket().display()
@@ -211,10 +216,7 @@ fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     let log = d.log_text();
     assert!(log.contains("lockout number=\"701\""), "{log}");
     assert!(log.contains("lockout address=203.0.113.10"), "{log}");
-    assert!(
-        log.contains("passcode refused (locked out or suspended)"),
-        "{log}"
-    );
+    assert!(log.contains("passcode refused (locked out)"), "{log}");
     assert!(
         eventually(WAIT, || d.nft_set("ban_v4").contains("203.0.113.10")),
         "the SIP source is banned"
@@ -283,4 +285,161 @@ fn with_the_daemon_down_the_caller_hears_a_prompt_and_the_call_ends() {
     ami.expect_event("AGI failure noted", WAIT, |e| {
         e.is("VarSet") && e.has("Variable", "AGISTATUS") && e.has("Value", "FAILURE")
     });
+}
+
+/// The carrier trunk's address (road 3), trusted as an admin trusts their trunk.
+const TRUNK: &str = "203.0.113.30";
+
+/// Three road hosts (the third is the trunk) and the daemon, with `disa` lines added.
+fn trunk_env(disa: &str) -> Env {
+    let mut env = Env::with(support::env::EnvConfig {
+        roads: 3,
+        ..Default::default()
+    });
+    let dir = env.daemon_dir();
+    let config = config_with(&dir, &format!(r#", "{TRUNK}/32""#), disa);
+    env.daemon = Some(Daemon::start(env.pbx(), &dir, &config));
+    // The grants in these tests go where 702 registered from (road 2): the trunk's own address
+    // is trusted already, so it is never what a PSTN caller gets.
+    assert_eq!(env.register(2, "702"), support::sipp::Registration::Registered);
+    env
+}
+
+fn trunk_call(env: &Env, number: &str, dtmf: &str) -> Hangup {
+    env.call(
+        3,
+        &Call::to(DISA)
+            .via_trunk(number)
+            .dtmf(dtmf)
+            .hold(Duration::from_secs(40)),
+    )
+}
+
+#[test]
+fn a_caller_through_the_trunk_is_locked_out_by_number_and_the_lockout_survives_a_restart() {
+    let mut env = trunk_env("lockout-failures = 4");
+    let d = env.daemon.as_ref().unwrap();
+    let passcode = add_account(d, &["fay", "--endpoint", "702", "--address-modes", "registered"]);
+    // Caller 111 keys four wrong passcodes (the limit) over two calls; then the right one.
+    trunk_call(&env, "111", "111111111111#ww222222222222#ww333333333333#");
+    trunk_call(&env, "111", &format!("444444444444#ww{passcode}#"));
+    let d = env.daemon.as_ref().unwrap();
+    let log = d.log_text();
+    assert!(grants(d).is_empty(), "{log}");
+    assert!(log.contains("lockout number=\"111\""), "{log}");
+    assert!(log.contains("passcode refused (locked out)"), "{log}");
+    assert!(
+        !log.contains("lockout address="),
+        "the trunk is never locked out: {log}"
+    );
+    assert!(!d.nft_set("ban_v4").contains(TRUNK), "nor banned");
+
+    // Another caller through the same trunk gets in.
+    trunk_call(&env, "222", &format!("{passcode}#"));
+    let d = env.daemon.as_ref().unwrap();
+    let g = grants(d);
+    assert_eq!(g.len(), 1, "{}", d.log_text());
+    assert_eq!(g[0]["address"], "203.0.113.20");
+    assert!(d.log_text().contains("number=\"222\""));
+
+    // A restart forgets nothing: 111 is still locked out with the right passcode.
+    let d = env.daemon.as_mut().unwrap();
+    d.term();
+    d.spawn();
+    d.ok(&["revoke", "203.0.113.20"]);
+    trunk_call(&env, "111", &format!("{passcode}#"));
+    let d = env.daemon.as_ref().unwrap();
+    let log = d.log_text();
+    assert!(grants(d).is_empty(), "still locked out after a restart:\n{log}");
+    assert!(
+        log.contains("lockout and failure records kept from before"),
+        "{log}"
+    );
+    assert_eq!(log.matches("passcode accepted").count(), 1, "only 222's: {log}");
+    let refused = log.split("records kept from before").nth(1).unwrap();
+    assert!(refused.contains("passcode refused (locked out)"), "{log}");
+}
+
+#[test]
+fn silent_and_short_entries_cost_no_lockout_and_no_suspension() {
+    // Limits so tight that the old rules (every empty try a failure) would lock the number
+    // out and suspend entry for everyone within the first call.
+    let env = trunk_env("lockout-failures = 2\nglobal-failures-per-hour = 2");
+    let d = env.daemon.as_ref().unwrap();
+    let passcode = add_account(d, &["gus", "--endpoint", "702", "--address-modes", "registered"]);
+    // A misdial and an empty entry, then silence; then a call that says nothing at all.
+    trunk_call(&env, "333", "12#ww#");
+    trunk_call(&env, "333", "");
+    let d = env.daemon.as_ref().unwrap();
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("passcode refused (not a passcode)").count(),
+        6,
+        "{log}"
+    );
+    assert!(!log.contains("lockout"), "{log}");
+    assert!(!log.contains("suspended"), "{log}");
+    trunk_call(&env, "333", &format!("{passcode}#"));
+    let d = env.daemon.as_ref().unwrap();
+    assert_eq!(grants(d).len(), 1, "{}", d.log_text());
+}
+
+#[test]
+fn the_owner_gets_in_while_a_flood_from_rotating_numbers_suspends_entry() {
+    let env = trunk_env("lockout-failures = 4\nglobal-failures-per-hour = 3");
+    let d = env.daemon.as_ref().unwrap();
+    let passcode = add_account(
+        d,
+        &[
+            "hal",
+            "--endpoint",
+            "702",
+            "--address-modes",
+            "registered",
+            "--callers",
+            "+1 555 0100",
+        ],
+    );
+    // Wrong passcodes from two numbers at once reach the global cap.
+    let flood: Vec<_> = [
+        ("9001", "111111111111#ww222222222222#"),
+        ("9002", "333333333333#"),
+    ]
+    .into_iter()
+    .map(|(n, dtmf)| {
+        env.call_in_background(
+            3,
+            Call::to(DISA)
+                .via_trunk(n)
+                .dtmf(dtmf)
+                .hold(Duration::from_secs(15)),
+        )
+    })
+    .collect();
+    for call in flood {
+        call.join().unwrap().unwrap();
+    }
+    let d = env.daemon.as_ref().unwrap();
+    assert!(
+        d.log_text().contains("passcode entry suspended"),
+        "{}",
+        d.log_text()
+    );
+    // Anyone else, even with the right passcode, is refused while suspended ...
+    trunk_call(&env, "9003", &format!("{passcode}#"));
+    let d = env.daemon.as_ref().unwrap();
+    assert!(grants(d).is_empty());
+    assert!(d.log_text().contains("passcode refused (suspended)"));
+    // ... but the owner, calling from a number the account lists, gets in.
+    trunk_call(&env, "15550100", &format!("{passcode}#"));
+    let d = env.daemon.as_ref().unwrap();
+    let g = grants(d);
+    assert_eq!(g.len(), 1, "{}", d.log_text());
+    assert_eq!(g[0]["who"], "disa:hal");
+    assert!(d
+        .log_text()
+        .contains("passcode accepted account=\"hal\" channel="));
+    assert!(d.log_text().contains("(owner's number during a suspension)"));
+    let accounts = d.ok(&["account", "list"]);
+    assert!(accounts.contains("15550100"), "{accounts}");
 }

@@ -22,9 +22,11 @@ pub const AMI_SECRET: &str = "pk-ami-4f9c2e71d8b35a60";
 pub const ADMIN_USER: &str = "harness";
 pub const ADMIN_SECRET: &str = "pk-admin-93b1d07e5c2a4f86";
 /// Road phones: endpoint name (also auth user and AOR) and its password.
-pub const ENDPOINTS: [(&str, &str); 2] = [
+pub const ENDPOINTS: [(&str, &str); 3] = [
     ("701", "Vq7-kT2m-Rw9x-Lp4c-Hs8d"),
     ("702", "Zb3-nF6y-Qe1u-Mj5g-Wt2k"),
+    // The carrier trunk (see pjsip.conf): calls from road 3 with any caller id.
+    ("trunk", "Hc4-pX8r-Tn2v-Gd6w-Ky9m"),
 ];
 
 /// How long Asterisk may take to be fully booted; it takes well under a second when idle.

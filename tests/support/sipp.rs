@@ -86,6 +86,8 @@ pub struct Call {
     pub hold: Duration,
     /// Call over IPv6.
     pub v6: bool,
+    /// The caller id in From, when it is not the endpoint (a trunk carrying PSTN callers).
+    pub number: Option<String>,
 }
 
 impl Call {
@@ -98,7 +100,14 @@ impl Call {
             dtmf_delay: Duration::from_millis(2000),
             hold: Duration::from_secs(10),
             v6: false,
+            number: None,
         }
+    }
+    /// A PSTN caller's number through the trunk endpoint (road 3 in an env with three roads).
+    pub fn via_trunk(mut self, number: &str) -> Call {
+        self.endpoint = "trunk".to_string();
+        self.number = Some(number.to_string());
+        self
     }
     pub fn caller(mut self, endpoint: &str) -> Call {
         self.endpoint = endpoint.to_string();
@@ -213,7 +222,7 @@ pub fn call(dir: &Path, peer: &Peer, pbx: IpAddr, call: &Call) -> Result<(Hangup
             &call.exten,
             "-key",
             "user",
-            &call.endpoint,
+            call.number.as_deref().unwrap_or(&call.endpoint),
             "-au",
             &call.endpoint,
             "-ap",
