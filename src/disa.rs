@@ -53,7 +53,7 @@ impl DisaBackend {
         key: Arc<DisaKey>,
     ) -> Result<DisaBackend, StoreError> {
         let d = &config.disa;
-        let policy = policy(config);
+        let policy = Policy::from(d);
         // Lockouts and the suspension carry on across a restart.
         let now = now_ms();
         let limits_log = LimitLog::open(&config.daemon.store)?;
@@ -299,18 +299,6 @@ impl Backend for DisaBackend {
             Reply::Error { message } => Err(message),
             other => Err(format!("unexpected reply {other:?}")),
         }
-    }
-}
-
-/// The guessing limits from config.
-pub fn policy(config: &Config) -> Policy {
-    let d = &config.disa;
-    Policy {
-        failures: d.lockout_failures,
-        window: d.lockout_window.0,
-        lockout: d.lockout.0,
-        global_per_hour: d.global_failures_per_hour,
-        suspend: d.suspend.0,
     }
 }
 

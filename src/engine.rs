@@ -240,6 +240,7 @@ impl Engine {
             created: now,
             passcode_set: now,
             callers,
+            passcode_digits: Some(self.config.disa.passcode_digits),
         };
         // A tag collision (two equal passcodes) is a one-in-10^12 event: draw again.
         for _ in 0..3 {
@@ -247,10 +248,9 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) => return Reply::error(e.to_string()),
             };
-            let digits = self.config.disa.passcode_digits;
             if self
                 .store
-                .add_account(&account, &key.tag(passcode.expose()), digits)
+                .add_account(&account, &key.tag(passcode.expose()))
                 .is_ok()
             {
                 info!(

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::clock::UnixMs;
+use crate::config::DisaConfig;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -34,6 +35,18 @@ impl Default for Policy {
             lockout: Duration::from_secs(3600),
             global_per_hour: 30,
             suspend: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl From<&DisaConfig> for Policy {
+    fn from(d: &DisaConfig) -> Policy {
+        Policy {
+            failures: d.lockout_failures,
+            window: d.lockout_window.0,
+            lockout: d.lockout.0,
+            global_per_hour: d.global_failures_per_hour,
+            suspend: d.suspend.0,
         }
     }
 }
@@ -365,6 +378,18 @@ pub struct Odds {
 
 /// Hours in an average year.
 const YEAR_HOURS: f64 = 8766.0;
+
+impl Odds {
+    /// The odds in words, for `doctor` and the README.
+    pub fn describe(&self, p: &Policy, accounts: u64, owner_pairs: u64, digits: u32) -> String {
+        format!(
+            "{accounts} account(s) with {digits}-digit passcodes, {owner_pairs} owner number(s): at most \
+             {} wrong passcodes an hour reach a check ({} a year), plus {} a year through owners' \
+             numbers while entry is suspended; P(any guess succeeds within a year) <= {:.1e}",
+            p.global_per_hour, self.open_guesses as u64, self.owner_guesses as u64, self.p_year
+        )
+    }
+}
 
 /// The odds a guesser has in a year, with `accounts` accounts whose shortest passcode has
 /// `digits` digits, and `owner_pairs` (account, owner number) pairs.

@@ -194,10 +194,13 @@ pub struct Account {
     /// suspended for everyone else.
     #[serde(default)]
     pub callers: Vec<String>,
+    /// The passcode's length; `None` for an account made before lengths were kept.
+    #[serde(default)]
+    pub passcode_digits: Option<usize>,
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers";
+    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits";
 
 /// The store. One connection; the daemon's engine thread is its only user.
 pub struct Store {
@@ -490,7 +493,7 @@ impl Store {
 
     /// Adds an account with its passcode tag. Fails if the name (or, by a one-in-10^12 chance, the
     /// tag) is taken.
-    pub fn add_account(&mut self, a: &Account, tag: &[u8; 32], digits: usize) -> Result<(), StoreError> {
+    pub fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -505,7 +508,7 @@ impl Store {
                 a.created,
                 a.passcode_set,
                 a.callers.join(","),
-                digits as i64
+                a.passcode_digits.map(|d| d as i64)
             ],
         )?;
         Ok(())
@@ -518,7 +521,7 @@ impl Store {
                 &format!("SELECT {ACCOUNT_COLUMNS}, tag FROM accounts WHERE tag = ?1"),
                 params![&tag[..]],
                 |r| {
-                    let stored: Vec<u8> = r.get(9)?;
+                    let stored: Vec<u8> = r.get(10)?;
                     Ok((account_row(r)?, stored))
                 },
             )
@@ -823,6 +826,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         created: r.get(6)?,
         passcode_set: r.get(7)?,
         callers: split(r.get(8)?),
+        passcode_digits: r.get::<_, Option<i64>>(9)?.map(|d| d.max(0) as usize),
     })
 }
 
@@ -1045,12 +1049,13 @@ mod tests {
             created: 1,
             passcode_set: 1,
             callers: vec!["15550100100".into()],
+            passcode_digits: Some(12),
         };
-        s.add_account(&a, &[7u8; 32], 12).unwrap();
-        assert!(s.add_account(&a, &[8u8; 32], 12).is_err(), "names are unique");
+        s.add_account(&a, &[7u8; 32]).unwrap();
+        assert!(s.add_account(&a, &[8u8; 32]).is_err(), "names are unique");
         let mut b = a.clone();
         b.name = "bob".into();
-        assert!(s.add_account(&b, &[7u8; 32], 12).is_err(), "tags are unique");
+        assert!(s.add_account(&b, &[7u8; 32]).is_err(), "tags are unique");
         assert_eq!(s.account_by_tag(&[7u8; 32]).unwrap().unwrap().0, a);
         assert!(s.account_by_tag(&[9u8; 32]).unwrap().is_none());
         assert!(s.is_owner_number("15550100100").unwrap());

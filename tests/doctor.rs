@@ -114,6 +114,7 @@ fn doctor_passes_a_healthy_setup_and_names_every_broken_part() {
     private(&dir.join("ami.secret"), &format!("{AMI_SECRET}\n"));
     env.daemon = Some(Daemon::start(env.pbx(), &dir, &config(&dir, &socket, trusted)));
     let d = env.daemon.as_ref().unwrap();
+    d.ok(&["account", "add", "ann", "--callers", "5550100,5550101"]);
 
     // Healthy: every check passes, exit status 0, and piped output has no colour codes.
     let out = doctor(&env, &d.config, trusted, true);
@@ -122,12 +123,20 @@ fn doctor_passes_a_healthy_setup_and_names_every_broken_part() {
     for c in &all {
         assert_eq!(c.1, "ok", "healthy setup: {c:?}\n{all:#?}");
     }
-    assert_eq!(all.len(), 10, "{all:#?}");
+    assert_eq!(all.len(), 11, "{all:#?}");
+    // The odds for the default limits with this one account and its two owner numbers.
+    let odds = &find(&all, "guessing").2;
+    assert!(
+        odds.contains("1 account(s) with 12-digit passcodes, 2 owner number(s)")
+            && odds.contains("at most 30 wrong passcodes an hour")
+            && odds.contains("P(any guess succeeds within a year) <= 6.1e-7"),
+        "{odds}"
+    );
     let text = doctor(&env, &d.config, trusted, false);
     let text_out = String::from_utf8_lossy(&text.stdout);
     assert!(text.status.success(), "{text_out}");
     assert!(!text_out.contains('\x1b'), "colour in piped output: {text_out}");
-    assert!(text_out.contains("10 checks: 10 ok"), "{text_out}");
+    assert!(text_out.contains("11 checks: 11 ok"), "{text_out}");
 
     // Break the real thing where it lives: the DISA key readable by all, the table gone from nft,
     // the context unloaded from Asterisk.

@@ -1,7 +1,7 @@
 //! `passknock doctor`: looks at the whole installation as an admin would — nft and the table, the
 //! config and its secret files, AMI and its permissions, the dialplan Asterisk has loaded, the
-//! FastAGI port, the ports Asterisk really listens on, and whether the admin's own address gets in
-//! — and says, for each, a verdict in plain words and what to do about it.
+//! FastAGI port, the odds a passcode guesser has, the ports Asterisk really listens on, and whether
+//! the admin's own address gets in — and says, for each, a verdict in plain words and what to do about it.
 //!
 //! Every check only looks; none changes anything. AMI is asked with the daemon's own user.
 
@@ -20,11 +20,14 @@ use crate::cli::{call, left};
 use crate::config::{Config, PortRange, Proto};
 use crate::control::{Reply, Request};
 use crate::defaults;
+use crate::limiter::{odds, Policy};
 
 use asterisk::{manager_classes, Asterisk, Listening};
 
 /// The dialplan context `dialplan/passknock.conf` defines.
 pub const DIALPLAN_CONTEXT: &str = "passknock-disa";
+/// A yearly chance of a guessed passcode above this is worth a warning.
+const GUESS_ODDS_WARN: f64 = 1e-3;
 /// Bound on each network conversation.
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// What the daemon's AMI user must read: contacts (system), failed logins (security), calls (call).
@@ -150,6 +153,7 @@ pub fn examine(opts: &Options) -> Vec<Check> {
                 "ami-permissions",
                 "dialplan",
                 "fastagi",
+                "guessing",
                 "ports",
                 "address",
             ] {
@@ -170,6 +174,7 @@ pub fn examine(opts: &Options) -> Vec<Check> {
     let asterisk = Asterisk::find();
     checks.extend(ami(&config, asterisk.as_ref()));
     checks.push(fastagi(&config));
+    checks.push(guessing(&config, &socket));
     checks.push(ports(&config, asterisk.as_ref()));
     checks.push(address(&config, &socket, opts.address));
     checks
@@ -566,6 +571,39 @@ fn fastagi(config: &Config) -> Check {
                 config.agi.listen
             ),
         ),
+    }
+}
+
+/// What the DISA limits allow a guesser in a year, with the accounts the daemon has: the shortest
+/// passcode and every owner number count against the odds.
+fn guessing(config: &Config, socket: &Path) -> Check {
+    if !config.disa.enabled {
+        return skip("guessing", "DISA is off");
+    }
+    let accounts = match call(socket, &Request::AccountList) {
+        Ok(Reply::Accounts { accounts }) => accounts,
+        Ok(Reply::Error { message }) => return skip("guessing", format!("cannot list accounts: {message}")),
+        Ok(_) | Err(_) => return skip("guessing", "needs the daemon, to count accounts"),
+    };
+    let live: Vec<_> = accounts.iter().filter(|a| !a.disabled).collect();
+    let digits = live
+        .iter()
+        .map(|a| a.passcode_digits.unwrap_or(defaults::PASSCODE_DIGITS_MIN))
+        .min()
+        .unwrap_or(config.disa.passcode_digits) as u32;
+    let owners: u64 = live.iter().map(|a| a.callers.len() as u64).sum();
+    let policy = Policy::from(&config.disa);
+    let odds = odds(&policy, live.len() as u64, owners, digits);
+    let detail = odds.describe(&policy, live.len() as u64, owners, digits);
+    if odds.p_year < GUESS_ODDS_WARN {
+        ok("guessing", detail)
+    } else {
+        warn(
+            "guessing",
+            detail,
+            "lower disa.global-failures-per-hour (and disa.lockout-failures), or raise \
+             disa.passcode-digits and give each account a new passcode (account reset-passcode)",
+        )
     }
 }
 
