@@ -31,6 +31,16 @@ pub const AGI_LISTEN: &str = "127.0.0.1:4573";
 pub const AGI_MAX_SESSIONS: usize = 64;
 /// The longest one call may spend in the DISA flow.
 pub const AGI_SESSION_DEADLINE: Duration = Duration::from_secs(180);
+/// How long a new FastAGI connection has to send its `agi_*` block. Asterisk sends it the moment
+/// it connects, so a connection still silent after this is not Asterisk, and is closed.
+pub const AGI_START_TIMEOUT: Duration = Duration::from_secs(2);
+/// FastAGI connections still starting (connected, environment not yet read), at most: each is a
+/// descriptor and a task, so this bound stays well below the daemon's 1024-descriptor limit.
+pub const AGI_MAX_STARTING: usize = 256;
+/// The same, from one peer address. Asterisk connects from one address (usually 127.0.0.1) and
+/// opens at most one connection per call entering AGI, so this stays well above
+/// [`AGI_MAX_SESSIONS`].
+pub const AGI_MAX_STARTING_PER_PEER: usize = 128;
 /// The DISA server key.
 pub const DISA_KEY_PATH: &str = "/var/lib/passknock/disa.key";
 /// Length of a new passcode, and the shortest allowed.
