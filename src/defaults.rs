@@ -76,6 +76,12 @@ pub const HOLD_MAX: Duration = Duration::from_secs(4 * 3600);
 pub const HOLD_STEP: Duration = Duration::from_secs(60);
 /// Most requests one control connection may send; a guard against a runaway script.
 pub const CONTROL_MAX_LINE: usize = 64 * 1024;
+/// Control connections open at once. The CLI opens one per command; past the cap, the connection
+/// idle the longest makes room, and when none is idle the newcomer is told the daemon is busy.
+pub const CONTROL_MAX_CONNECTIONS: usize = 64;
+/// A control connection that sends no request (or reads no reply) for this long is closed. The
+/// CLI writes its request the moment it connects.
+pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most control requests the daemon applies together in one store transaction and one nft batch.
 pub const BATCH_MAX: usize = 512;
 
