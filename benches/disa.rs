@@ -79,6 +79,9 @@ ttl-max = "24h"
 ports = ["udp/5060"]
 [agi]
 max-sessions = 600
+# All 500 connect before any sends its environment.
+max-starting = 1024
+max-starting-per-peer = 600
 [disa]
 enabled = true
 key-file = "{d}/disa.key"

@@ -150,6 +150,11 @@ pub struct AgiConfig {
     pub max_sessions: usize,
     /// The longest one call may spend in the DISA flow.
     pub session_deadline: Ttl,
+    /// How long a new connection has to send Asterisk's `agi_*` block before it is closed.
+    pub start_timeout: Ttl,
+    /// Connections still starting (environment not yet sent), at most, and from one address.
+    pub max_starting: usize,
+    pub max_starting_per_peer: usize,
 }
 
 impl Default for AgiConfig {
@@ -158,6 +163,9 @@ impl Default for AgiConfig {
             listen: defaults::AGI_LISTEN.parse().unwrap(),
             max_sessions: defaults::AGI_MAX_SESSIONS,
             session_deadline: Ttl(defaults::AGI_SESSION_DEADLINE),
+            start_timeout: Ttl(defaults::AGI_START_TIMEOUT),
+            max_starting: defaults::AGI_MAX_STARTING,
+            max_starting_per_peer: defaults::AGI_MAX_STARTING_PER_PEER,
         }
     }
 }
@@ -667,6 +675,7 @@ impl Config {
         if self.agi.max_sessions == 0 {
             return Err(invalid("agi.max-sessions".into(), "must be at least 1".into()));
         }
+        self.check_agi_start(&invalid)?;
         for (key, list) in [
             ("passcode", &self.disa.prompts.passcode),
             ("retry", &self.disa.prompts.retry),
@@ -687,6 +696,41 @@ impl Config {
             ));
         }
         self.check_knock(&invalid)
+    }
+
+    /// Asterisk opens one connection per call from one address, all at once when calls arrive
+    /// together: the starting caps must leave room for every session.
+    fn check_agi_start(&self, invalid: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
+        let agi = &self.agi;
+        let t = agi.start_timeout.0;
+        if t < std::time::Duration::from_secs(1) || t > agi.session_deadline.0 {
+            return Err(invalid(
+                "agi.start-timeout".into(),
+                format!(
+                    "must be from 1s to agi.session-deadline ({})",
+                    agi.session_deadline
+                ),
+            ));
+        }
+        if agi.max_starting_per_peer < agi.max_sessions {
+            return Err(invalid(
+                "agi.max-starting-per-peer".into(),
+                format!(
+                    "must be at least agi.max-sessions ({}): Asterisk opens every call's connection from one address",
+                    agi.max_sessions
+                ),
+            ));
+        }
+        if agi.max_starting < agi.max_starting_per_peer {
+            return Err(invalid(
+                "agi.max-starting".into(),
+                format!(
+                    "must be at least agi.max-starting-per-peer ({})",
+                    agi.max_starting_per_peer
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn check_knock(&self, invalid: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
@@ -845,6 +889,29 @@ mod tests {
     }
 
     const MINIMAL: &str = "[services.sip]\nports = [\"udp/5060\"]\n";
+
+    #[test]
+    fn agi_starting_limits_leave_room_for_every_session() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.agi.start_timeout.0, defaults::AGI_START_TIMEOUT);
+        assert!(c.agi.max_starting_per_peer >= c.agi.max_sessions);
+        let e = |agi: &str| {
+            Config::parse(&format!("{MINIMAL}[agi]\n{agi}"), "t")
+                .unwrap_err()
+                .to_string()
+        };
+        let m = e("max-sessions = 200\n");
+        assert!(
+            m.contains("agi.max-starting-per-peer") && m.contains("200"),
+            "{m}"
+        );
+        let m = e("max-starting-per-peer = 300\n");
+        assert!(m.contains("agi.max-starting"), "{m}");
+        let m = e("start-timeout = \"0s\"\n");
+        assert!(m.contains("agi.start-timeout"), "{m}");
+        let ok = "max-sessions = 600\nmax-starting-per-peer = 600\nmax-starting = 1000\n";
+        assert!(Config::parse(&format!("{MINIMAL}[agi]\n{ok}"), "t").is_ok());
+    }
 
     #[test]
     fn embedded_example_is_valid_and_safe() {

@@ -1,5 +1,6 @@
 //! Daemon wiring: store, table, engine thread, and the control socket, until shutdown.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
@@ -15,6 +16,7 @@ use crate::ami::AmiView;
 use crate::config::{Config, ConfigError};
 use crate::contacts::Contacts;
 use crate::control::{Reply, Request};
+use crate::control_slots::{Slot, Slots};
 use crate::defaults;
 use crate::engine::{Engine, Job};
 use crate::nft::{Firewall, Layout, Nft};
@@ -26,6 +28,11 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("another passknockd is already serving {0}")]
     AlreadyRunning(PathBuf),
+    #[error(
+        "the control socket path {0} holds something that is not a socket ({1}); it is left \
+         alone: move it away, or set daemon.control-socket to another path"
+    )]
+    NotASocket(PathBuf, &'static str),
     #[error("cannot serve the control socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -227,12 +234,19 @@ async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(sock_err)?;
     }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
-        }
-        // A socket left by a daemon that died.
-        std::fs::remove_file(path).map_err(sock_err)?;
+    // lstat: a symlink is judged as itself, never followed to whatever it names.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path).await {
+            Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_path_buf())),
+            // Nobody listening: a socket left by a daemon that died, and safe to replace.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(sock_err)?
+            }
+            Err(e) => return Err(sock_err(e)),
+        },
+        Ok(meta) => return Err(DaemonError::NotASocket(path.to_path_buf(), kind(&meta))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err(e)),
     }
     // Only root (the owner) may talk to the daemon: the socket is 0600 from the moment it exists.
     // SAFETY: umask(2) cannot fail; it is restored right after the bind.
@@ -240,6 +254,22 @@ async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
     let bound = UnixListener::bind(path);
     unsafe { libc::umask(old) };
     bound.map_err(sock_err)
+}
+
+/// What sits at a path, in words, for a refusal.
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else {
+        "a device"
+    }
 }
 
 /// What the daemon answers itself, without the engine: state other tasks keep.
@@ -255,18 +285,29 @@ async fn serve_control(
     views: Views,
     shutdown: CancellationToken,
 ) {
+    // Each connection is a descriptor and a task: without a cap, idle ones piled up for good.
+    let slots = Slots::new(defaults::CONTROL_MAX_CONNECTIONS);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let Some(slot) = slots.take() else {
+                        // Every connection has a request in hand: say so rather than queue.
+                        warn!(
+                            "control socket: {} connections busy; refusing one",
+                            defaults::CONTROL_MAX_CONNECTIONS
+                        );
+                        let _ = stream.try_write(BUSY);
+                        continue;
+                    };
                     let engine = engine.clone();
                     let views = views.clone();
                     let stop = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             _ = stop.cancelled() => {}
-                            _ = serve_connection(stream, engine, views) => {}
+                            _ = serve_connection(stream, slot, engine, views) => {}
                         }
                     });
                 }
@@ -279,27 +320,42 @@ async fn serve_control(
     }
 }
 
-async fn serve_connection(stream: UnixStream, engine: EngineHandle, views: Views) {
+/// The reply to a connection past the cap when none can make room; written without waiting.
+const BUSY: &[u8] =
+    b"{\"reply\":\"error\",\"message\":\"the daemon is busy: too many control connections; try again\"}\n";
+
+/// Serves one control connection until the peer closes it, stays idle past
+/// [`defaults::CONTROL_IDLE_TIMEOUT`], or its slot is taken by a newer connection.
+async fn serve_connection(stream: UnixStream, mut slot: Slot, engine: EngineHandle, views: Views) {
     let who = match stream.peer_cred() {
         Ok(c) => format!("uid {}", c.uid()),
         Err(_) => "unknown".into(),
     };
+    let idle = defaults::CONTROL_IDLE_TIMEOUT;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = String::new();
     loop {
         line.clear();
+        slot.idle();
         let mut limited = (&mut reader).take(defaults::CONTROL_MAX_LINE as u64 + 1);
-        let n = match limited.read_line(&mut line).await {
-            Ok(n) => n,
-            Err(_) => return,
+        let n = tokio::select! {
+            // A request already sent is served even when the slot was just given away.
+            biased;
+            read = tokio::time::timeout(idle, limited.read_line(&mut line)) => match read {
+                Ok(Ok(n)) => n,
+                // Idle too long, or a read error: either way, nothing more to serve.
+                Err(_) | Ok(Err(_)) => return,
+            },
+            _ = slot.evicted() => return,
         };
+        slot.busy();
         if n == 0 {
             return;
         }
         let reply = if n > defaults::CONTROL_MAX_LINE {
             let r = Reply::error("request too long");
-            let _ = write_reply(&mut write, &r).await;
+            let _ = tokio::time::timeout(idle, write_reply(&mut write, &r)).await;
             return;
         } else {
             match serde_json::from_str::<Request>(line.trim_end()) {
@@ -309,8 +365,10 @@ async fn serve_connection(stream: UnixStream, engine: EngineHandle, views: Views
                 Err(e) => Reply::error(format!("bad request: {e}")),
             }
         };
-        if write_reply(&mut write, &reply).await.is_err() {
-            return;
+        // A peer that stops reading its reply is as idle as one that stops writing.
+        match tokio::time::timeout(idle, write_reply(&mut write, &reply)).await {
+            Ok(Ok(())) => {}
+            Err(_) | Ok(Err(_)) => return,
         }
     }
 }

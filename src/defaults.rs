@@ -31,6 +31,16 @@ pub const AGI_LISTEN: &str = "127.0.0.1:4573";
 pub const AGI_MAX_SESSIONS: usize = 64;
 /// The longest one call may spend in the DISA flow.
 pub const AGI_SESSION_DEADLINE: Duration = Duration::from_secs(180);
+/// How long a new FastAGI connection has to send its `agi_*` block. Asterisk sends it the moment
+/// it connects, so a connection still silent after this is not Asterisk, and is closed.
+pub const AGI_START_TIMEOUT: Duration = Duration::from_secs(2);
+/// FastAGI connections still starting (connected, environment not yet read), at most: each is a
+/// descriptor and a task, so this bound stays well below the daemon's 1024-descriptor limit.
+pub const AGI_MAX_STARTING: usize = 256;
+/// The same, from one peer address. Asterisk connects from one address (usually 127.0.0.1) and
+/// opens at most one connection per call entering AGI, so this stays well above
+/// [`AGI_MAX_SESSIONS`].
+pub const AGI_MAX_STARTING_PER_PEER: usize = 128;
 /// The DISA server key.
 pub const DISA_KEY_PATH: &str = "/var/lib/passknock/disa.key";
 /// Length of a new passcode, and the shortest allowed.
@@ -66,6 +76,12 @@ pub const HOLD_MAX: Duration = Duration::from_secs(4 * 3600);
 pub const HOLD_STEP: Duration = Duration::from_secs(60);
 /// Most requests one control connection may send; a guard against a runaway script.
 pub const CONTROL_MAX_LINE: usize = 64 * 1024;
+/// Control connections open at once. The CLI opens one per command; past the cap, the connection
+/// idle the longest makes room, and when none is idle the newcomer is told the daemon is busy.
+pub const CONTROL_MAX_CONNECTIONS: usize = 64;
+/// A control connection that sends no request (or reads no reply) for this long is closed. The
+/// CLI writes its request the moment it connects.
+pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most control requests the daemon applies together in one store transaction and one nft batch.
 pub const BATCH_MAX: usize = 512;
 

@@ -334,8 +334,15 @@ pub fn load_key(path: &Path) -> Result<Arc<DisaKey>, crate::secret::SecretError>
     DisaKey::load_or_create(path).map(Arc::new)
 }
 
-/// Serves the DISA call on `listener` until `shutdown`. Only Asterisk may connect: a peer that is
-/// neither loopback nor trusted is turned away, since whoever speaks AGI names the caller.
+/// Whether `ip` may speak FastAGI to us: only Asterisk may, since whoever speaks AGI names the
+/// caller and the source address. Asterisk runs on this host or on a trusted one.
+fn admits(trusted: &[Net], ip: IpAddr) -> bool {
+    let ip = addr::normalize(ip);
+    ip.is_loopback() || trusted.iter().any(|n| n.contains(ip))
+}
+
+/// Serves the DISA call on `listener` until `shutdown`. A peer that is neither loopback nor
+/// trusted is turned away at accept, before anything it sends is read.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -343,19 +350,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let settings = Arc::new(settings(config));
-    let trusted = Arc::new(config.firewall.trusted.clone());
+    let trusted = config.firewall.trusted.clone();
     let limits = agi::server::Limits {
         max_sessions: config.agi.max_sessions,
         session_deadline: config.agi.session_deadline.0,
+        start_timeout: config.agi.start_timeout.0,
+        max_starting: config.agi.max_starting,
+        max_starting_per_peer: config.agi.max_starting_per_peer,
     };
     let handler = move |mut session: agi::session::Session<TcpStream>, peer: SocketAddr| {
-        let (backend, settings, trusted) = (backend.clone(), settings.clone(), trusted.clone());
+        let (backend, settings) = (backend.clone(), settings.clone());
         async move {
-            let ip = addr::normalize(peer.ip());
-            if !ip.is_loopback() && !trusted.iter().any(|n| n.contains(ip)) {
-                warn!("FastAGI: refusing {peer}: not loopback and not trusted");
-                return;
-            }
             if session.env().script() != Some("disa") {
                 warn!("FastAGI {peer}: unknown script {:?}", session.env().script());
                 session.hangup().await;
@@ -384,5 +389,23 @@ pub async fn serve(
             }
         }
     };
-    agi::server::serve(listener, limits, handler, shutdown).await;
+    let admit = move |ip: IpAddr| admits(&trusted, ip);
+    agi::server::serve(listener, limits, admit, handler, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_and_trusted_peers_may_speak_fastagi() {
+        let trusted: Vec<Net> = vec!["192.0.2.0/24".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(admits(&trusted, ip("127.0.0.1")));
+        assert!(admits(&trusted, ip("::1")));
+        assert!(admits(&trusted, ip("::ffff:127.0.0.1")), "IPv4-mapped loopback");
+        assert!(admits(&trusted, ip("192.0.2.7")));
+        assert!(!admits(&trusted, ip("203.0.113.10")));
+        assert!(!admits(&[], ip("192.0.2.7")));
+    }
 }

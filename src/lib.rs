@@ -11,7 +11,8 @@
 //! - [`contacts`]: registered contacts learned over AMI, shared with the DISA call flow.
 //! - [`ami`]: the AMI listener's policy — contacts, holds for live calls ([`calls`]), bans for
 //!   repeated failures ([`offenders`]).
-//! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
+//! - [`control`]: the control-socket protocol; [`daemon`] serves it, within [`control_slots`];
+//!   [`cli`] speaks it.
 //! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
 pub mod addr;
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod contacts;
 pub mod control;
+pub mod control_slots;
 pub mod daemon;
 pub mod defaults;
 pub mod disa;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod disa_daemon;
 pub mod flood;
 pub mod netns;
 
