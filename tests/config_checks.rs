@@ -6,8 +6,11 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use support::chroot::run_bounded;
 use support::daemon::PASSKNOCKD;
+use support::netns::Netns;
 
 /// A config with every path in `dir`, and `extra` appended.
 fn config_in(dir: &Path, daemon: &str, extra: &str) -> String {
@@ -31,6 +34,15 @@ fn check(config: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// The `Error: …` line a failed passknockd printed.
+fn error_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.starts_with("Error: "))
+        .unwrap_or_else(|| panic!("no error line in: {}", String::from_utf8_lossy(&out.stderr)))
+        .to_string()
 }
 
 #[test]
@@ -65,4 +77,126 @@ fn overlapping_services_fail_the_check_naming_both() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/passknock.toml");
     let out = check(&example);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Starts passknockd on `config` in a namespace of its own, expecting it to refuse.
+fn start_refused(ns: &Netns, config: &Path) -> Output {
+    let mut cmd = ns.command(PASSKNOCKD);
+    cmd.arg("--config").arg(config).stdin(Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(20)).expect("passknockd stops by itself");
+    assert!(
+        !out.status.success(),
+        "passknockd started with {}",
+        config.display()
+    );
+    out
+}
+
+#[test]
+fn check_refuses_what_the_start_refuses_with_the_same_message() {
+    let ns = Netns::new("precheck");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = "ab".repeat(32) + "\n";
+    write(&d.join("ami-open.secret"), "pw\n", 0o644);
+    write(&d.join("ami.secret"), "pw\n", 0o600);
+    write(&d.join("disa-open.key"), &key, 0o644);
+    write(&d.join("knock-open.secret"), &key, 0o644);
+    write(&d.join("knock.secret"), &key, 0o600);
+    write(&d.join("a-file"), "", 0o600);
+    std::fs::create_dir(d.join("a-dir")).unwrap();
+    let ami = |f: &str| format!("[ami]\nenabled = true\nsecret-file = \"{}/{f}\"\n", d.display());
+    let spa = |f: &str| {
+        format!(
+            "[knock.profiles.laptop]\nmode = \"spa\"\nsecret-file = \"{}/{f}\"\n",
+            d.display()
+        )
+    };
+    let cases = [
+        ("a 0644 AMI secret", "", ami("ami-open.secret"), "chmod 600"),
+        (
+            "a 0644 DISA key",
+            "",
+            format!(
+                "[disa]\nenabled = true\nkey-file = \"{}/disa-open.key\"\n",
+                d.display()
+            ),
+            "0600",
+        ),
+        ("a 0644 knock secret", "", spa("knock-open.secret"), "chmod 600"),
+        (
+            "a store under a file",
+            &*format!("store = \"{}/a-file/store.db\"", d.display()),
+            String::new(),
+            "daemon.store",
+        ),
+        (
+            "a control socket under a file",
+            &*format!("control-socket = \"{}/a-file/control.sock\"", d.display()),
+            String::new(),
+            "daemon.control-socket",
+        ),
+        (
+            "a control socket path too long to bind",
+            &*format!(
+                "control-socket = \"{}/{}/control.sock\"",
+                d.display(),
+                "x".repeat(100)
+            ),
+            String::new(),
+            "daemon.control-socket",
+        ),
+        (
+            "an audit log that is a directory",
+            &*format!("audit-log = \"{}/a-dir\"", d.display()),
+            String::new(),
+            "daemon.audit-log",
+        ),
+    ];
+    for (i, (what, daemon, extra, says)) in cases.iter().enumerate() {
+        // A [daemon] key replaces the default line of the same name.
+        let mut text = config_in(d, "", extra);
+        if let Some((key, _)) = daemon.split_once(" = ") {
+            let keep: Vec<&str> = text.lines().filter(|l| !l.starts_with(key)).collect();
+            text = keep
+                .join("\n")
+                .replacen("[daemon]", &format!("[daemon]\n{daemon}"), 1);
+        }
+        let cfg = d.join(format!("case{i}.toml"));
+        write(&cfg, &text, 0o600);
+        let checked = check(&cfg);
+        assert!(
+            !checked.status.success(),
+            "--check passed {what}: {}",
+            String::from_utf8_lossy(&checked.stdout)
+        );
+        let started = start_refused(&ns, &cfg);
+        let (c, s) = (error_line(&checked), error_line(&started));
+        assert_eq!(c, s, "{what}: --check and the start differ");
+        assert!(c.contains(says), "{what}: {c}");
+    }
+
+    // A good config passes, and checking it creates nothing: the key, the store and the audit log
+    // are made by the start.
+    let text = config_in(
+        d,
+        &format!("audit-log = \"{}/log/audit.log\"", d.display()),
+        &format!(
+            "{}{}[disa]\nenabled = true\nkey-file = \"{}/keys/disa.key\"\n",
+            ami("ami.secret"),
+            spa("knock.secret"),
+            d.display()
+        ),
+    );
+    let cfg = d.join("good.toml");
+    write(&cfg, &text, 0o600);
+    let before = std::fs::read_dir(d).unwrap().count();
+    let out = check(&cfg);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("config ok"));
+    assert_eq!(
+        std::fs::read_dir(d).unwrap().count(),
+        before,
+        "--check wrote something"
+    );
 }
