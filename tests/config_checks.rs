@@ -3,13 +3,16 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::chroot::run_bounded;
-use support::daemon::PASSKNOCKD;
+use support::daemon::{test_config, Daemon, PASSKNOCK, PASSKNOCKD};
 use support::netns::Netns;
 
 /// A config with every path in `dir`, and `extra` appended.
@@ -199,4 +202,111 @@ fn check_refuses_what_the_start_refuses_with_the_same_message() {
         before,
         "--check wrote something"
     );
+}
+
+/// A pipe whose reading end is already closed: every write to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    unsafe { libc::close(fds[0]) };
+    Stdio::from(unsafe { OwnedFd::from_raw_fd(fds[1]) })
+}
+
+/// Grants 800 addresses over the control socket, each with a long note, so `list` prints far
+/// more than a pipe holds. Four connections at once, so the engine batches them.
+fn many_grants(socket: &Path) {
+    let note = "n".repeat(190);
+    let workers: Vec<_> = (0..4u16)
+        .map(|t| {
+            let (socket, note) = (socket.to_path_buf(), note.clone());
+            std::thread::spawn(move || {
+                let s = UnixStream::connect(socket).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                for i in 0..200u16 {
+                    let req = format!(
+                        "{{\"op\":\"grant\",\"address\":\"198.18.{t}.{}\",\"services\":[\"sip\"],\"ttl\":\"1h\",\"note\":\"{note}\"}}\n",
+                        i + 1
+                    );
+                    w.write_all(req.as_bytes()).unwrap();
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    assert!(line.contains("\"granted\""), "{line}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let ns = Netns::new("pipe");
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&ns, dir.path(), &test_config(dir.path(), ""));
+    many_grants(&d.socket);
+    let config = d.config.to_str().unwrap().to_string();
+    let socket = d.socket.to_str().unwrap().to_string();
+    // Every command that prints, into a pipe nobody reads any more.
+    for args in [
+        vec!["list"],
+        vec!["list", "--json"],
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["contacts"],
+        vec!["calls"],
+        vec!["account", "list"],
+        vec!["grant", "198.51.100.99", "--services", "sip"],
+        vec!["reload"],
+        vec![
+            "--config",
+            &config,
+            "knock-profile",
+            "add",
+            "extra",
+            "--mode",
+            "static",
+        ],
+    ] {
+        let out = Command::new(PASSKNOCK)
+            .args(["--socket", &socket])
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && e.is_empty(),
+            "passknock {}: {} {e}",
+            args.join(" "),
+            out.status
+        );
+    }
+    assert!(d.ok(&["list"]).contains("198.51.100.99"), "the grant was made");
+    // As an admin types it: the reader stops after one line of a long listing.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!("set -o pipefail; {PASSKNOCK} --socket {socket} list | head -1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ADDRESS"));
+    // A daemon that is not there is still an error.
+    let out = Command::new(PASSKNOCK)
+        .args(["--socket", "/nonexistent/control.sock", "list"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach passknockd"));
 }
