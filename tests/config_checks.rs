@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -309,4 +309,83 @@ fn a_closed_stdout_ends_the_cli_quietly() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach passknockd"));
+}
+
+/// Resolves `path` inside the chroot at `root`, following absolute links as the chroot sees them.
+fn in_chroot(root: &Path, path: &str) -> PathBuf {
+    let mut p = root.join(path.trim_start_matches('/'));
+    for _ in 0..8 {
+        match std::fs::read_link(&p) {
+            Ok(t) if t.is_absolute() => p = root.join(t.strip_prefix("/").unwrap()),
+            Ok(t) => p = p.parent().unwrap().join(t),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
+/// `name: description` lines of Asterisk's core sound list.
+fn sound_descriptions(root: &Path) -> std::collections::HashMap<String, String> {
+    let gz = in_chroot(
+        root,
+        "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz",
+    );
+    let out = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
+    assert!(out.status.success(), "cannot read {}", gz.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_lowercase()))
+        .collect()
+}
+
+#[test]
+fn default_prompts_exist_in_asterisks_sounds_and_ask_for_an_ip_address() {
+    let root = support::chroot::root();
+    let en = in_chroot(root, "/usr/share/asterisk/sounds/en");
+    let p = agi::disa::Prompts::default();
+    let mut all: Vec<&String> = [
+        &p.passcode,
+        &p.retry,
+        &p.enter_address,
+        &p.you_entered,
+        &p.confirm,
+        &p.refused_address,
+        &p.no_address,
+        &p.granted,
+        &p.goodbye,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let goes_on = agi::disa::ENTRY_GOES_ON.to_string();
+    all.extend([&p.dot, &p.hours, &p.minutes, &goes_on]);
+    for name in all {
+        let file = en.join(name);
+        let (dir, stem) = (file.parent().unwrap(), file.file_name().unwrap());
+        let found = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().file_stem() == Some(stem) && e.path().extension().is_some())
+            })
+            .unwrap_or(false);
+        assert!(found, "prompt `{name}` is not among {}", en.display());
+    }
+    let said = sound_descriptions(root);
+    let heard: Vec<&str> = p
+        .enter_address
+        .iter()
+        .map(|f| {
+            said.get(f)
+                .unwrap_or_else(|| panic!("{f} is not described"))
+                .as_str()
+        })
+        .collect();
+    let heard = heard.join(" ");
+    // "Your I P; press star for dot, then press pound" — not "the number you wish to call".
+    assert!(
+        heard.contains("i p") && heard.contains("star") && heard.contains("dot"),
+        "{heard}"
+    );
+    assert!(!heard.contains("number") && !heard.contains("call"), "{heard}");
 }
