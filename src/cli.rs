@@ -209,6 +209,46 @@ pub enum CliError {
     Knock(#[from] knockd::client::ClientError),
 }
 
+/// Standard output as the commands write to it, remembering a failed write: a reader that went
+/// away (`passknock list | head -1`) is not the daemon's fault, and must not be reported as a lost
+/// connection to it.
+pub struct Output<W> {
+    inner: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> Output<W> {
+    pub fn new(inner: W) -> Output<W> {
+        Output { inner, failed: None }
+    }
+
+    /// The first write that failed, if one did: the command's own error is then beside the point.
+    pub fn failed(&self) -> Option<&std::io::Error> {
+        self.failed.as_ref()
+    }
+
+    fn note<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            if self.failed.is_none() && e.kind() != std::io::ErrorKind::Interrupted {
+                self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
+}
+
 /// One request, one reply.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply, CliError> {
     let stream = UnixStream::connect(socket).map_err(|source| CliError::Connect {
@@ -605,4 +645,41 @@ fn ami_line(out: &mut impl Write, a: &AmiStatus) -> std::io::Result<()> {
         writeln!(out, "  last error: {e}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that left after `room` bytes.
+    struct Pipe {
+        room: usize,
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_remembers_the_first_failed_write() {
+        let mut out = Output::new(Pipe { room: 4 });
+        writeln!(out, "ok").unwrap();
+        assert!(out.failed().is_none());
+        assert!(writeln!(out, "too much").is_err());
+        assert_eq!(
+            out.failed().map(|e| e.kind()),
+            Some(std::io::ErrorKind::BrokenPipe)
+        );
+    }
 }

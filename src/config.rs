@@ -543,6 +543,15 @@ impl PortRange {
     pub fn overlaps(&self, other: &PortRange) -> bool {
         self.proto == other.proto && self.first <= other.last && other.first <= self.last
     }
+
+    /// The ports both ranges hold, if any.
+    pub fn overlap(&self, other: &PortRange) -> Option<PortRange> {
+        self.overlaps(other).then(|| PortRange {
+            proto: self.proto,
+            first: self.first.max(other.first),
+            last: self.last.min(other.last),
+        })
+    }
 }
 
 impl fmt::Display for PortRange {
@@ -591,7 +600,57 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.check(origin)?;
+        config.check_overlaps(text, origin)?;
         Ok(config)
+    }
+
+    /// Services do not overlap: the table accepts a port for a service's grants, so a port in two
+    /// services would open for a grant of either. The error names both services, the ports they
+    /// share, and the lines where each lists them.
+    fn check_overlaps(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let all: Vec<(&str, usize, &PortRange)> = self
+            .services
+            .iter()
+            .flat_map(|(name, s)| {
+                s.ports
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (name.as_str(), i, p))
+            })
+            .collect();
+        for (n, (a, ai, ap)) in all.iter().enumerate() {
+            for (b, bi, bp) in &all[n + 1..] {
+                let Some(shared) = ap.overlap(bp).filter(|_| a != b) else {
+                    continue;
+                };
+                let lines = port_lines(text);
+                let line = |svc: &str, i: usize| lines.get(&(svc.to_string(), i)).copied();
+                // Name the entry written last: it is the one most likely added by mistake.
+                let (first, second) = match (line(a, *ai), line(b, *bi)) {
+                    (Some(la), Some(lb)) if lb < la => ((*b, *bi, *bp), (*a, *ai, *ap)),
+                    _ => ((*a, *ai, *ap), (*b, *bi, *bp)),
+                };
+                let at = |svc: &str, i: usize| match line(svc, i) {
+                    Some(l) => format!(", line {l}"),
+                    None => String::new(),
+                };
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_string(),
+                    key: format!("services.{}.ports", second.0),
+                    message: format!(
+                        "{shared} is in service {} ({}{}) and in service {} ({}{}); services must not \
+                         overlap, or a grant for one opens the other's ports",
+                        second.0,
+                        second.2,
+                        at(second.0, second.1),
+                        first.0,
+                        first.2,
+                        at(first.0, first.1),
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn check(&self, origin: &str) -> Result<(), ConfigError> {
@@ -857,6 +916,36 @@ impl Config {
     }
 }
 
+/// Where each service's port entries are written: (service, index) → line, from 1. Read again
+/// only when an error needs it, so the parsed config keeps plain values.
+fn port_lines(text: &str) -> BTreeMap<(String, usize), usize> {
+    #[derive(Deserialize)]
+    struct Services {
+        #[serde(default)]
+        services: BTreeMap<String, Ports>,
+    }
+    #[derive(Deserialize)]
+    struct Ports {
+        #[serde(default)]
+        ports: Vec<toml::Spanned<String>>,
+    }
+    let Ok(parsed) = toml::from_str::<Services>(text) else {
+        return BTreeMap::new();
+    };
+    let line_of = |offset: usize| text.get(..offset).unwrap_or(text).matches('\n').count() + 1;
+    parsed
+        .services
+        .into_iter()
+        .flat_map(|(name, s)| {
+            s.ports
+                .into_iter()
+                .enumerate()
+                .map(move |(i, p)| ((name.clone(), i), line_of(p.span().start)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn valid_service_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= 32
@@ -1057,6 +1146,47 @@ mod tests {
         );
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(c.knock_profiles().unwrap()[0].kind.mode(), knockd::Mode::Spa);
+    }
+
+    #[test]
+    fn overlapping_services_are_refused_naming_both_and_the_lines() {
+        let e = Config::parse(
+            "[services.sip]\nports = [\"udp/5060\", \"tcp/5060\"]\n\n[services.dup]\nports = [\"udp/5060\"]\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("services.dup.ports")
+                && e.contains("service sip (udp/5060, line 2)")
+                && e.contains("service dup (udp/5060, line 5)"),
+            "{e}"
+        );
+        // A range inside another service's range: the shared ports are named.
+        let e = Config::parse(
+            "[services.rtp]\nports = [\"udp/10000-20000\"]\n[services.media]\nports = [\"tcp/15000\", \"udp/15000-15010\"]\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config t.toml: services.media.ports: udp/15000-15010 is in service media")
+                && e.contains("service rtp (udp/10000-20000, line 2)"),
+            "{e}"
+        );
+        // Partial overlap: only the shared ports. Other protocols and neighbours are fine.
+        let e = Config::parse(
+            "[services.a]\nports = [\"udp/100-200\"]\n[services.b]\nports = [\"udp/150-300\"]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("udp/150-200 is in service b"), "{e}");
+        Config::parse(
+            "[services.a]\nports = [\"udp/100-200\"]\n[services.b]\nports = [\"tcp/100-200\", \"udp/201\"]\n",
+            "t",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::control_slots::{Slot, Slots};
 use crate::defaults;
 use crate::engine::{Engine, Job};
 use crate::nft::{Firewall, Layout, Nft};
+use crate::preflight::Ready;
 use crate::store::{Source, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,17 +66,15 @@ pub enum DaemonError {
 const QUEUE: usize = 4096;
 
 /// Runs the daemon until `shutdown` is cancelled. `config_path` is where SIGHUP re-reads it from.
+/// `ready` is what [`preflight`](crate::preflight::preflight) read: secrets were refused and paths
+/// checked before anything was touched.
 pub async fn run(
     config: Config,
+    ready: Ready,
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    // Refuse a readable secret before touching anything.
-    let ami_secret = if config.ami.enabled {
-        Some(config.ami.read_secret("[ami]")?)
-    } else {
-        None
-    };
+    let (ami_secret, disa_key) = ready.into_parts();
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
     let layout = Layout::from_config(&config);
@@ -88,7 +87,11 @@ pub async fn run(
     let knock_slot = crate::knock::KnockSlot::default();
     engine.set_knock_slot(knock_slot.clone());
     let disa_key = if config.disa.enabled {
-        let key = crate::disa::load_key(&config.disa.key_file)?;
+        let key = match disa_key {
+            Some(key) => key,
+            // Checked to be creatable; made now, 0600.
+            None => crate::disa::load_key(&config.disa.key_file)?,
+        };
         engine.set_disa_key(key.clone());
         Some(key)
     } else {

@@ -1,6 +1,7 @@
 //! passknock keeps an Asterisk PBX closed to the Internet and lets its own people in.
 //!
 //! - [`config`]: the TOML config — services (named port groups), trusted networks, TTLs.
+//! - [`preflight`]: secret files and writable paths, checked alike by `--check` and the start.
 //! - [`defaults`]: every default, named once.
 //! - [`addr`], [`duration`], [`clock`]: addresses and networks, `2h`-style durations, Unix ms.
 //! - [`store`]: the expiry store (SQLite) of grants and bans; durable before a call returns.
@@ -36,5 +37,6 @@ pub mod metrics;
 pub mod nft;
 pub mod notify;
 pub mod offenders;
+pub mod preflight;
 pub mod secret;
 pub mod store;

@@ -135,7 +135,17 @@ impl Default for Prompts {
         Prompts {
             passcode: v(&["agent-pass"]),
             retry: v(&["auth-incorrect"]),
-            enter_address: v(&["vm-enter-num-to-call"]),
+            // No core sound says "address": "your I P; press star for dot, then press pound".
+            enter_address: v(&[
+                "your",
+                "letters/i",
+                "letters/p",
+                "vm-press",
+                "digits/star",
+                "vm-for",
+                "letters/dot",
+                "vm-then-pound",
+            ]),
             you_entered: v(&["you-entered"]),
             dot: "letters/dot".into(),
             confirm: v(&["if-correct-press", "digits/1"]),
@@ -459,7 +469,12 @@ where
     Ok(())
 }
 
-/// Plays all but the last file, then prompts with the last and collects digits.
+/// Played while the rest of an entry is read, once a key cut a prompt short: a second of silence.
+pub const ENTRY_GOES_ON: &str = "silence/1";
+
+/// Plays all but the last file, then prompts with the last and collects digits. A key pressed
+/// during any of the files starts the entry there, as it would during a one-file prompt: a caller
+/// who knows what is asked need not wait for the whole sentence.
 async fn prompt_digits<S>(
     s: &mut Session<S>,
     files: &[String],
@@ -473,7 +488,17 @@ where
         .split_last()
         .map(|(l, b)| (l.as_str(), b))
         .unwrap_or(("beep", &[]));
-    play(s, before).await?;
+    for f in before {
+        match s.stream_file_until_key(f).await? {
+            None => {}
+            Some('#') => return Ok((String::new(), false)),
+            Some(key) if max <= 1 => return Ok((key.to_string(), false)),
+            Some(key) => {
+                let (rest, timed_out) = s.get_data(ENTRY_GOES_ON, timeout_ms, max - 1).await?;
+                return Ok((format!("{key}{rest}"), timed_out));
+            }
+        }
+    }
     s.get_data(last, timeout_ms, max).await
 }
 
@@ -660,9 +685,18 @@ mod tests {
             vec![
                 ("ANSWER", "200 result=0"),
                 ("GET DATA \"agent-pass\"", "200 result=000123456789"),
-                ("GET DATA \"vm-enter-num-to-call\"", "200 result=127*0*0*1"),
+                ("STREAM FILE \"your\"", "200 result=0"),
+                ("STREAM FILE \"letters/i\"", "200 result=0"),
+                ("STREAM FILE \"letters/p\"", "200 result=0"),
+                ("STREAM FILE \"vm-press\"", "200 result=0"),
+                ("STREAM FILE \"digits/star\"", "200 result=0"),
+                ("STREAM FILE \"vm-for\"", "200 result=0"),
+                ("STREAM FILE \"letters/dot\"", "200 result=0"),
+                ("GET DATA \"vm-then-pound\"", "200 result=127*0*0*1"),
                 ("STREAM FILE \"invalid\"", "200 result=0"),
-                ("GET DATA \"vm-enter-num-to-call\"", "200 result=203*0*113*77"),
+                // A caller who knows the prompt keys at once: "2" cuts it short.
+                ("STREAM FILE \"your\"", "200 result=50 endpos=800"),
+                ("GET DATA \"silence/1\"", "200 result=03*0*113*77"),
                 ("STREAM FILE \"you-entered\"", "200 result=0"),
                 ("SAY DIGITS \"203\"", "200 result=0"),
                 ("STREAM FILE \"letters/dot\"", "200 result=0"),
@@ -671,8 +705,8 @@ mod tests {
                 ("SAY DIGITS \"113\"", "200 result=0"),
                 ("STREAM FILE \"letters/dot\"", "200 result=0"),
                 ("SAY DIGITS \"77\"", "200 result=0"),
-                ("STREAM FILE \"if-correct-press\"", "200 result=0"),
-                ("GET DATA \"digits/1\"", "200 result=1"),
+                // "1" during "if this is correct, press": the answer, without waiting.
+                ("STREAM FILE \"if-correct-press\"", "200 result=49 endpos=400"),
             ],
         )
         .await;

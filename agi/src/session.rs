@@ -23,6 +23,9 @@ pub enum SessionError {
     Closed,
 }
 
+/// Every key of a phone's keypad.
+pub const KEYS: &str = "0123456789*#";
+
 /// A FastAGI session over any byte stream (a TCP socket, or an in-memory pipe in tests).
 pub struct Session<S> {
     io: S,
@@ -161,6 +164,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             })
             .await?;
         Ok(r.result() != Some("-1"))
+    }
+
+    /// Plays `file` until the caller presses a key; returns that key, or `None` when the file
+    /// played to its end (or is missing).
+    pub async fn stream_file_until_key(&mut self, file: &str) -> Result<Option<char>, SessionError> {
+        let r = self
+            .send(&Command::StreamFile {
+                file: file.into(),
+                escape: KEYS.into(),
+            })
+            .await?;
+        // The result is the key's character code, 0 when none was pressed.
+        Ok(r.result()
+            .and_then(|code| code.parse::<u32>().ok())
+            .and_then(char::from_u32)
+            .filter(|c| KEYS.contains(*c)))
     }
 
     pub async fn say_number(&mut self, number: i64) -> Result<(), SessionError> {

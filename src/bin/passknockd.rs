@@ -75,21 +75,27 @@ fn main() -> anyhow::Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::embedded(),
     };
+    // The check and the start run the same checks, here, before anything is written: what one
+    // refuses, the other refuses with the same words.
+    let ready = passknock::preflight::preflight(&config)?;
+    if args.check {
+        println!(
+            "config ok{}: services {}",
+            if path.is_none() {
+                " (the embedded example)"
+            } else {
+                ""
+            },
+            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
     init_logs(config.daemon.audit_log.as_deref())?;
     if path.is_none() {
         info!(
             "no config given and none at {}: running on the embedded example",
             defaults::CONFIG_PATH
         );
-    }
-    if args.check {
-        // Knock secrets are files of their own: read them now, so a bad one fails the check.
-        config.knock_profiles()?;
-        println!(
-            "config ok: services {}",
-            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-        return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -108,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             }
             stop.cancel();
         });
-        passknock::daemon::run(config, path, shutdown).await?;
+        passknock::daemon::run(config, ready, path, shutdown).await?;
         Ok(())
     })
 }

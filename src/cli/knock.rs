@@ -1,6 +1,7 @@
 //! `passknock knock-profile add`: a new knock profile — random ports, or a secret from the OS
 //! random source — printed as the daemon's config snippet and the client's.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -26,7 +27,60 @@ pub fn parse_mode(s: &str) -> Result<Mode, String> {
     }
 }
 
+/// Ports a socket on this host is bound to: TCP listening, UDP bound, IPv4 and IPv6. A knock
+/// port there would make that service look closed to everyone, since the table drops knocks.
+#[derive(Debug, Default)]
+pub struct Busy {
+    tcp: BTreeSet<u16>,
+    udp: BTreeSet<u16>,
+}
+
+impl Busy {
+    /// This host's sockets, from `/proc/net` (this network namespace's, as the daemon sees them).
+    pub fn local() -> Busy {
+        let mut busy = Busy::default();
+        for (file, proto) in [
+            ("tcp", Proto::Tcp),
+            ("tcp6", Proto::Tcp),
+            ("udp", Proto::Udp),
+            ("udp6", Proto::Udp),
+        ] {
+            let text = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+            for (l, _) in crate::doctor::asterisk::parse_proc_net(&text, proto) {
+                busy.insert(proto, l.port);
+            }
+        }
+        busy
+    }
+
+    pub fn insert(&mut self, proto: Proto, port: u16) {
+        match proto {
+            Proto::Tcp => self.tcp.insert(port),
+            Proto::Udp => self.udp.insert(port),
+        };
+    }
+
+    /// Whether any port of `first..=last` is bound for `proto`.
+    fn any(&self, proto: Proto, first: u16, last: u16) -> bool {
+        let set = match proto {
+            Proto::Tcp => &self.tcp,
+            Proto::Udp => &self.udp,
+        };
+        set.range(first..=last).next().is_some()
+    }
+}
+
 pub fn run(action: KnockProfileAction, config: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    add(action, config, &Busy::local(), out)
+}
+
+/// `run` with the host's busy ports given, so tests choose them.
+fn add(
+    action: KnockProfileAction,
+    config: &Config,
+    busy: &Busy,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let KnockProfileAction::Add {
         name,
         mode,
@@ -58,9 +112,10 @@ pub fn run(action: KnockProfileAction, config: &Config, out: &mut impl Write) ->
     // Ports a new profile must keep off: every protected port and every existing knock port.
     let mut taken: Vec<config::PortRange> = config.services.values().flat_map(|s| s.ports.clone()).collect();
     taken.extend(config.knock.ports());
+    // A port is drawn only if neither the config nor a local socket has it.
     let free = |p: Proto, first: u16, last: u16| {
         let r = to_config_range(p, first, last);
-        !taken.iter().any(|t| t.overlaps(&r))
+        !taken.iter().any(|t| t.overlaps(&r)) && !busy.any(p, first, last)
     };
     let mut server = vec![format!("mode = \"{}\"", mode.name())];
     let mut client = vec![format!("mode = \"{}\"", mode.name())];
@@ -75,15 +130,23 @@ pub fn run(action: KnockProfileAction, config: &Config, out: &mut impl Write) ->
                     knockd::profile::SEQUENCE_MAX
                 ));
             }
+            // Drawn from the free ones only, so a busy port is never picked and the draw ends.
+            let mut candidates: Vec<Port> = (DRAW_FROM.0..=DRAW_FROM.1)
+                .flat_map(|port| [Proto::Tcp, Proto::Udp].map(|proto| Port { proto, port }))
+                .filter(|p| free(p.proto, p.port, p.port))
+                .collect();
             let mut ports: Vec<Port> = Vec::new();
             while ports.len() < n {
-                let r = random_u32()?;
-                let proto = if r & 1 == 0 { Proto::Tcp } else { Proto::Udp };
-                let port = DRAW_FROM.0 + ((r >> 1) % (DRAW_FROM.1 - DRAW_FROM.0 + 1) as u32) as u16;
-                let p = Port { proto, port };
-                if free(proto, port, port) && !ports.iter().any(|q| q.port == port) {
-                    ports.push(p);
+                if candidates.is_empty() {
+                    return refuse(format!(
+                        "fewer than {n} free ports from {} to {}",
+                        DRAW_FROM.0, DRAW_FROM.1
+                    ));
                 }
+                let p = candidates.swap_remove(pick(candidates.len())?);
+                // One port number once in a sequence, whichever the protocol.
+                candidates.retain(|q| q.port != p.port);
+                ports.push(p);
             }
             let list = ports
                 .iter()
@@ -108,22 +171,20 @@ pub fn run(action: KnockProfileAction, config: &Config, out: &mut impl Write) ->
             client.push(format!("secret = \"{}\"", secret.to_hex()));
             if mode == Mode::Rotating {
                 let n = length.unwrap_or(knockd::profile::ROTATING_LENGTH);
-                let mut range = None;
-                for _ in 0..1000 {
-                    let span = (DRAW_FROM.1 - DRAW_FROM.0 - ROTATING_RANGE) as u32;
-                    let first = DRAW_FROM.0 + (random_u32()? % span) as u16;
-                    let last = first + ROTATING_RANGE - 1;
-                    if free(Proto::Udp, first, last) {
-                        range = Some(PortRange {
-                            proto: Proto::Udp,
-                            first,
-                            last,
-                        });
-                        break;
-                    }
+                let firsts: Vec<u16> = (DRAW_FROM.0..=DRAW_FROM.1 - ROTATING_RANGE + 1)
+                    .filter(|f| free(Proto::Udp, *f, f + ROTATING_RANGE - 1))
+                    .collect();
+                if firsts.is_empty() {
+                    return refuse(format!(
+                        "no free range of {ROTATING_RANGE} UDP ports from {} to {}",
+                        DRAW_FROM.0, DRAW_FROM.1
+                    ));
                 }
-                let Some(range) = range else {
-                    return refuse("no free range of 1000 UDP ports below 32768".into());
+                let first = firsts[pick(firsts.len())?];
+                let range = PortRange {
+                    proto: Proto::Udp,
+                    first,
+                    last: first + ROTATING_RANGE - 1,
                 };
                 for lines in [&mut server, &mut client] {
                     lines.push(format!("range = \"{range}\""));
@@ -174,9 +235,17 @@ pub fn run(action: KnockProfileAction, config: &Config, out: &mut impl Write) ->
             "# probe = \"tcp/PORT\"   # no TCP port among the services; add one to verify access".into(),
         ),
     }
+    // A reload swaps profiles into the running knock listener; only a daemon with no profile
+    // yet has no listener to take them, and starts one at its next start.
+    let then = if config.knock.profiles.is_empty() {
+        "then restart passknockd: the knock listener starts with the first profile (later ones \
+         need only `passknock reload`)"
+    } else {
+        "then run `passknock reload`"
+    };
     writeln!(
         out,
-        "# Server: add to the daemon's config ({}), then restart passknockd.",
+        "# Server: add to the daemon's config ({}), {then}.",
         crate::defaults::CONFIG_PATH
     )?;
     if let Some(p) = &secret_note {
@@ -188,7 +257,7 @@ pub fn run(action: KnockProfileAction, config: &Config, out: &mut impl Write) ->
     }
     writeln!(
         out,
-        "# Knock ports look closed to everyone: make sure no other service listens on them."
+        "# No socket on this host listens on these ports; as knock ports they look closed to everyone."
     )?;
     writeln!(out, "[knock.profiles.{name}]")?;
     for l in &server {
@@ -232,8 +301,137 @@ fn exact(t: Ttl) -> String {
     }
 }
 
+/// An index below `len` from the OS random source. `len` is at most a few tens of thousands, so
+/// the modulo's bias (below 2^-16) does not matter.
+fn pick(len: usize) -> std::io::Result<usize> {
+    Ok(random_u32()? as usize % len)
+}
+
 fn random_u32() -> std::io::Result<u32> {
     let mut b = [0u8; 4];
     knockd::os_random(&mut b)?;
     Ok(u32::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(name: &str, mode: Mode, secret_file: Option<PathBuf>) -> KnockProfileAction {
+        KnockProfileAction::Add {
+            name: name.into(),
+            mode,
+            services: Vec::new(),
+            ttl: None,
+            length: None,
+            secret_file,
+        }
+    }
+
+    fn add(config: &Config, name: &str) -> String {
+        let mut out = Vec::new();
+        run(action(name, Mode::Static, None), config, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// `add` with `busy` as the host's sockets; returns the server snippet's profile.
+    fn add_beside(busy: &Busy, mode: Mode, secret: Option<PathBuf>) -> Result<toml::Value, CliError> {
+        let config = Config::parse("[services.sip]\nports = [\"udp/5060\", \"tcp/5060\"]\n", "t").unwrap();
+        let mut out = Vec::new();
+        super::add(action("p", mode, secret), &config, busy, &mut out)?;
+        let text = String::from_utf8(out).unwrap();
+        let snippet: toml::Value = toml::from_str(&text).unwrap();
+        Ok(snippet["knock"]["profiles"]["p"].clone())
+    }
+
+    /// Every port from `DRAW_FROM` bound, both protocols, but `free`.
+    fn all_busy_but(free: &[(Proto, u16)]) -> Busy {
+        let mut busy = Busy::default();
+        for port in DRAW_FROM.0..=DRAW_FROM.1 {
+            for proto in [Proto::Tcp, Proto::Udp] {
+                if !free.contains(&(proto, port)) {
+                    busy.insert(proto, port);
+                }
+            }
+        }
+        busy
+    }
+
+    #[test]
+    fn ports_a_local_socket_holds_are_never_drawn() {
+        let free = [
+            (Proto::Tcp, 2000),
+            (Proto::Udp, 3000),
+            (Proto::Udp, 4000),
+            (Proto::Tcp, 30000),
+        ];
+        for _ in 0..5 {
+            let p = add_beside(&all_busy_but(&free), Mode::Static, None).unwrap();
+            let mut got: Vec<String> = p["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            got.sort();
+            assert_eq!(got, ["tcp/2000", "tcp/30000", "udp/3000", "udp/4000"]);
+        }
+        // Three free ports for a sequence of four: refused, not drawn forever.
+        let e = add_beside(&all_busy_but(&free[..3]), Mode::Static, None).unwrap_err();
+        assert!(e.to_string().contains("fewer than 4 free ports"), "{e}");
+
+        // Rotating: the only range of UDP ports with no socket in it.
+        let dir = tempfile::tempdir().unwrap();
+        let range: Vec<(Proto, u16)> = (20000..20000 + ROTATING_RANGE).map(|p| (Proto::Udp, p)).collect();
+        let p = add_beside(
+            &all_busy_but(&range),
+            Mode::Rotating,
+            Some(dir.path().join("r.secret")),
+        )
+        .unwrap();
+        assert_eq!(p["range"].as_str(), Some("udp/20000-20999"));
+
+        // SPA: the usual port is bound, so the next free one.
+        let mut busy = Busy::default();
+        busy.insert(Proto::Udp, knockd::profile::SPA_PORT);
+        busy.insert(Proto::Tcp, knockd::profile::SPA_PORT + 1);
+        let p = add_beside(&busy, Mode::Spa, Some(dir.path().join("s.secret"))).unwrap();
+        assert_eq!(
+            p["port"].as_integer(),
+            Some(knockd::profile::SPA_PORT as i64 + 1),
+            "a TCP socket does not hold a UDP port"
+        );
+    }
+
+    #[test]
+    fn this_hosts_sockets_are_seen() {
+        let tcp = std::net::TcpListener::bind("[::]:0").unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let busy = Busy::local();
+        let (t, u) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+        assert!(busy.any(Proto::Tcp, t, t) && busy.any(Proto::Udp, u, u));
+    }
+
+    #[test]
+    fn the_snippet_says_reload_and_restart_only_for_a_first_profile() {
+        let base = "[services.sip]\nports = [\"udp/5060\", \"tcp/5060\"]\n";
+        let with_one = Config::parse(
+            &format!(
+                "{base}[knock.profiles.laptop]\nmode = \"static\"\nports = [\"tcp/7000\", \"udp/8000\"]\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        let text = add(&with_one, "phone");
+        assert!(
+            text.contains("then run `passknock reload`") && !text.contains("restart"),
+            "{text}"
+        );
+        // The knock listener starts with the daemon's first profile.
+        let text = add(&Config::parse(base, "t").unwrap(), "phone");
+        assert!(
+            text.contains("restart passknockd") && text.contains("passknock reload"),
+            "{text}"
+        );
+    }
 }
