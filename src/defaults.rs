@@ -23,6 +23,9 @@ pub const BAN_TTL: Duration = Duration::from_secs(3600);
 pub const BAN_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How often the table is read back and brought in line with the store.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+/// A wall-clock move this far from the monotonic clock between two readings is a step, and is
+/// logged; NTP's slewing (at most 0.5 ms a second) stays far below it.
+pub const CLOCK_STEP_MIN: Duration = Duration::from_secs(2);
 /// First wait before retrying a failed nft apply; doubles up to the reconcile interval.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The FastAGI listener address; `dialplan/passknock.conf` must name the same port.
