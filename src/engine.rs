@@ -72,7 +72,8 @@ impl Engine {
     fn now(&mut self) -> Now {
         let now = Now::read();
         if let Some(step) = self.clock.step(now, defaults::CLOCK_STEP_MIN) {
-            let size = human(Duration::from_millis(step.unsigned_abs()));
+            // To the nearest second: the readings straddle the step by a few milliseconds.
+            let size = human(Duration::from_secs((step.unsigned_abs() + 500) / 1000));
             if step < 0 {
                 warn!(
                     "the wall clock was stepped back by {size}; grants and bans keep the time they \
