@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::ami::AmiView;
 use crate::config::{Config, ConfigError};
 use crate::contacts::Contacts;
-use crate::control::{Reply, Request};
+use crate::control::{self, Lines, Reply, Request, TooLong};
 use crate::defaults;
 use crate::engine::{Engine, Job};
 use crate::nft::{Firewall, Layout, Nft};
@@ -284,30 +284,32 @@ async fn serve_connection(stream: UnixStream, engine: EngineHandle, views: Views
         Ok(c) => format!("uid {}", c.uid()),
         Err(_) => "unknown".into(),
     };
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = String::new();
+    let (mut read, mut write) = stream.into_split();
+    let mut lines = Lines::new(defaults::CONTROL_MAX_LINE);
+    let mut chunk = vec![0u8; 8 * 1024];
     loop {
-        line.clear();
-        let mut limited = (&mut reader).take(defaults::CONTROL_MAX_LINE as u64 + 1);
-        let n = match limited.read_line(&mut line).await {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-        if n == 0 {
-            return;
-        }
-        let reply = if n > defaults::CONTROL_MAX_LINE {
-            let r = Reply::error("request too long");
-            let _ = write_reply(&mut write, &r).await;
-            return;
-        } else {
-            match serde_json::from_str::<Request>(line.trim_end()) {
-                Ok(Request::Contacts) => views.ami.contacts_reply(&views.contacts),
-                Ok(Request::Calls) => views.ami.calls_reply(),
-                Ok(request) => engine.submit(request, &who, Source::Admin).await,
-                Err(e) => Reply::error(format!("bad request: {e}")),
+        let line = match lines.next_line() {
+            Some(Ok(line)) => line,
+            Some(Err(TooLong { .. })) => {
+                let _ = write_reply(&mut write, &Reply::error("request too long")).await;
+                return;
             }
+            None => match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => match lines.finish() {
+                    Some(last) => last,
+                    None => return,
+                },
+                Ok(n) => {
+                    lines.feed(&chunk[..n]);
+                    continue;
+                }
+            },
+        };
+        let reply = match control::parse_request(&line) {
+            Ok(Request::Contacts) => views.ami.contacts_reply(&views.contacts),
+            Ok(Request::Calls) => views.ami.calls_reply(),
+            Ok(request) => engine.submit(request, &who, Source::Admin).await,
+            Err(e) => Reply::error(e),
         };
         if write_reply(&mut write, &reply).await.is_err() {
             return;

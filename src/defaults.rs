@@ -69,6 +69,8 @@ pub const HOLD_MAX: Duration = Duration::from_secs(4 * 3600);
 pub const HOLD_STEP: Duration = Duration::from_secs(60);
 /// Most requests one control connection may send; a guard against a runaway script.
 pub const CONTROL_MAX_LINE: usize = 64 * 1024;
+/// Longest control reply the CLI reads: a full listing of a few hundred thousand grants fits.
+pub const CONTROL_MAX_REPLY: usize = 256 * 1024 * 1024;
 /// Most control requests the daemon applies together in one store transaction and one nft batch.
 pub const BATCH_MAX: usize = 512;
 
