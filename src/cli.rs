@@ -7,7 +7,7 @@ mod knock;
 mod paint;
 mod status;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{utc, UnixMs};
 use crate::config::Config;
-use crate::control::{AmiStatus, Applied, NewAccount, Reply, Request};
+use crate::control::{self, AmiStatus, Applied, Lines, NewAccount, Reply, Request};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::store::{Ban, Grant};
@@ -260,9 +260,23 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, CliError> {
     let mut line = serde_json::to_vec(request).map_err(|e| CliError::Reply(e.to_string()))?;
     line.push(b'\n');
     w.write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply)?;
-    serde_json::from_str(&reply).map_err(|e| CliError::Reply(e.to_string()))
+    // The reply is one line, read under a cap however the daemon's bytes arrive.
+    let mut stream = stream;
+    let mut lines = Lines::new(defaults::CONTROL_MAX_REPLY);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let line = loop {
+        match lines.next_line() {
+            Some(Ok(line)) => break line,
+            Some(Err(e)) => return Err(CliError::Reply(e.to_string())),
+            None => {}
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break lines.finish().unwrap_or_default();
+        }
+        lines.feed(&chunk[..n]);
+    };
+    control::parse_reply(&line).map_err(CliError::Reply)
 }
 
 impl Cli {

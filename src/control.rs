@@ -8,6 +8,10 @@
 //! `account-*` manage DISA accounts. `hold` and `release` are the daemon's own (the AMI
 //! listener's), never read from the socket. The reply is one object tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
+//!
+//! Lines are split by [`Lines`], which holds no more than its cap plus one read: a request line
+//! may be [`CONTROL_MAX_LINE`](crate::defaults::CONTROL_MAX_LINE) bytes, a reply
+//! [`CONTROL_MAX_REPLY`](crate::defaults::CONTROL_MAX_REPLY).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -31,6 +35,81 @@ pub struct NewAccount {
     /// Numbers the owner calls from, let through while passcode entry is suspended.
     #[serde(default)]
     pub callers: Vec<String>,
+}
+
+/// A line went past its cap; the connection is done with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a line over {max} bytes")]
+pub struct TooLong {
+    pub max: usize,
+}
+
+/// Splits the bytes of one connection into lines (newline excluded) of at most `max` bytes.
+/// Bytes come in with [`Lines::feed`] as they are read; nothing past `max` plus the last read is
+/// ever held, because a line is refused as soon as it passes the cap, newline or not.
+#[derive(Debug)]
+pub struct Lines {
+    buf: Vec<u8>,
+    max: usize,
+    /// Bytes at the front of `buf` already searched for a newline.
+    scanned: usize,
+}
+
+impl Lines {
+    pub fn new(max: usize) -> Lines {
+        Lines {
+            buf: Vec::new(),
+            max,
+            scanned: 0,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held, for tests of the cap.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole line, [`TooLong`] once the line under way passes the cap (whatever comes
+    /// after it is not read), or `None` until more bytes come.
+    pub fn next_line(&mut self) -> Option<Result<Vec<u8>, TooLong>> {
+        match self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                let end = self.scanned + i;
+                self.scanned = 0;
+                if end > self.max {
+                    return Some(Err(TooLong { max: self.max }));
+                }
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                Some(Ok(line))
+            }
+            None if self.buf.len() > self.max => Some(Err(TooLong { max: self.max })),
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// What is left when the peer closes: a last line without its newline, if any.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        self.scanned = 0;
+        (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
+    }
+}
+
+/// Reads one request line; the error is what the asker is told.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice(line.trim_ascii_end()).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Reads one reply line.
+pub fn parse_reply(line: &[u8]) -> Result<Reply, String> {
+    serde_json::from_slice(line.trim_ascii_end()).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,4 +337,158 @@ pub struct CallEntry {
     pub channel: String,
     pub address: IpAddr,
     pub since: UnixMs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defaults;
+
+    #[test]
+    fn a_flood_without_newline_is_refused_at_the_cap() {
+        let mut lines = Lines::new(defaults::CONTROL_MAX_LINE);
+        let chunk = [b'x'; 8 * 1024];
+        let mut refused = false;
+        for _ in 0..128 {
+            lines.feed(&chunk);
+            assert!(lines.buffered() <= defaults::CONTROL_MAX_LINE + chunk.len());
+            if let Some(r) = lines.next_line() {
+                assert_eq!(
+                    r,
+                    Err(TooLong {
+                        max: defaults::CONTROL_MAX_LINE
+                    })
+                );
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused);
+    }
+
+    #[test]
+    fn requests_round_trip_and_a_last_line_needs_no_newline() {
+        let mut lines = Lines::new(defaults::CONTROL_MAX_LINE);
+        lines.feed(b"{\"op\":\"status\"}\r\n{\"op\":\"revoke\",\"address\":\"203.0.113.7\"}");
+        let first = lines.next_line().unwrap().unwrap();
+        assert_eq!(parse_request(&first), Ok(Request::Status));
+        assert_eq!(lines.next_line(), None);
+        let last = lines.finish().unwrap();
+        assert_eq!(
+            parse_request(&last),
+            Ok(Request::Revoke {
+                address: "203.0.113.7".into()
+            })
+        );
+        assert!(parse_request(b"{\"op\":\"hold\"}")
+            .unwrap_err()
+            .starts_with("bad request: "));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: whatever bytes a peer sends and however they are cut, lines never pass the
+    //! cap, nothing more than the cap and one read is held, the cuts do not change the lines, and
+    //! parsing a line never panics.
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: usize = 32;
+
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Line(Vec<u8>),
+        TooLong,
+        Last(Vec<u8>),
+    }
+
+    /// Feeds `pieces` in order, taking lines after each, as the daemon does; stops at `TooLong`.
+    fn read_all<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<Got>, TestCaseError> {
+        let mut lines = Lines::new(MAX);
+        let mut out = Vec::new();
+        for p in pieces {
+            lines.feed(p);
+            loop {
+                match lines.next_line() {
+                    Some(Ok(l)) => {
+                        prop_assert!(l.len() <= MAX);
+                        out.push(Got::Line(l));
+                    }
+                    Some(Err(_)) => {
+                        out.push(Got::TooLong);
+                        return Ok(out);
+                    }
+                    None => break,
+                }
+            }
+            prop_assert!(lines.buffered() <= MAX + p.len(), "held {}", lines.buffered());
+        }
+        if let Some(last) = lines.finish() {
+            prop_assert!(last.len() <= MAX);
+            out.push(Got::Last(last));
+        }
+        Ok(out)
+    }
+
+    fn request_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(r#"{"op":"status"}"#.to_string()),
+            "[a-z0-9.:]{0,20}".prop_map(|a| format!(r#"{{"op":"grant","address":"{a}","ttl":"1h"}}"#)),
+            "[a-z0-9 ]{0,8}".prop_map(|t| format!(r#"{{"op":"ban","address":"::1","ttl":"{t}"}}"#)),
+            (0u64..u64::MAX).prop_map(|n| format!(r#"{{"op":"list","limit":{n}}}"#)),
+            "[{}\\[\\]\":,a-z0-9 -]{0,40}",
+            ".{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn lines_are_capped_and_cuts_change_nothing(
+            // About one byte in 32 a newline: lines fall either side of the cap.
+            text in proptest::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|v| v.into_iter().map(|b| if b % 32 == 0 { b'\n' } else { b }).collect::<Vec<u8>>()),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16),
+        ) {
+            let whole = read_all([text.as_slice()])?;
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(text.len() + 1)).collect();
+            at.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for cut in at {
+                pieces.push(&text[from..cut]);
+                from = cut;
+            }
+            pieces.push(&text[from..]);
+            prop_assert_eq!(read_all(pieces)?, whole);
+        }
+
+        #[test]
+        fn any_line_is_a_request_or_refused(line in request_line(), junk in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = parse_request(line.as_bytes());
+            let _ = parse_request(&junk);
+            let _ = parse_reply(line.as_bytes());
+            let _ = parse_reply(&junk);
+        }
+
+        #[test]
+        fn requests_survive_the_wire(address in "[ -~]{0,30}", note in ".{0,30}", limit in proptest::option::of(any::<usize>())) {
+            for req in [
+                Request::Grant { address: address.clone(), services: vec![note.clone()], ttl: None, note: note.clone() },
+                Request::Ban { address: address.clone(), ttl: None, reason: note.clone() },
+                Request::List { limit },
+            ] {
+                let mut wire = serde_json::to_vec(&req).unwrap();
+                // One line however odd the text: JSON escapes every newline.
+                prop_assert!(!wire.contains(&b'\n'));
+                wire.push(b'\n');
+                let mut lines = Lines::new(crate::defaults::CONTROL_MAX_LINE);
+                lines.feed(&wire);
+                let line = lines.next_line().unwrap().unwrap();
+                prop_assert_eq!(parse_request(&line), Ok(req));
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::ami::AmiView;
 use crate::config::{Config, ConfigError};
 use crate::contacts::Contacts;
-use crate::control::{Reply, Request};
+use crate::control::{self, Lines, Reply, Request, TooLong};
 use crate::control_slots::{Slot, Slots};
 use crate::defaults;
 use crate::engine::{Engine, Job};
@@ -335,38 +335,46 @@ async fn serve_connection(stream: UnixStream, mut slot: Slot, engine: EngineHand
         Err(_) => "unknown".into(),
     };
     let idle = defaults::CONTROL_IDLE_TIMEOUT;
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = String::new();
+    let (mut read, mut write) = stream.into_split();
+    let mut lines = Lines::new(defaults::CONTROL_MAX_LINE);
+    let mut chunk = vec![0u8; 8 * 1024];
     loop {
-        line.clear();
-        slot.idle();
-        let mut limited = (&mut reader).take(defaults::CONTROL_MAX_LINE as u64 + 1);
-        let n = tokio::select! {
-            // A request already sent is served even when the slot was just given away.
-            biased;
-            read = tokio::time::timeout(idle, limited.read_line(&mut line)) => match read {
-                Ok(Ok(n)) => n,
-                // Idle too long, or a read error: either way, nothing more to serve.
-                Err(_) | Ok(Err(_)) => return,
-            },
-            _ = slot.evicted() => return,
+        let line = match lines.next_line() {
+            Some(Ok(line)) => line,
+            Some(Err(TooLong { .. })) => {
+                let r = Reply::error("request too long");
+                let _ = tokio::time::timeout(idle, write_reply(&mut write, &r)).await;
+                return;
+            }
+            None => {
+                slot.idle();
+                let n = tokio::select! {
+                    // A request already sent is served even when the slot was just given away.
+                    biased;
+                    read = tokio::time::timeout(idle, read.read(&mut chunk)) => match read {
+                        Ok(Ok(n)) => n,
+                        // Idle too long, or a read error: either way, nothing more to serve.
+                        Err(_) | Ok(Err(_)) => return,
+                    },
+                    _ = slot.evicted() => return,
+                };
+                if n == 0 {
+                    match lines.finish() {
+                        Some(last) => last,
+                        None => return,
+                    }
+                } else {
+                    lines.feed(&chunk[..n]);
+                    continue;
+                }
+            }
         };
         slot.busy();
-        if n == 0 {
-            return;
-        }
-        let reply = if n > defaults::CONTROL_MAX_LINE {
-            let r = Reply::error("request too long");
-            let _ = tokio::time::timeout(idle, write_reply(&mut write, &r)).await;
-            return;
-        } else {
-            match serde_json::from_str::<Request>(line.trim_end()) {
-                Ok(Request::Contacts) => views.ami.contacts_reply(&views.contacts),
-                Ok(Request::Calls) => views.ami.calls_reply(),
-                Ok(request) => engine.submit(request, &who, Source::Admin).await,
-                Err(e) => Reply::error(format!("bad request: {e}")),
-            }
+        let reply = match control::parse_request(&line) {
+            Ok(Request::Contacts) => views.ami.contacts_reply(&views.contacts),
+            Ok(Request::Calls) => views.ami.calls_reply(),
+            Ok(request) => engine.submit(request, &who, Source::Admin).await,
+            Err(e) => Reply::error(e),
         };
         // A peer that stops reading its reply is as idle as one that stops writing.
         match tokio::time::timeout(idle, write_reply(&mut write, &reply)).await {

@@ -23,6 +23,9 @@ pub const BAN_TTL: Duration = Duration::from_secs(3600);
 pub const BAN_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How often the table is read back and brought in line with the store.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+/// A wall-clock move this far from the monotonic clock between two readings is a step, and is
+/// logged; NTP's slewing (at most 0.5 ms a second) stays far below it.
+pub const CLOCK_STEP_MIN: Duration = Duration::from_secs(2);
 /// First wait before retrying a failed nft apply; doubles up to the reconcile interval.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The FastAGI listener address; `dialplan/passknock.conf` must name the same port.
@@ -82,6 +85,8 @@ pub const CONTROL_MAX_CONNECTIONS: usize = 64;
 /// A control connection that sends no request (or reads no reply) for this long is closed. The
 /// CLI writes its request the moment it connects.
 pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest control reply the CLI reads: a full listing of a few hundred thousand grants fits.
+pub const CONTROL_MAX_REPLY: usize = 256 * 1024 * 1024;
 /// Most control requests the daemon applies together in one store transaction and one nft batch.
 pub const BATCH_MAX: usize = 512;
 

@@ -13,13 +13,13 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::addr::{self, Family};
-use crate::clock::{now_ms, utc, UnixMs};
+use crate::clock::{now_ms, utc, Clock, Now, UnixMs};
 use crate::config::Config;
 use crate::control::{Applied, NewAccount, Reply, Request, Status};
 use crate::defaults;
 use crate::duration::{human, Ttl};
 use crate::knock::{KnockApplied, KnockSlot};
-use crate::nft::{self, ban_set, Changes, ElemKey, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
+use crate::nft::{self, ban_key, Changes, ElemKey, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
 use crate::secret::{self, DisaKey};
 use crate::store::{Account, Grant, NewGrant, Source, Store, StoreError};
 
@@ -40,6 +40,8 @@ pub struct Engine {
     disa_key: Option<Arc<DisaKey>>,
     store: Store,
     firewall: Firewall,
+    /// Holds kernel timeouts to the time truly left when the wall clock is stepped.
+    clock: Clock,
     next_reconcile: Instant,
     retry_delay: Duration,
     last_reconcile: Option<UnixMs>,
@@ -58,11 +60,33 @@ impl Engine {
             disa_key: None,
             store,
             firewall,
+            clock: Clock::default(),
             next_reconcile: Instant::now(),
             retry_delay: defaults::RETRY_FIRST,
             last_reconcile: None,
             firewall_error: None,
         }
+    }
+
+    /// Reads both clocks, and says so once when the wall clock was stepped since the last reading.
+    fn now(&mut self) -> Now {
+        let now = Now::read();
+        if let Some(step) = self.clock.step(now, defaults::CLOCK_STEP_MIN) {
+            // To the nearest second: the readings straddle the step by a few milliseconds.
+            let size = human(Duration::from_secs((step.unsigned_abs() + 500) / 1000));
+            if step < 0 {
+                warn!(
+                    "the wall clock was stepped back by {size}; grants and bans keep the time they \
+                     were given, and kernel timeouts never run past it"
+                );
+            } else {
+                warn!(
+                    "the wall clock jumped forward by {size} (stepped, or the host was suspended); \
+                     grants and bans end by the wall clock, so they end that much sooner"
+                );
+            }
+        }
+        now
     }
 
     pub fn set_config_path(&mut self, path: PathBuf) {
@@ -337,7 +361,8 @@ impl Engine {
 
     /// Prunes what ended while the daemon was down, then brings the table in line with the store.
     pub fn start(&mut self) -> Result<Reconciled, String> {
-        self.expire(now_ms());
+        let now = self.now();
+        self.expire(now);
         self.reconcile()
     }
 
@@ -359,8 +384,14 @@ impl Engine {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let now = now_ms();
-            if self.store.next_end().ok().flatten().is_some_and(|e| e <= now) {
+            let now = self.now();
+            if self
+                .store
+                .next_end()
+                .ok()
+                .flatten()
+                .is_some_and(|e| e <= now.wall)
+            {
                 self.expire(now);
             }
             if Instant::now() >= self.next_reconcile {
@@ -487,10 +518,10 @@ impl Engine {
     }
 
     fn grant_batch(&mut self, jobs: Vec<Job>) {
-        let now = now_ms();
+        let now = self.now();
         let mut ok: Vec<(NewGrant, Job)> = Vec::new();
         for job in jobs {
-            match self.check_grant(&job.request, &job, now) {
+            match self.check_grant(&job.request, &job, now.wall) {
                 Ok(g) => ok.push((g, job)),
                 Err(e) => {
                     info!(target: "passknock::audit", "refused grant: {e}; who={}", job.who);
@@ -502,7 +533,7 @@ impl Engine {
             return;
         }
         let new: Vec<NewGrant> = ok.iter().map(|(g, _)| g.clone()).collect();
-        let written = match self.store.insert_grants(&new, now) {
+        let written = match self.store.insert_grants(&new, now.wall) {
             Ok(w) => w,
             Err(e) => {
                 warn!("store refused {} grant(s): {e}", ok.len());
@@ -527,7 +558,7 @@ impl Engine {
                 grant.note,
                 utc(grant.end())
             );
-            let warning = self.banned_warning(grant.address, now);
+            let warning = self.banned_warning(grant.address, now.wall);
             let _ = job.reply.send(Reply::Granted {
                 grant,
                 firewall: applied.clone(),
@@ -547,14 +578,14 @@ impl Engine {
 
     /// Sets each address's allow elements to what its live grants want, and removes the elements
     /// of `services_gone` that no live grant wants any more.
-    fn refresh_addresses(&mut self, addrs: &BTreeSet<IpAddr>, gone: &[Grant], now: UnixMs) -> Applied {
+    fn refresh_addresses(&mut self, addrs: &BTreeSet<IpAddr>, gone: &[Grant], now: Now) -> Applied {
         let mut changes = Changes::default();
         for ip in addrs {
-            let live = match self.store.grants_for(*ip, now) {
+            let live = match self.store.grants_for(*ip, now.wall) {
                 Ok(l) => l,
                 Err(e) => return self.note_firewall(Err(e.to_string())),
             };
-            let want = nft::desired(self.firewall.layout(), &live, &[]);
+            let want = nft::desired(self.firewall.layout(), &live, &[], &mut self.clock, now);
             for g in gone.iter().filter(|g| g.address == *ip) {
                 for svc in &g.services {
                     let k = ElemKey {
@@ -575,8 +606,11 @@ impl Engine {
     }
 
     /// Applies element changes; a failure is recorded and retried (see `note_firewall`).
-    fn apply(&mut self, changes: Changes, now: UnixMs) -> Applied {
-        let r = self.firewall.change(&changes, now).map_err(|e| e.to_string());
+    fn apply(&mut self, changes: Changes, now: Now) -> Applied {
+        let r = self
+            .firewall
+            .change(&changes, now.wall)
+            .map_err(|e| e.to_string());
         self.note_firewall(r)
     }
 
@@ -608,7 +642,7 @@ impl Engine {
         if removed.is_empty() {
             return Reply::error(format!("{ip} has no grant"));
         }
-        let now = now_ms();
+        let now = self.now();
         let applied = self.refresh_addresses(&BTreeSet::from([ip]), &removed, now);
         info!(target: "passknock::audit", "revoke address={ip} grants={} who={who:?}", removed.len());
         Reply::Revoked {
@@ -632,19 +666,23 @@ impl Engine {
         if let Err(e) = check_ttl(ttl, self.config.bans.ttl_max, "bans.ttl-max") {
             return Reply::error(e);
         }
-        let now = now_ms();
+        let now = self.now();
         let reason = if reason.trim().is_empty() {
             format!("banned by {who}")
         } else {
             clean_text(reason)
         };
-        let ban = match self.store.ban(ip, &reason, now + ttl.0.as_millis() as i64, now) {
+        let ban = match self
+            .store
+            .ban(ip, &reason, now.wall + ttl.0.as_millis() as i64, now.wall)
+        {
             Ok(b) => b,
             Err(e) => return Reply::error(format!("not banned: {e}")),
         };
+        let set = self.clock.end(ip, ban.expires, now).map(|end| (ban_key(ip), end));
         let applied = self.apply(
             Changes {
-                set: vec![(ban_key(ip), ban.expires)],
+                set: set.into_iter().collect(),
                 remove: vec![],
             },
             now,
@@ -658,6 +696,7 @@ impl Engine {
     }
 
     fn unban(&mut self, address: &str, who: &str) -> Reply {
+        let now = self.now();
         let ip = match addr::parse_host(address) {
             Ok(ip) => ip,
             Err(e) => return Reply::error(e.to_string()),
@@ -672,7 +711,7 @@ impl Engine {
                 set: vec![],
                 remove: vec![ban_key(ip)],
             },
-            now_ms(),
+            now,
         );
         info!(target: "passknock::audit", "unban address={ip} who={who:?}");
         Reply::Unbanned {
@@ -685,9 +724,9 @@ impl Engine {
     /// `ami.hold-max` past its own expiry. Writes nothing while every grant outlives `until` anyway,
     /// so a renewal costs a store write and an nft run only when a TTL is near.
     fn hold(&mut self, ip: IpAddr, until: UnixMs, who: &str) -> Reply {
-        let now = now_ms();
+        let now = self.now();
         let max = self.config.ami.hold_max.0.as_millis() as i64;
-        let grants = match self.store.grants_for(ip, now) {
+        let grants = match self.store.grants_for(ip, now.wall) {
             Ok(g) => g,
             Err(e) => return Reply::error(format!("not held: {e}")),
         };
@@ -695,11 +734,11 @@ impl Engine {
         let changes = grants.iter().any(|g| new_end(g) != g.end());
         let mut applied = Applied::default();
         if changes {
-            if let Err(e) = self.store.hold_capped(ip, until, max, now) {
+            if let Err(e) = self.store.hold_capped(ip, until, max, now.wall) {
                 return Reply::error(format!("not held: {e}"));
             }
             applied = self.refresh_addresses(&BTreeSet::from([ip]), &[], now);
-            let end = grants.iter().map(new_end).max().unwrap_or(now);
+            let end = grants.iter().map(new_end).max().unwrap_or(now.wall);
             info!(
                 target: "passknock::audit",
                 "hold address={ip} until={} (call up) who={who:?}",
@@ -724,17 +763,17 @@ impl Engine {
             Ok(n) => n,
             Err(e) => return Reply::error(format!("not released: {e}")),
         };
-        let now = now_ms();
+        let now = self.now();
         let mut applied = Applied::default();
         if released > 0 {
             info!(target: "passknock::audit", "release address={ip} (calls ended) who={who:?}");
             // Grants whose TTL passed during the call go now; the rest get their shorter timeout.
             self.expire(now);
-            if self.store.grants_for(ip, now).is_ok_and(|g| !g.is_empty()) {
+            if self.store.grants_for(ip, now.wall).is_ok_and(|g| !g.is_empty()) {
                 applied = self.refresh_addresses(&BTreeSet::from([ip]), &[], now);
             }
         }
-        let live = self.store.grants_for(ip, now).unwrap_or_default();
+        let live = self.store.grants_for(ip, now.wall).unwrap_or_default();
         Reply::Held {
             address: ip,
             grants: live.len(),
@@ -754,23 +793,24 @@ impl Engine {
         }
     }
 
-    fn desired_now(&self, now: UnixMs) -> Result<nft::Elements, StoreError> {
-        let bans = self.store.live_bans(now)?;
-        let mut out = nft::desired(self.firewall.layout(), [], &bans);
+    fn desired_now(&mut self, now: Now) -> Result<nft::Elements, StoreError> {
+        let bans = self.store.live_bans(now.wall)?;
         let layout = self.firewall.layout();
-        self.store.for_each_live(now, |ip, services, end| {
-            nft::add_grant(layout, &mut out, ip, services, end)
+        let clock = &mut self.clock;
+        let mut out = nft::desired(layout, [], &bans, clock, now);
+        self.store.for_each_live(now.wall, |ip, services, end| {
+            nft::add_grant(layout, &mut out, ip, services.split(','), end, clock, now)
         })?;
         Ok(out)
     }
 
-    fn status(&self) -> Reply {
-        let now = now_ms();
+    fn status(&mut self) -> Reply {
+        let now = self.now();
         let desired = match self.desired_now(now) {
             Ok(d) => d,
             Err(e) => return Reply::error(e.to_string()),
         };
-        let (present, in_sync, detail, elements) = match self.firewall.compare(&desired, now) {
+        let (present, in_sync, detail, elements) = match self.firewall.compare(&desired, now.wall) {
             Ok((obs, v)) => {
                 let elements = obs.as_ref().map(|o| o.element_count()).unwrap_or(0);
                 let detail = match &v {
@@ -804,15 +844,15 @@ impl Engine {
             store: self.store.path().to_path_buf(),
             last_reconcile: self.last_reconcile,
             firewall_error: self.firewall_error.clone(),
-            now,
-            last_hour: crate::metrics::METRICS.last_hour(now),
+            now: now.wall,
+            last_hour: crate::metrics::METRICS.last_hour(now.wall),
         }))
     }
 
     /// Ends what is due: store rows go, and their elements go from the table now (the kernel's
     /// own timeout, rounded up to a second, is only the backstop).
-    fn expire(&mut self, now: UnixMs) {
-        let (grants, bans) = match self.store.prune(now) {
+    fn expire(&mut self, now: Now) {
+        let (grants, bans) = match self.store.prune(now.wall) {
             Ok(x) => x,
             Err(e) => {
                 warn!("cannot prune the store: {e}");
@@ -851,11 +891,12 @@ impl Engine {
 
     /// Reads the table back and fixes it. On failure, retries with a growing delay.
     pub fn reconcile(&mut self) -> Result<Reconciled, String> {
-        let now = now_ms();
+        let now = self.now();
+        self.clock.forget_ended(now);
         let interval = self.config.daemon.reconcile_interval.0;
         let result = self.desired_now(now).map_err(|e| e.to_string()).and_then(|d| {
             self.firewall
-                .reconcile(&d, now)
+                .reconcile(&d, now.wall)
                 .map_err(|e: NftError| e.to_string())
         });
         give_back_memory();
@@ -866,7 +907,7 @@ impl Engine {
                     Reconciled::Fixed { .. } => warn!("reconcile: table had drifted from the store; {r}"),
                     Reconciled::Rebuilt { .. } => info!("reconcile: table {r}"),
                 }
-                self.last_reconcile = Some(now);
+                self.last_reconcile = Some(now.wall);
                 self.firewall_error = None;
                 self.retry_delay = defaults::RETRY_FIRST;
                 self.next_reconcile = Instant::now() + interval;
@@ -892,13 +933,6 @@ fn give_back_memory() {
     // SAFETY: malloc_trim only releases free heap pages.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-fn ban_key(ip: IpAddr) -> ElemKey {
-    ElemKey {
-        set: ban_set(Family::of(&ip)),
-        addr: ip,
     }
 }
 

@@ -18,6 +18,8 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v knock >/dev/null || need+=(knockd)
 # `script`, for the status screen on a real terminal (tests/status.rs).
 command -v script >/dev/null || need+=(bsdutils)
+# libfaketime, to step the daemon's wall clock alone (tests/clock_step.rs).
+command -v faketime >/dev/null || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q

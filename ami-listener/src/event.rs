@@ -439,3 +439,68 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: whatever fields a peer sends, typing an event never panics, and the
+    //! address helpers take any text.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Field names the parser looks at, and values shaped like what it expects, or not.
+    fn field() -> impl Strategy<Value = (String, String)> {
+        let key = prop_oneof![
+            Just("Event"),
+            Just("EventList"),
+            Just("URI"),
+            Just("Uri"),
+            Just("ContactStatus"),
+            Just("EndpointName"),
+            Just("AOR"),
+            Just("Endpoint"),
+            Just("ObjectName"),
+            Just("ViaAddr"),
+            Just("RemoteAddress"),
+            Just("Channel"),
+            Just("Uniqueid"),
+            Just("ChannelState"),
+        ];
+        let value = prop_oneof![
+            prop::sample::select(vec![
+                "ContactStatus",
+                "ContactList",
+                "InvalidPassword",
+                "ChallengeResponseFailed",
+                "Newchannel",
+                "Hangup",
+                "CoreShowChannel",
+                "Complete",
+                "Removed",
+                "6",
+            ])
+            .prop_map(str::to_string),
+            "(IPV[46]|ipv4)?/[A-Z]{0,3}/[0-9a-f.:\\[\\]]{0,20}/[0-9]{0,6}",
+            "<?sips?:([0-9]{1,4}@)?(\\[[0-9a-f:]{0,20}\\]|[0-9.]{0,16})(:[0-9]{0,6})?[;>?]?",
+            "[ -~]{0,24}",
+            ".{0,12}",
+        ];
+        (key.prop_map(str::to_string), value)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_event_types_or_is_malformed(fields in proptest::collection::vec(field(), 0..8)) {
+            let _ = Event::parse(&Message { fields });
+        }
+
+        #[test]
+        fn address_helpers_take_any_text(s in ".{0,40}") {
+            let _ = RemoteAddress::parse(&s);
+            let _ = parse_ip(&s);
+            let _ = parse_host_port(&s);
+            let _ = uri_host(&s);
+        }
+    }
+}

@@ -458,3 +458,88 @@ mod tests {
         assert!(o.updates.is_empty());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property test: any sequence of events and responses, even ones that answer actions never
+    //! sent or answer them twice, moves the session on without a panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message() -> impl Strategy<Value = Message> {
+        let event = prop::sample::select(vec![
+            "ContactStatus",
+            "ContactList",
+            "ContactListComplete",
+            "CoreShowChannel",
+            "CoreShowChannelsComplete",
+            "Newchannel",
+            "Newstate",
+            "Hangup",
+            "InvalidPassword",
+            "FullyBooted",
+            "Shutdown",
+        ]);
+        let id = prop_oneof![
+            (1u32..12).prop_map(|n| format!("pk-contacts-{n}")),
+            (1u32..12).prop_map(|n| format!("pk-channels-{n}")),
+            (1u32..12).prop_map(|n| format!("pk-getvar-{n}")),
+            "[a-z0-9-]{0,8}",
+        ];
+        let fields = (
+            prop_oneof![
+                event.prop_map(|e| ("Event", e.to_string())),
+                prop::sample::select(vec!["Success", "Error", "Goodbye"])
+                    .prop_map(|r| ("Response", r.to_string()))
+            ],
+            proptest::option::of(id),
+            proptest::option::of(prop::sample::select(vec!["Complete", "start"])),
+            proptest::option::of(0u8..4),
+            proptest::option::of(prop::sample::select(vec!["6", "4"])),
+            proptest::option::of(prop::sample::select(vec![
+                "203.0.113.7:5060",
+                "[2001:db8::7]:5060",
+                "nonsense",
+                "",
+            ])),
+        );
+        fields.prop_map(|(head, id, list, chan, state, value)| {
+            let mut f = vec![(head.0.to_string(), head.1)];
+            if let Some(id) = id {
+                f.push(("ActionID".into(), id));
+            }
+            if let Some(l) = list {
+                f.push(("EventList".into(), l.into()));
+            }
+            if let Some(c) = chan {
+                f.push(("Channel".into(), format!("PJSIP/70{c}-0000")));
+                f.push(("Uniqueid".into(), format!("170.{c}")));
+            }
+            if let Some(s) = state {
+                f.push(("ChannelState".into(), s.into()));
+            }
+            if let Some(v) = value {
+                f.push(("Value".into(), v.into()));
+                f.push(("URI".into(), format!("sip:701@{v}")));
+                f.push(("Uri".into(), format!("sip:701@{v}")));
+                f.push(("EndpointName".into(), "701".into()));
+                f.push(("Endpoint".into(), "701".into()));
+                f.push(("ContactStatus".into(), "Reachable".into()));
+                f.push(("RemoteAddress".into(), format!("IPV4/UDP/{v}/5060")));
+            }
+            Message { fields: f }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn any_sequence_is_taken_without_panic(msgs in proptest::collection::vec(message(), 0..40)) {
+            let (mut s, _) = Session::start();
+            for m in &msgs {
+                let _ = s.on_message(m);
+            }
+        }
+    }
+}

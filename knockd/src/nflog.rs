@@ -321,3 +321,53 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: the walk takes any datagram without a panic, hands on only slices of it,
+    //! and a garbled tail never costs the whole messages before it.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One NFLOG packet message as the kernel lays it out: header, nfgenmsg, a payload attribute.
+    fn message(payload: &[u8]) -> Vec<u8> {
+        let alen = 4 + payload.len();
+        let len = NLMSG_HDR + NFGEN_HDR + ((alen + 3) & !3);
+        let mut b = vec![0u8; len];
+        b[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        b[4..6].copy_from_slice(&ULOG_PACKET.to_ne_bytes());
+        let a = NLMSG_HDR + NFGEN_HDR;
+        b[a..a + 2].copy_from_slice(&(alen as u16).to_ne_bytes());
+        b[a + 2..a + 4].copy_from_slice(&NFULA_PAYLOAD.to_ne_bytes());
+        b[a + 4..a + alen].copy_from_slice(payload);
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_datagram_is_walked_safely(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let range = b.as_ptr_range();
+            let n = for_each_packet(&b, |p, _| {
+                let r = p.as_ptr_range();
+                assert!(p.is_empty() || (range.start <= r.start && r.end <= range.end));
+            });
+            // Each packet costs at least a header, a nfgenmsg and an attribute header.
+            prop_assert!(n <= b.len() / (NLMSG_HDR + NFGEN_HDR + 4));
+        }
+
+        #[test]
+        fn whole_messages_survive_a_garbled_tail(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..6),
+            tail in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut b: Vec<u8> = payloads.iter().flat_map(|p| message(p)).collect();
+            b.extend_from_slice(&tail);
+            let mut seen = Vec::new();
+            for_each_packet(&b, |p, _| seen.push(p.to_vec()));
+            prop_assert!(seen.len() >= payloads.len());
+            prop_assert_eq!(&seen[..payloads.len()], payloads.as_slice());
+        }
+    }
+}

@@ -293,3 +293,77 @@ mod tests {
         assert_eq!((k.port, k.payload), (Port::udp(8000), &b"x"[..]));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: any bytes parse or are refused without a panic, a parsed knock only points
+    //! into the bytes it came from, and built packets parse back — whole or cut short.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn addr_pair() -> impl Strategy<Value = (IpAddr, IpAddr)> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(a, b)| (IpAddr::from(a), IpAddr::from(b))),
+            (any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(|(a, b)| (IpAddr::from(a), IpAddr::from(b))),
+        ]
+    }
+
+    /// Bytes that look like an IP header (right version nibble) more often than chance would.
+    fn ip_ish() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![Just(0x45u8), Just(0x46), Just(0x60), any::<u8>()],
+            proptest::collection::vec(any::<u8>(), 0..CAPTURE_LEN as usize),
+        )
+            .prop_map(|(first, mut rest)| {
+                rest.insert(0, first);
+                rest
+            })
+    }
+
+    fn within(outer: &[u8], inner: &[u8]) -> bool {
+        let o = outer.as_ptr_range();
+        let i = inner.as_ptr_range();
+        inner.is_empty() || (o.start <= i.start && i.end <= o.end)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_bytes_parse_or_are_refused(b in ip_ish()) {
+            if let Some(k) = parse(&b) {
+                prop_assert!(k.port.port != 0);
+                prop_assert!(within(&b, k.payload));
+            }
+        }
+
+        #[test]
+        fn built_packets_parse_back_even_cut_short(
+            (src, dst) in addr_pair(),
+            sport in any::<u16>(),
+            dport in 1..=u16::MAX,
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            tcp in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let p = if tcp {
+                build::tcp(src, dst, sport, dport, TCP_SYN, 1)
+            } else {
+                build::udp(src, dst, sport, dport, &payload)
+            };
+            let k = parse(&p).expect("a built packet parses");
+            prop_assert_eq!((k.source, k.dest, k.port.port), (src, dst, dport));
+            if tcp {
+                prop_assert!(k.is_syn());
+            } else {
+                prop_assert_eq!(k.payload, payload.as_slice());
+            }
+            // A capture cut anywhere: refused, or the same knock with less payload.
+            let short = &p[..cut.index(p.len())];
+            if let Some(s) = parse(short) {
+                prop_assert_eq!((s.source, s.dest, s.port), (k.source, k.dest, k.port));
+                prop_assert!(payload.starts_with(s.payload));
+            }
+        }
+    }
+}

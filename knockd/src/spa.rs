@@ -271,3 +271,66 @@ mod tests {
         assert!(matches!(age(u64::MAX, now, w), Age::Future(_)));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: any datagram is refused or opened without a panic; what is sealed opens to
+    //! itself; no change to a sealed datagram opens.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> SpaKey {
+        SpaKey::derive(&Secret::from_bytes(&[9u8; 32]))
+    }
+
+    fn requested() -> impl Strategy<Value = Requested> {
+        prop_oneof![
+            Just(Requested::Source),
+            any::<[u8; 4]>().prop_map(|a| Requested::Address(IpAddr::from(a))),
+            any::<[u8; 16]>().prop_map(|a| Requested::Address(IpAddr::from(a))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_bytes_are_refused_without_panic(b in proptest::collection::vec(any::<u8>(), 0..2 * LEN)) {
+            let k = key();
+            let _ = key_id(&b);
+            // Forging a tag by chance is 2^-256: anything not sealed is refused.
+            prop_assert!(open(&k, &b).is_err());
+        }
+
+        #[test]
+        fn right_header_wrong_tag_is_refused(body in any::<[u8; LEN - 8]>()) {
+            let k = key();
+            let mut b = [0u8; LEN];
+            b[0..2].copy_from_slice(&MAGIC);
+            b[2] = VERSION;
+            b[3] = body[0] % 8;
+            b[4..8].copy_from_slice(&k.id.to_be_bytes());
+            b[8..].copy_from_slice(&body[..LEN - 8]);
+            prop_assert_eq!(open(&k, &b), Err(SpaError::Tag));
+        }
+
+        #[test]
+        fn sealed_opens_to_itself_and_any_change_is_refused(
+            timestamp in any::<u64>(),
+            nonce in any::<[u8; 16]>(),
+            requested in requested(),
+            at in 0..LEN,
+            bit in 0..8u8,
+        ) {
+            let k = key();
+            let spa = Spa { key_id: k.id, timestamp, nonce, requested };
+            let b = seal(&k, &spa);
+            prop_assert_eq!(open(&k, &b), Ok(spa));
+            let mut f = b;
+            f[at] ^= 1 << bit;
+            prop_assert!(open(&k, &f).is_err());
+            let _ = age(timestamp, i64::MAX, Duration::from_secs(u64::MAX / 2000));
+            let _ = remember_until(timestamp, Duration::MAX);
+        }
+    }
+}

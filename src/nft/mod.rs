@@ -6,50 +6,61 @@ pub mod render;
 pub mod runner;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 pub use readback::{Observed, Verdict};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
 
 use crate::addr::Family;
+use crate::clock::{Clock, Now};
 use crate::store::{Ban, Grant, UnixMs};
 
-/// The elements the store wants: every live grant's services, every live ban; an element ends at
-/// the latest end among the grants that ask for it.
-pub fn desired<'a>(layout: &Layout, grants: impl IntoIterator<Item = &'a Grant>, bans: &[Ban]) -> Elements {
+/// The elements the store wants: every live grant's services, every live ban. An element ends at
+/// the latest end among the grants that ask for it, each held by `clock` to its time truly left;
+/// one whose time is up on either clock is left out.
+pub fn desired<'a>(
+    layout: &Layout,
+    grants: impl IntoIterator<Item = &'a Grant>,
+    bans: &[Ban],
+    clock: &mut Clock,
+    now: Now,
+) -> Elements {
     let mut out: Elements = BTreeMap::new();
     for g in grants {
-        for svc in &g.services {
-            // A grant can name a service the config has since dropped; it opens nothing.
-            if layout.has_service(svc) {
-                let k = ElemKey {
-                    set: allow_set(svc, Family::of(&g.address)),
-                    addr: g.address,
-                };
-                let e = out.entry(k).or_insert(0);
-                *e = (*e).max(g.end());
-            }
-        }
+        add_grant(
+            layout,
+            &mut out,
+            g.address,
+            g.services.iter().map(String::as_str),
+            g.end(),
+            clock,
+            now,
+        );
     }
     for b in bans {
-        let k = ElemKey {
-            set: ban_set(Family::of(&b.address)),
-            addr: b.address,
-        };
-        out.insert(k, b.expires);
+        if let Some(end) = clock.end(b.address, b.expires, now) {
+            out.insert(ban_key(b.address), end);
+        }
     }
     out
 }
 
-/// Adds one grant's elements (address, comma-separated services, end) to `out`.
-pub fn add_grant(
+/// Adds one grant's elements (address, services, end) to `out`, its end held by `clock`.
+pub fn add_grant<'s>(
     layout: &Layout,
     out: &mut Elements,
-    address: std::net::IpAddr,
-    services: &str,
+    address: IpAddr,
+    services: impl IntoIterator<Item = &'s str>,
     end: UnixMs,
+    clock: &mut Clock,
+    now: Now,
 ) {
-    for svc in services.split(',') {
+    let Some(end) = clock.end(address, end, now) else {
+        return;
+    };
+    for svc in services {
+        // A grant can name a service the config has since dropped; it opens nothing.
         if layout.has_service(svc) {
             let k = ElemKey {
                 set: allow_set(svc, Family::of(&address)),
@@ -58,6 +69,14 @@ pub fn add_grant(
             let e = out.entry(k).or_insert(0);
             *e = (*e).max(end);
         }
+    }
+}
+
+/// The ban element of `ip`.
+pub fn ban_key(ip: IpAddr) -> ElemKey {
+    ElemKey {
+        set: ban_set(Family::of(&ip)),
+        addr: ip,
     }
 }
 
@@ -160,6 +179,165 @@ impl Firewall {
                     reason,
                     elements: desired.len(),
                 })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::readback::{ObservedChain, ObservedSet};
+    use super::render::{rule_comment, timeout_secs, trusted_set, CHAIN};
+    use super::*;
+    use crate::config::PortRange;
+    use crate::defaults;
+    use crate::store::Source;
+
+    const HOUR: i64 = 3_600_000;
+    const W0: UnixMs = 1_795_248_830_000;
+
+    fn layout() -> Layout {
+        let p = |s: &str| s.parse::<PortRange>().unwrap();
+        Layout::new(
+            "passknock",
+            vec![
+                ("rtp".into(), vec![p("udp/10000-20000")]),
+                ("sip".into(), vec![p("udp/5060")]),
+            ],
+            &[],
+        )
+    }
+
+    fn grant(address: &str, expires: UnixMs) -> Grant {
+        Grant {
+            id: 1,
+            address: address.parse().unwrap(),
+            services: vec!["sip".into(), "rtp".into()],
+            source: Source::Admin,
+            who: "uid 0".into(),
+            note: String::new(),
+            created: W0,
+            expires,
+            hold_until: None,
+        }
+    }
+
+    fn ban(address: &str, expires: UnixMs) -> Ban {
+        Ban {
+            address: address.parse().unwrap(),
+            reason: "test".into(),
+            created: W0,
+            expires,
+        }
+    }
+
+    /// The table as the kernel would list it: our structure, and `elems` with the seconds each
+    /// has left on the kernel's own (monotonic) clock.
+    fn kernel(layout: &Layout, elems: &BTreeMap<ElemKey, i64>) -> Observed {
+        let mut obs = Observed::default();
+        for f in [Family::V4, Family::V6] {
+            obs.sets.insert(trusted_set(f), ObservedSet::default());
+        }
+        for (name, f) in layout.dynamic_sets() {
+            let set = ObservedSet {
+                type_name: if f == Family::V4 { "ipv4_addr" } else { "ipv6_addr" }.into(),
+                flags: vec!["timeout".into()],
+                elems: elems
+                    .iter()
+                    .filter(|(k, _)| k.set == name)
+                    .map(|(k, left)| (k.addr, Some(*left)))
+                    .collect(),
+                prefixes: vec![],
+            };
+            obs.sets.insert(name, set);
+        }
+        obs.chain = Some(ObservedChain {
+            name: CHAIN.into(),
+            kind: Some("filter".into()),
+            hook: Some("input".into()),
+            prio: Some(defaults::CHAIN_PRIORITY as i64),
+            policy: Some("accept".into()),
+        });
+        let n = layout.rules().len();
+        let fp = layout.fingerprint();
+        obs.rule_comments = (0..n).map(|i| Some(rule_comment(&fp, i, n))).collect();
+        obs
+    }
+
+    /// Every timeout a rebuild, a change batch and a reconcile would hand the kernel at `now`.
+    fn rendered_timeouts(layout: &Layout, elems: &Elements, obs: &Observed, now: Now) -> Vec<u32> {
+        let mut out = Vec::new();
+        let table: serde_json::Value =
+            serde_json::from_slice(&layout.render_table_json(elems, now.wall).unwrap()).unwrap();
+        collect_timeouts(&table, &mut out);
+        let changes = Changes {
+            set: elems.iter().map(|(k, e)| (k.clone(), *e)).collect(),
+            remove: vec![],
+        };
+        collect_timeouts(
+            &serde_json::to_value(render::render_changes(layout, &changes, now.wall)).unwrap(),
+            &mut out,
+        );
+        if let Verdict::Fix(c) = readback::compare(layout, elems, Some(obs), now.wall) {
+            out.extend(c.set.iter().map(|(_, end)| timeout_secs(*end, now.wall)));
+        }
+        out
+    }
+
+    fn collect_timeouts(v: &serde_json::Value, out: &mut Vec<u32>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(t) = m.get("timeout").and_then(|t| t.as_u64()) {
+                    out.push(t as u32);
+                }
+                m.values().for_each(|v| collect_timeouts(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect_timeouts(v, out)),
+            _ => {}
+        }
+    }
+
+    /// A 1 h grant and a 1 h ban, then the wall clock stepped 3 h back and, separately, 3 h
+    /// forward a minute later: no timeout handed to the kernel exceeds the 59 minutes truly left,
+    /// and a reconcile finds the kernel's own countdown right.
+    #[test]
+    fn a_wall_clock_step_never_lengthens_kernel_timeouts() {
+        let l = layout();
+        let grants = [grant("203.0.113.7", W0 + HOUR)];
+        let bans = [ban("203.0.113.66", W0 + HOUR)];
+        let t = Instant::now();
+        for step in [-3 * HOUR, 3 * HOUR] {
+            let mut clock = Clock::default();
+            let start = Now { wall: W0, mono: t };
+            let granted = desired(&l, &grants, &bans, &mut clock, start);
+            assert_eq!(granted.len(), 3);
+            assert!(granted.values().all(|end| timeout_secs(*end, W0) == 3600));
+            // A minute on, the kernel has counted each element down to 59 minutes.
+            let later = Now {
+                wall: W0 + 60_000 + step,
+                mono: t + Duration::from_secs(60),
+            };
+            let truly_left = 3540;
+            let kernel_view: BTreeMap<ElemKey, i64> =
+                granted.keys().map(|k| (k.clone(), truly_left)).collect();
+            let obs = kernel(&l, &kernel_view);
+            let now_wants = desired(&l, &grants, &bans, &mut clock, later);
+            let timeouts = rendered_timeouts(&l, &now_wants, &obs, later);
+            assert!(
+                timeouts.iter().all(|t| i64::from(*t) <= truly_left),
+                "step {step} ms: timeouts {timeouts:?} exceed {truly_left} s"
+            );
+            if step < 0 {
+                assert!(!timeouts.is_empty());
+                assert_eq!(
+                    readback::compare(&l, &now_wants, Some(&obs), later.wall),
+                    Verdict::InSync
+                );
+            } else {
+                // Over on the wall clock: the store ends it, and the reconcile takes it out.
+                assert!(now_wants.is_empty());
             }
         }
     }

@@ -51,6 +51,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     netns: String,
+    /// Extra environment for the daemon process (e.g. a preloaded fake clock).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -58,6 +60,11 @@ impl Daemon {
     /// Writes `config_text` to `dir/passknock.toml` and starts the daemon in `ns`; returns once
     /// the control socket answers.
     pub fn start(ns: &Netns, dir: &Path, config_text: &str) -> Daemon {
+        Daemon::start_with_env(ns, dir, config_text, &[])
+    }
+
+    /// [`Daemon::start`], with extra environment variables for the daemon process.
+    pub fn start_with_env(ns: &Netns, dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let config = dir.join("passknock.toml");
         std::fs::write(&config, config_text).unwrap();
         let parsed =
@@ -68,6 +75,7 @@ impl Daemon {
             log: dir.join("passknockd.log"),
             config,
             netns: ns.name.clone(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
         };
         d.spawn();
@@ -85,6 +93,7 @@ impl Daemon {
             .args(["netns", "exec", &self.netns, PASSKNOCKD, "--config"])
             .arg(&self.config)
             .env("PASSKNOCK_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
