@@ -28,6 +28,7 @@ pub mod replay;
 pub mod rotating;
 pub mod secret;
 pub mod sequence;
+pub mod sip;
 pub mod spa;
 
 use std::fmt;
