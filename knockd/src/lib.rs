@@ -17,6 +17,7 @@
 //! - [`client`]: the laptop side — client config, what to send, sending it, probing.
 //! - [`duration`]: `30s` / `250ms` durations for the client config.
 
+pub mod attempts;
 pub mod client;
 pub mod duration;
 pub mod gate;
