@@ -13,10 +13,19 @@
 //! - [`sequence`]: the per-source knock-sequence tracker, bounded.
 //! - [`replay`]: the bounded cache of used SPA nonces and rotating steps.
 //! - [`gate`]: all of the above for a set of profiles — packet in, outcome out.
+//! - [`sip`]: a SIP request the table dropped on a SIP port (logged to NFLOG with its payload),
+//!   parsed without IO or allocation into method, request URI, From/To users, Contact and
+//!   User-Agent; capped at 4 KiB, 64 header lines and 1 KiB a line, anything odd refused with a
+//!   typed error.
+//! - [`attempts`]: the bounded memory of those requests — which addresses tried to register as
+//!   which user within a window (5 minutes by default), most recent first. A user claimed from
+//!   two addresses answers with two, so the DISA call asks or refuses rather than guesses; at
+//!   most 65,536 users and 8 addresses each (under 50 MiB when a flood fills it, measured).
 //! - [`nflog`] (Linux): the NFLOG netlink socket and the loop that feeds the gate.
 //! - [`client`]: the laptop side — client config, what to send, sending it, probing.
 //! - [`duration`]: `30s` / `250ms` durations for the client config.
 
+pub mod attempts;
 pub mod client;
 pub mod duration;
 pub mod gate;
@@ -28,6 +37,7 @@ pub mod replay;
 pub mod rotating;
 pub mod secret;
 pub mod sequence;
+pub mod sip;
 pub mod spa;
 
 use std::fmt;
