@@ -645,16 +645,9 @@ pub struct ReplayLog {
 impl ReplayLog {
     /// Opens the store at `path` (which `Store::open` has created) for the replay table.
     pub fn open(path: &Path) -> Result<ReplayLog, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        Ok(ReplayLog { conn })
+        Ok(ReplayLog {
+            conn: side_connection(path)?,
+        })
     }
 
     /// Forgets what aged out, and returns the rest as (key, until).
@@ -677,6 +670,22 @@ impl ReplayLog {
     }
 }
 
+/// A connection of its own to the store `Store::open` made, for a listener that writes one table
+/// of its own: each commit on disk before it returns, and a wait (not an error) while another
+/// connection writes.
+fn side_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
 /// The DISA limits' state (`disa_limits`): lockouts, recent wrong passcodes, the suspension. The
 /// DISA listener's own connection, like [`ReplayLog`]: it writes only this table, and only for
 /// calls that reached a passcode check, so a restart keeps every lockout.
@@ -687,16 +696,9 @@ pub struct LimitLog {
 impl LimitLog {
     /// Opens the store at `path` (which `Store::open` has created) for the limits table.
     pub fn open(path: &Path) -> Result<LimitLog, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        Ok(LimitLog { conn })
+        Ok(LimitLog {
+            conn: side_connection(path)?,
+        })
     }
 
     /// Forgets keys neither locked nor guessed from since `forget_before`, and returns the rest.

@@ -6,52 +6,20 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{eventually, short_socket, Daemon};
+use support::daemon::{eventually, Daemon};
+use support::disa_daemon::{self, grants, PROBE};
 use support::env::{Env, WAIT};
 use support::sipp::{Call, Hangup};
 
-/// The port the grants open in these tests. SIP and RTP stay open so the calls themselves work;
-/// a real PBX reaches the DISA number through a trusted trunk.
-const PROBE: u16 = 7070;
 const DISA: &str = "3472";
 
 fn config(dir: &std::path::Path) -> String {
     config_with(dir, "", "lockout-failures = 4")
 }
 
-/// The tests' config with more trusted networks (`, "…"` each) and more `[disa]` lines.
+/// The shared DISA test config with more trusted networks (`, "…"` each) and more `[disa]` lines.
 fn config_with(dir: &std::path::Path, trusted: &str, disa: &str) -> String {
-    format!(
-        r#"
-[daemon]
-store = "{dir}/store.db"
-control-socket = "{sock}"
-reconcile-interval = "1s"
-
-[grants]
-ttl-default = "2h"
-ttl-max = "24h"
-default-services = ["probe"]
-
-[firewall]
-trusted = ["127.0.0.0/8", "::1/128"{trusted}]
-
-[services.probe]
-ports = ["udp/{PROBE}", "tcp/{PROBE}"]
-
-[services.iax]
-ports = ["udp/4569"]
-
-[disa]
-enabled = true
-key-file = "{dir}/disa.key"
-tries-per-call = 3
-digit-timeout = "5s"
-{disa}
-"#,
-        dir = dir.display(),
-        sock = short_socket().display()
-    )
+    disa_daemon::config(dir, disa).replace(r#""::1/128"]"#, &format!(r#""::1/128"{trusted}]"#))
 }
 
 fn start(env: &mut Env) -> &Daemon {
@@ -60,23 +28,12 @@ fn start(env: &mut Env) -> &Daemon {
     env.daemon.as_ref().unwrap()
 }
 
-/// `account add` and the passcode it prints once.
+/// `account add` and the passcode it prints once: twelve digits by default.
 fn add_account(d: &Daemon, args: &[&str]) -> String {
-    let mut a = vec!["account", "add"];
-    a.extend_from_slice(args);
-    let out = d.ok(&a);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("passcode: "))
-        .expect("passcode printed");
-    let p = line.trim_start_matches("passcode: ").to_string();
-    assert_eq!(p.len(), 12, "{out}");
+    let p = disa_daemon::add_account(d, args);
+    assert_eq!(p.len(), 12, "{p}");
     assert!(p.bytes().all(|b| b.is_ascii_digit()));
     p
-}
-
-fn grants(d: &Daemon) -> Vec<serde_json::Value> {
-    d.json(&["list"])["grants"].as_array().unwrap().clone()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::daemon::{short_socket, Daemon};
 pub const PROBE: u16 = 7070;
 
 /// A config with DISA on, grants opening [`PROBE`], the control socket at a short path, and
-/// `extra` appended (more sections, e.g. `[agi]`).
+/// `extra` appended right after the `[disa]` lines (more of them, then more sections, e.g. `[agi]`).
 pub fn config(dir: &Path, extra: &str) -> String {
     format!(
         r#"
@@ -34,7 +34,6 @@ ports = ["udp/{PROBE}", "tcp/{PROBE}"]
 enabled = true
 key-file = "{dir}/disa.key"
 tries-per-call = 3
-lockout-failures = 4
 digit-timeout = "5s"
 {extra}
 "#,
