@@ -119,6 +119,10 @@ impl Engine {
         if new.daemon.control_socket != self.config.daemon.control_socket {
             restart.push("daemon.control-socket");
         }
+        // The reload reopens the audit file at the path it was started with (after logrotate).
+        if new.daemon.audit_log != self.config.daemon.audit_log {
+            restart.push("daemon.audit-log");
+        }
         if new.agi.listen != self.config.agi.listen || new.disa.enabled != self.config.disa.enabled {
             restart.push("agi.listen / disa.enabled");
         }

@@ -129,3 +129,352 @@ fn systemd_analyze_verifies_the_unit() {
         "the unit asks for the watchdog"
     );
 }
+
+/// Starts `passknockd` in `ns` with `args`, extra environment and stderr into `log`; returns
+/// once the control socket answers.
+fn spawn(
+    ns: &Netns,
+    config: &Path,
+    socket: &Path,
+    log: &Path,
+    env: &[(&str, String)],
+    args: &[&str],
+) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, PASSKNOCKD, "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(20), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "passknockd exited:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        cli(socket, &["status"]).status.success()
+    });
+    assert!(
+        up,
+        "passknockd did not answer:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    child
+}
+
+fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(PASSKNOCK)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// `device:inode` of a file, as systemd puts its journal stream in `JOURNAL_STREAM`.
+fn journal_stream(file: &Path) -> String {
+    let m = std::fs::metadata(file).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+/// Writes a config that does not parse and sends SIGHUP: a warning the test can wait for.
+fn warn_with_a_broken_reload(cfg: &Path, child: &Child, log: &Path) {
+    let good = std::fs::read_to_string(cfg).unwrap();
+    std::fs::write(cfg, format!("{good}\n[grants]\nttl-defualt = 1\n")).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(
+        log
+    )
+    .unwrap()
+    .contains("config not reloaded")));
+    std::fs::write(cfg, good).unwrap();
+}
+
+#[test]
+fn under_the_journal_each_line_starts_with_its_syslog_priority() {
+    let ns = Netns::new("journal");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("passknock.toml");
+    std::fs::write(&cfg, test_config(dir.path(), "")).unwrap();
+    let socket = dir.path().join("control.sock");
+    let log = dir.path().join("passknockd.log");
+    std::fs::write(&log, "").unwrap();
+    let env = [
+        ("JOURNAL_STREAM", journal_stream(&log)),
+        ("PASSKNOCK_LOG", "debug".to_string()),
+    ];
+    let child = spawn(&ns, &cfg, &socket, &log, &env, &[]);
+    assert!(cli(&socket, &["grant", "203.0.113.7"]).status.success());
+    warn_with_a_broken_reload(&cfg, &child, &log);
+    // A debug line: the next reconcile (every second) finds the table in sync.
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(
+        &log
+    )
+    .unwrap()
+    .contains("table in sync")));
+    stop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = |has: &str| {
+        text.lines()
+            .find(|l| l.contains(has))
+            .unwrap_or_else(|| panic!("no line with {has:?}:\n{text}"))
+    };
+    assert!(line("config not reloaded").starts_with("<4>"), "{text}");
+    assert!(line("ready: control socket").starts_with("<6>"), "{text}");
+    assert!(line("reconcile: table in sync").starts_with("<7>"), "{text}");
+    for l in text.lines() {
+        let rest = ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .find_map(|p| l.strip_prefix(p))
+            .unwrap_or_else(|| panic!("a line without a priority: {l:?}"));
+        // journald stamps each line itself; a timestamp of ours would only repeat it.
+        assert!(!rest.starts_with("20"), "no timestamp under the journal: {l:?}");
+        assert!(!rest.contains('\u{1b}'), "no colour: {l:?}");
+    }
+
+    // JOURNAL_STREAM inherited but naming another stream (stderr went elsewhere): plain lines.
+    let log2 = dir.path().join("plain.log");
+    let env = [("JOURNAL_STREAM", journal_stream(&cfg))];
+    let child = spawn(&ns, &cfg, &socket, &log2, &env, &[]);
+    stop(child);
+    let text = std::fs::read_to_string(&log2).unwrap();
+    assert!(
+        text.lines().all(|l| !l.starts_with('<') && l.starts_with("20")),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let ns = Netns::new("jsonlog");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("passknock.toml");
+    std::fs::write(&cfg, test_config(dir.path(), "")).unwrap();
+    let socket = dir.path().join("control.sock");
+    let log = dir.path().join("passknockd.log");
+    std::fs::write(&log, "").unwrap();
+    // Even under the journal, JSON stays bare JSON: a shipper parses every line.
+    let env = [("JOURNAL_STREAM", journal_stream(&log))];
+    let child = spawn(&ns, &cfg, &socket, &log, &env, &["--log-format", "json"]);
+    assert!(
+        cli(&socket, &["grant", "203.0.113.7", "--note", "Ann \"in\" Lyon"])
+            .status
+            .success()
+    );
+    warn_with_a_broken_reload(&cfg, &child, &log);
+    stop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    for v in &lines {
+        for key in ["time", "level", "target", "message"] {
+            assert!(v[key].is_string(), "{key} in {v}");
+        }
+        assert!(v["fields"].is_object(), "{v}");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
+    }
+    let find = |has: &str| {
+        lines
+            .iter()
+            .find(|v| v["message"].as_str().unwrap().contains(has))
+            .unwrap_or_else(|| panic!("no line with {has:?}:\n{text}"))
+    };
+    assert_eq!(find("config not reloaded")["level"], "WARN");
+    assert_eq!(find("ready: control socket")["level"], "INFO");
+    let grant = find("grant address=203.0.113.7");
+    assert_eq!(grant["target"], "passknock::audit");
+    assert!(
+        grant["message"].as_str().unwrap().contains("Ann \\\"in\\\" Lyon"),
+        "{grant}"
+    );
+}
+
+/// A daemon with its audit log at `dir/log/audit.log`.
+fn audited(ns: &Netns, dir: &Path) -> (Daemon, PathBuf) {
+    let audit = dir.join("log/audit.log");
+    let text = test_config(dir, "").replace(
+        "reconcile-interval = \"1s\"",
+        &format!("reconcile-interval = \"1s\"\naudit-log = \"{}\"", audit.display()),
+    );
+    (Daemon::start(ns, dir, &text), audit)
+}
+
+/// Grants one address per number in `range` (each an audit line naming it).
+fn grant_each(d: &Daemon, range: std::ops::Range<u8>) {
+    for i in range {
+        d.ok(&["grant", &format!("203.0.113.{i}"), "--services", "sip"]);
+    }
+}
+
+/// Which of `files` each `203.0.113.N` grant's audit line is in, and how many times in all.
+fn where_granted(files: &[(&str, String)]) -> BTreeMap<u8, Vec<&'static str>> {
+    let mut seen: BTreeMap<u8, Vec<&'static str>> = BTreeMap::new();
+    for (name, text) in files {
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        for l in text.lines() {
+            if let Some(rest) = l.split("grant address=203.0.113.").nth(1) {
+                let n: u8 = rest.split(' ').next().unwrap().parse().unwrap();
+                seen.entry(n).or_default().push(name);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_audit_file_is_reopened_on_reload_and_sighup() {
+    let ns = Netns::new("auditrot");
+    let dir = tempfile::tempdir().unwrap();
+    let (d, audit) = audited(&ns, dir.path());
+    let moved = |n: u32| dir.path().join(format!("log/audit.log.{n}"));
+
+    grant_each(&d, 1..6);
+    // Moved as logrotate's `create` mode does: until the daemon is told, lines go to the moved file.
+    std::fs::rename(&audit, moved(1)).unwrap();
+    grant_each(&d, 6..9);
+    d.ok(&["reload"]);
+    assert!(audit.exists(), "reopened at its path");
+    grant_each(&d, 9..14);
+
+    std::fs::rename(&audit, moved(2)).unwrap();
+    grant_each(&d, 14..16);
+    unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+    // SIGHUP is answered on its own time: the reload's own audit line comes after the reopen.
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&audit)
+            .is_ok_and(|t| t.contains("config reloaded"))),
+        "{}",
+        d.log_text()
+    );
+    grant_each(&d, 16..20);
+
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let files = [
+        ("1", read(&moved(1))),
+        ("2", read(&moved(2))),
+        ("new", read(&audit)),
+    ];
+    let seen = where_granted(&files);
+    for n in 1..20u8 {
+        let want = match n {
+            1..=8 => "1",
+            9..=15 => "2",
+            _ => "new",
+        };
+        assert_eq!(
+            seen.get(&n).map(Vec::as_slice),
+            Some(&[want][..]),
+            "grant 203.0.113.{n}: once, in file {want}: {files:?}"
+        );
+    }
+    // Each reload's line is the first in the file it opened.
+    assert!(
+        files[1].1.lines().next().unwrap().contains("config reloaded"),
+        "{}",
+        files[1].1
+    );
+    assert!(
+        files[2].1.lines().next().unwrap().contains("config reloaded"),
+        "{}",
+        files[2].1
+    );
+    assert_eq!(
+        std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn a_real_logrotate_cycle_loses_no_audit_line() {
+    let ns = Netns::new("logrotate");
+    let dir = tempfile::tempdir().unwrap();
+    let (d, audit) = audited(&ns, dir.path());
+    // The package's /etc/logrotate.d/passknock, pointed at this test's directory and socket.
+    let conf = dir.path().join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{logs}/*.log {{\n    daily\n    rotate 14\n    compress\n    delaycompress\n    missingok\n    \
+             notifempty\n    create 0600 root root\n    sharedscripts\n    postrotate\n        \
+             {cli} --socket {socket} reload >/dev/null 2>&1 || true\n    endscript\n}}\n",
+            logs = audit.parent().unwrap().display(),
+            cli = PASSKNOCK,
+            socket = d.socket.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let state = dir.path().join("logrotate.state");
+    let rotate = || {
+        let out = Command::new("logrotate")
+            .arg("--force")
+            .arg("--state")
+            .arg(&state)
+            .arg(&conf)
+            .output()
+            .expect("logrotate (Debian: logrotate; tests/run-all.sh installs it)");
+        assert!(
+            out.status.success(),
+            "logrotate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    grant_each(&d, 1..6);
+    rotate();
+    grant_each(&d, 6..11);
+    // A second cycle: yesterday's file is compressed now (delaycompress), today's moved aside.
+    rotate();
+    grant_each(&d, 11..16);
+
+    let logs = audit.parent().unwrap();
+    let zcat = Command::new("zcat")
+        .arg(logs.join("audit.log.2.gz"))
+        .output()
+        .unwrap();
+    assert!(
+        zcat.status.success(),
+        "{:?}",
+        std::fs::read_dir(logs).unwrap().collect::<Vec<_>>()
+    );
+    let files = [
+        ("2.gz", String::from_utf8(zcat.stdout).unwrap()),
+        ("1", std::fs::read_to_string(logs.join("audit.log.1")).unwrap()),
+        ("new", std::fs::read_to_string(&audit).unwrap()),
+    ];
+    let seen = where_granted(&files);
+    for n in 1..16u8 {
+        let want = match n {
+            1..=5 => "2.gz",
+            6..=10 => "1",
+            _ => "new",
+        };
+        assert_eq!(
+            seen.get(&n).map(Vec::as_slice),
+            Some(&[want][..]),
+            "grant 203.0.113.{n}: once, in audit.log.{want}: {files:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
