@@ -88,6 +88,9 @@ pub async fn run(
     }
     // Filled once the knock listener runs: a reload then swaps its profiles in place.
     let knock_slot = crate::knock::KnockSlot::default();
+    if let Some(w) = crate::notify::Watchdog::from_env() {
+        engine.set_watchdog(w);
+    }
     engine.set_knock_slot(knock_slot.clone());
     let disa_key = if config.disa.enabled {
         let key = match disa_key {

@@ -188,6 +188,97 @@ fn stop(mut child: Child) {
     assert!(child.wait().unwrap().success());
 }
 
+/// The notify datagrams that arrive within `within`.
+fn datagrams(sock: &UnixDatagram, within: Duration) -> Vec<(Instant, String)> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned())),
+            Err(_) => return got,
+        }
+    }
+}
+
+#[test]
+fn the_engine_pings_the_watchdog_and_stops_when_it_is_stuck() {
+    let ns = Netns::new("watchdog");
+    let dir = tempfile::tempdir().unwrap();
+    // An nft that hangs while `hang` exists — as a wedged netlink or a stopped nft would — and
+    // says so by touching `hung`.
+    let (hang, hung) = (dir.path().join("hang"), dir.path().join("hung"));
+    let wrapper = dir.path().join("nft-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nwhile [ -e {hang} ]; do touch {hung}; sleep 0.05; done\nexec nft \"$@\"\n",
+            hang = hang.display(),
+            hung = hung.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.path().join("passknock.toml");
+    let extra = format!("\n[firewall]\nnft = \"{}\"\n", wrapper.display());
+    std::fs::write(&cfg, test_config(dir.path(), &extra)).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let log = dir.path().join("passknockd.log");
+    let env = [
+        ("NOTIFY_SOCKET", notify_path.display().to_string()),
+        // 1 s: a ping every half second.
+        ("WATCHDOG_USEC", "1000000".to_string()),
+    ];
+    let child = spawn(&ns, &cfg, &dir.path().join("control.sock"), &log, &env, &[]);
+
+    let got = datagrams(&notify, Duration::from_secs(3));
+    let pings: Vec<Instant> = got
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        (5..=8).contains(&pings.len()),
+        "about 6 pings in 3 s at one per 0.5 s: {got:?}"
+    );
+    for w in pings.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(400) && gap <= Duration::from_millis(800),
+            "a ping every half of WATCHDOG_USEC, not {gap:?}"
+        );
+    }
+
+    // nft hangs: the engine's next reconcile (every second) waits on it, and the pings stop.
+    std::fs::write(&hang, "").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || hung.exists()),
+        "the engine ran nft"
+    );
+    // A ping sent just before the engine got stuck may still be queued.
+    let _ = datagrams(&notify, Duration::from_millis(100));
+    let silent = datagrams(&notify, Duration::from_secs(3));
+    assert!(
+        silent.iter().all(|(_, m)| m != "WATCHDOG=1"),
+        "no ping from a stuck engine: {silent:?}"
+    );
+
+    // nft answers again: the engine moves on and the pings come back.
+    std::fs::remove_file(&hang).unwrap();
+    let back = datagrams(&notify, Duration::from_secs(2));
+    assert!(
+        back.iter().filter(|(_, m)| m == "WATCHDOG=1").count() >= 2,
+        "pings resume: {back:?}"
+    );
+    stop(child);
+}
+
 /// `device:inode` of a file, as systemd puts its journal stream in `JOURNAL_STREAM`.
 fn journal_stream(file: &Path) -> String {
     let m = std::fs::metadata(file).unwrap();
