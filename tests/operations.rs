@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use support::daemon::{eventually, test_config, Daemon, PASSKNOCK, PASSKNOCKD};
 use support::netns::Netns;
 
+const UNIT: &str = include_str!("../dist/passknockd.service");
+const EXAMPLE: &str = include_str!("../examples/passknock.toml");
+const FAIL2BAN_ACTION: &str = include_str!("../dist/fail2ban/action.d/passknock.conf");
+
 /// The directories a unit's `[Service]` section lets the daemon write under `ProtectSystem=strict`.
 fn writable_dirs(unit: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -568,4 +572,209 @@ fn a_real_logrotate_cycle_loses_no_audit_line() {
         std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+/// The action file's `[Definition]` and `[Init]` entries, continuation lines joined with
+/// newlines, `%%` unescaped, and from a ` ;` on a comment — as fail2ban's config reader hands
+/// them to the shell.
+fn fail2ban_action(text: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        let line = line.split(" ;").next().unwrap();
+        if line.starts_with('#') || line.starts_with('[') || line.trim().is_empty() {
+            last = None;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            let key = last.as_ref().expect("a continuation follows a key");
+            let v = out.get_mut(key).unwrap();
+            v.push('\n');
+            v.push_str(line.trim());
+            continue;
+        }
+        let (k, v) = line.split_once('=').expect("key = value");
+        out.insert(k.trim().to_string(), v.trim().to_string());
+        last = Some(k.trim().to_string());
+    }
+    for v in out.values_mut() {
+        *v = v.replace("%%", "%");
+    }
+    out
+}
+
+/// Runs one of the action's commands as fail2ban would: tags substituted, through /bin/sh.
+fn run_action(action: &BTreeMap<String, String>, which: &str, tags: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = action[which].clone();
+    for (tag, value) in tags.iter().copied().chain(
+        action
+            .iter()
+            .filter(|(k, _)| !k.starts_with("action"))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    ) {
+        cmd = cmd.replace(&format!("<{tag}>"), value);
+    }
+    assert!(!cmd.contains('<'), "every tag substituted: {cmd}");
+    Command::new("/bin/sh").arg("-c").arg(&cmd).output().unwrap()
+}
+
+#[test]
+fn the_fail2ban_action_bans_and_unbans_through_the_cli() {
+    let ns = Netns::new("f2baction");
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&ns, dir.path(), &test_config(dir.path(), ""));
+    let action = fail2ban_action(FAIL2BAN_ACTION);
+    let cli = format!("{PASSKNOCK} --socket {}", d.socket.display());
+    let bans = || d.json(&["list"])["bans"].as_array().unwrap().clone();
+
+    let out = run_action(
+        &action,
+        "actionban",
+        &[
+            ("ip", "203.0.113.66"),
+            ("bantime", "600"),
+            ("name", "asterisk"),
+            ("passknock", &cli),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let b = bans();
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["address"], "203.0.113.66");
+    assert_eq!(b[0]["reason"], "fail2ban asterisk");
+    let left = (b[0]["expires"].as_i64().unwrap() - b[0]["created"].as_i64().unwrap()) / 1000;
+    assert_eq!(left, 600, "{b:?}");
+    assert!(d.nft_set("ban_v4").contains("203.0.113.66"));
+
+    // A permanent (-1) or too long ban is banned for ttlmax, not refused (which would ban nobody).
+    for (ip, bantime) in [("203.0.113.67", "-1"), ("2001:db8::67", "99999999")] {
+        let out = run_action(
+            &action,
+            "actionban",
+            &[
+                ("ip", ip),
+                ("bantime", bantime),
+                ("name", "sshd"),
+                ("passknock", &cli),
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(bans().len(), 3);
+
+    let unban = |ip: &str| run_action(&action, "actionunban", &[("ip", ip), ("passknock", &cli)]);
+    assert!(unban("203.0.113.66").status.success());
+    assert!(!d.nft_set("ban_v4").contains("203.0.113.66"));
+    // Already gone (its TTL ran out first): no error for fail2ban to report.
+    assert!(unban("203.0.113.66").status.success());
+    // The daemon unreachable: an error fail2ban reports.
+    let down = format!("{PASSKNOCK} --socket {}/nobody.sock", dir.path().display());
+    let out = run_action(
+        &action,
+        "actionunban",
+        &[("ip", "203.0.113.67"), ("passknock", &down)],
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn real_fail2ban_bans_through_passknock() {
+    let ns = Netns::new("fail2ban");
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&ns, dir.path(), &test_config(dir.path(), ""));
+    // A fail2ban of the test's own: its config, socket and database in the test's directory.
+    let f2b = dir.path().join("fail2ban");
+    std::fs::create_dir_all(f2b.join("action.d")).unwrap();
+    std::fs::create_dir_all(f2b.join("filter.d")).unwrap();
+    std::fs::write(f2b.join("action.d/passknock.conf"), FAIL2BAN_ACTION).unwrap();
+    std::fs::write(
+        f2b.join("filter.d/pktest.conf"),
+        "[Definition]\nfailregex = ^login failed from <HOST>$\n",
+    )
+    .unwrap();
+    let (sock, pid, db) = (f2b.join("f2b.sock"), f2b.join("f2b.pid"), f2b.join("f2b.sqlite3"));
+    std::fs::write(
+        f2b.join("fail2ban.conf"),
+        format!(
+            "[Definition]\nloglevel = INFO\nlogtarget = {}\nsocket = {}\npidfile = {}\ndbfile = {}\n",
+            f2b.join("f2b.log").display(),
+            sock.display(),
+            pid.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let auth_log = dir.path().join("auth.log");
+    std::fs::write(&auth_log, "").unwrap();
+    std::fs::write(
+        f2b.join("jail.conf"),
+        format!(
+            "[pktest]\nenabled = true\nfilter = pktest\nlogpath = {log}\nbackend = polling\n\
+             maxretry = 3\ndatepattern = {{NONE}}\nfindtime = 10m\nbantime = 1h\n\
+             action = passknock[passknock=\"{cli} --socket {socket}\"]\n",
+            log = auth_log.display(),
+            cli = PASSKNOCK,
+            socket = d.socket.display()
+        ),
+    )
+    .unwrap();
+    let client = |args: &[&str]| {
+        Command::new("fail2ban-client")
+            .arg("-c")
+            .arg(&f2b)
+            .arg("-s")
+            .arg(&sock)
+            .arg("-p")
+            .arg(&pid)
+            .args(args)
+            .output()
+            .expect("fail2ban-client (Debian: fail2ban; tests/run-all.sh installs it)")
+    };
+    let out = client(&["-x", "start"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    struct Stop<F: Fn()>(F);
+    impl<F: Fn()> Drop for Stop<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let _stop = Stop(|| {
+        let _ = client(&["stop"]);
+    });
+    let f2b_log = || std::fs::read_to_string(f2b.join("f2b.log")).unwrap_or_default();
+    let banned = |ip: &str| {
+        d.json(&["list"])["bans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["address"] == ip && b["reason"] == "fail2ban pktest")
+    };
+
+    // Three failed logins in the log the jail watches: banned in passknock's table, for the jail's
+    // bantime.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&auth_log).unwrap();
+    for _ in 0..3 {
+        writeln!(f, "login failed from 203.0.113.50").unwrap();
+    }
+    drop(f);
+    assert!(
+        eventually(Duration::from_secs(20), || banned("203.0.113.50")),
+        "fail2ban's log:\n{}",
+        f2b_log()
+    );
+    assert!(d.nft_set("ban_v4").contains("203.0.113.50"));
+    let ban = d.json(&["list"])["bans"][0].clone();
+    let ttl = (ban["expires"].as_i64().unwrap() - ban["created"].as_i64().unwrap()) / 1000;
+    assert_eq!(ttl, 3600, "the jail's bantime: {ban}");
+
+    // An admin's unban in fail2ban lifts it in passknock.
+    let out = client(&["set", "pktest", "unbanip", "203.0.113.50"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        eventually(Duration::from_secs(10), || !banned("203.0.113.50")),
+        "fail2ban's log:\n{}",
+        f2b_log()
+    );
+    assert!(!d.nft_set("ban_v4").contains("203.0.113.50"));
+    assert!(!f2b_log().contains("Error"), "{}", f2b_log());
 }
