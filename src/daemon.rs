@@ -19,6 +19,7 @@ use crate::control::{self, Lines, Reply, Request, TooLong};
 use crate::control_slots::{Slot, Slots};
 use crate::defaults;
 use crate::engine::{Engine, Job};
+use crate::logs::AuditLog;
 use crate::nft::{Firewall, Layout, Nft};
 use crate::preflight::Ready;
 use crate::store::{Source, Store, StoreError};
@@ -67,11 +68,13 @@ const QUEUE: usize = 4096;
 
 /// Runs the daemon until `shutdown` is cancelled. `config_path` is where SIGHUP re-reads it from.
 /// `ready` is what [`preflight`](crate::preflight::preflight) read: secrets were refused and paths
-/// checked before anything was touched.
+/// checked before anything was touched. `audit` is the audit file, if the logs have one: each
+/// reload (SIGHUP or `passknock reload`) reopens it, so logrotate loses no line.
 pub async fn run(
     config: Config,
     ready: Ready,
     config_path: Option<PathBuf>,
+    audit: Option<AuditLog>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let (ami_secret, disa_key) = ready.into_parts();
@@ -85,6 +88,9 @@ pub async fn run(
     }
     // Filled once the knock listener runs: a reload then swaps its profiles in place.
     let knock_slot = crate::knock::KnockSlot::default();
+    if let Some(w) = crate::notify::Watchdog::from_env() {
+        engine.set_watchdog(w);
+    }
     engine.set_knock_slot(knock_slot.clone());
     let disa_key = if config.disa.enabled {
         let key = match disa_key {
@@ -180,8 +186,9 @@ pub async fn run(
     let views = Views {
         contacts,
         ami: ami_view,
+        audit: audit.clone(),
     };
-    watch_reload(handle.clone(), shutdown.clone());
+    watch_reload(handle.clone(), audit, shutdown.clone());
     info!(
         "ready: control socket {}, services {}",
         config.daemon.control_socket.display(),
@@ -206,8 +213,19 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGHUP re-reads the config through the engine; a bad config is logged and changes nothing.
-fn watch_reload(engine: EngineHandle, shutdown: CancellationToken) {
+/// Reopens the audit file before a reload's own audit line, so that line is the new file's first.
+/// Done whatever becomes of the config: logrotate's signal must never leave lines in a moved file.
+fn reopen_audit(audit: Option<&AuditLog>) {
+    if let Some(log) = audit {
+        if let Err(e) = log.reopen() {
+            warn!("audit lines still go to the file opened before: {e}");
+        }
+    }
+}
+
+/// SIGHUP reopens the audit file and re-reads the config through the engine; a bad config is
+/// logged and changes nothing.
+fn watch_reload(engine: EngineHandle, audit: Option<AuditLog>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             warn!("cannot watch SIGHUP: reload with `passknock reload`");
@@ -219,6 +237,7 @@ fn watch_reload(engine: EngineHandle, shutdown: CancellationToken) {
                 _ = hup.recv() => {}
             }
             let _ = crate::notify::notify("RELOADING=1");
+            reopen_audit(audit.as_ref());
             match engine.submit(Request::Reload, "SIGHUP", Source::Admin).await {
                 Reply::Done { message } => info!("SIGHUP: {message}"),
                 Reply::Error { message } => warn!("SIGHUP: {message}"),
@@ -280,6 +299,7 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
 struct Views {
     contacts: Contacts,
     ami: AmiView,
+    audit: Option<AuditLog>,
 }
 
 async fn serve_control(
@@ -373,6 +393,10 @@ async fn serve_connection(stream: UnixStream, mut slot: Slot, engine: EngineHand
         let reply = match control::parse_request(&line) {
             Ok(Request::Contacts) => views.ami.contacts_reply(&views.contacts),
             Ok(Request::Calls) => views.ami.calls_reply(),
+            Ok(Request::Reload) => {
+                reopen_audit(views.audit.as_ref());
+                engine.submit(Request::Reload, &who, Source::Admin).await
+            }
             Ok(request) => engine.submit(request, &who, Source::Admin).await,
             Err(e) => Reply::error(e),
         };

@@ -46,6 +46,9 @@ pub struct Engine {
     retry_delay: Duration,
     last_reconcile: Option<UnixMs>,
     firewall_error: Option<String>,
+    /// Pinged from [`Engine::run`]'s loop: a stuck engine (a hung nft, say) goes
+    /// silent, and systemd restarts the daemon.
+    watchdog: Option<crate::notify::Watchdog>,
 }
 
 /// Longest note or reason kept with a grant or ban.
@@ -65,7 +68,13 @@ impl Engine {
             retry_delay: defaults::RETRY_FIRST,
             last_reconcile: None,
             firewall_error: None,
+            watchdog: None,
         }
+    }
+
+    /// The service manager's watchdog, fed from the loop in [`Engine::run`].
+    pub fn set_watchdog(&mut self, watchdog: crate::notify::Watchdog) {
+        self.watchdog = Some(watchdog);
     }
 
     /// Reads both clocks, and says so once when the wall clock was stepped since the last reading.
@@ -118,6 +127,10 @@ impl Engine {
         }
         if new.daemon.control_socket != self.config.daemon.control_socket {
             restart.push("daemon.control-socket");
+        }
+        // The reload reopens the audit file at the path it was started with (after logrotate).
+        if new.daemon.audit_log != self.config.daemon.audit_log {
+            restart.push("daemon.audit-log");
         }
         if new.agi.listen != self.config.agi.listen || new.disa.enabled != self.config.disa.enabled {
             restart.push("agi.listen / disa.enabled");
@@ -369,7 +382,13 @@ impl Engine {
     /// Serves jobs until every sender is gone, waking for expiries and reconciles in between.
     pub fn run(mut self, rx: Receiver<Job>) {
         loop {
-            let wait = self.until_next_wake();
+            if let Some(w) = &mut self.watchdog {
+                w.tick(Instant::now());
+            }
+            let mut wait = self.until_next_wake();
+            if let Some(w) = &self.watchdog {
+                wait = wait.min(w.until_due(Instant::now()));
+            }
             match rx.recv_timeout(wait) {
                 Ok(job) => {
                     let mut batch = vec![job];

@@ -14,6 +14,7 @@
 //!   repeated failures ([`offenders`]).
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it, within [`control_slots`];
 //!   [`cli`] speaks it.
+//! - [`logs`]: stderr for the journal or as JSON; the audit file, reopened on reload.
 //! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
 pub mod addr;
@@ -33,6 +34,7 @@ pub mod duration;
 pub mod engine;
 pub mod knock;
 pub mod limiter;
+pub mod logs;
 pub mod metrics;
 pub mod nft;
 pub mod notify;

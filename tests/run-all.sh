@@ -20,6 +20,10 @@ command -v knock >/dev/null || need+=(knockd)
 command -v script >/dev/null || need+=(bsdutils)
 # libfaketime, to step the daemon's wall clock alone (tests/clock_step.rs).
 command -v faketime >/dev/null || need+=(faketime)
+# A real rotation of the audit log, and bans from a real fail2ban (tests/operations.rs). That file
+# also runs `systemd-analyze verify` on the unit when systemd is installed.
+command -v logrotate >/dev/null || need+=(logrotate)
+command -v fail2ban-client >/dev/null || need+=(fail2ban)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q

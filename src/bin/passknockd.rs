@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use passknock::config::Config;
 use passknock::defaults;
+use passknock::logs::{AuditLog, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -23,45 +24,49 @@ struct Args {
     /// Check the config and exit.
     #[arg(long)]
     check: bool,
+    /// How log lines on stderr look: `text` (under systemd, with the priority prefix the
+    /// journal reads, and no timestamp) or `json` (one object a line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-/// Logs to stderr (the journal under systemd); audit lines also to `audit_log`, if set.
-fn init_logs(audit_log: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Logs to stderr (the journal under systemd); audit lines also to `audit_log`, if set, whose
+/// handle is returned so a reload can reopen the file.
+fn init_logs(format: LogFormat, audit_log: Option<&std::path::Path>) -> anyhow::Result<Option<AuditLog>> {
+    use passknock::logs::{stderr_is_journal, Journal, Json};
     use tracing_subscriber::prelude::*;
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PASSKNOCK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        );
-    let audit = match audit_log {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_ansi(false)
-                    .with_target(false)
-                    .with_filter(
-                        tracing_subscriber::filter::Targets::new()
-                            .with_target("passknock::audit", tracing::Level::INFO),
-                    ),
-            )
-        }
-        None => None,
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("PASSKNOCK_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
-    tracing_subscriber::registry().with(stderr).with(audit).init();
-    Ok(())
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = match format {
+        LogFormat::Json => layer.event_format(Json).with_filter(filter()).boxed(),
+        LogFormat::Text if stderr_is_journal() => layer
+            .event_format(Journal::default())
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Text => layer
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter())
+            .boxed(),
+    };
+    let audit = audit_log.map(AuditLog::open).transpose()?;
+    let audit_layer = audit.clone().map(|log| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(log)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("passknock::audit", tracing::Level::INFO),
+            )
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit_layer)
+        .init();
+    Ok(audit)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    init_logs(config.daemon.audit_log.as_deref())?;
+    let audit = init_logs(args.log_format, config.daemon.audit_log.as_deref())?;
     if path.is_none() {
         info!(
             "no config given and none at {}: running on the embedded example",
@@ -114,7 +119,7 @@ fn main() -> anyhow::Result<()> {
             }
             stop.cancel();
         });
-        passknock::daemon::run(config, ready, path, shutdown).await?;
+        passknock::daemon::run(config, ready, path, audit, shutdown).await?;
         Ok(())
     })
 }

@@ -120,6 +120,7 @@ fn add(
     let mut server = vec![format!("mode = \"{}\"", mode.name())];
     let mut client = vec![format!("mode = \"{}\"", mode.name())];
     let mut secret_note = None;
+    let mut knock_client = None;
     match mode {
         Mode::Static => {
             let n = length.unwrap_or(STATIC_LENGTH);
@@ -155,6 +156,7 @@ fn add(
                 .join(", ");
             server.push(format!("ports = [{list}]"));
             client.push(format!("ports = [{list}]"));
+            knock_client = Some(knock_command(&ports));
         }
         Mode::Rotating | Mode::Spa => {
             let secret = knockd::Secret::generate()?;
@@ -277,7 +279,24 @@ fn add(
     for l in &client {
         writeln!(out, "{l}")?;
     }
+    if let Some(line) = knock_client {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "# Or with the standard knock client (Debian's knockd package), or a phone app, same order:"
+        )?;
+        writeln!(out, "#   {line}")?;
+    }
     Ok(())
+}
+
+/// The standard `knock` client's command line for a static sequence: `PORT:PROTO` each, in order.
+fn knock_command(ports: &[Port]) -> String {
+    let seq: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{}:{}", p.port, p.proto.name()))
+        .collect();
+    format!("knock -v PBX {}", seq.join(" "))
 }
 
 fn to_config_range(p: Proto, first: u16, last: u16) -> config::PortRange {
@@ -401,6 +420,60 @@ mod tests {
             Some(knockd::profile::SPA_PORT as i64 + 1),
             "a TCP socket does not hold a UDP port"
         );
+    }
+
+    #[test]
+    fn a_static_profile_prints_the_knock_clients_command_line() {
+        let config = Config::parse("[services.sip]\nports = [\"udp/5060\", \"tcp/5060\"]\n", "t").unwrap();
+        let free = [
+            (Proto::Tcp, 7000),
+            (Proto::Udp, 8000),
+            (Proto::Tcp, 9000),
+            (Proto::Udp, 7500),
+        ];
+        let mut out = Vec::new();
+        super::add(
+            action("laptop", Mode::Static, None),
+            &config,
+            &all_busy_but(&free),
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let snippet: toml::Value = toml::from_str(&text).unwrap();
+        let ports: Vec<&str> = snippet["profiles"]["laptop"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#   knock -v PBX "))
+            .unwrap_or_else(|| panic!("no knock command line in:\n{text}"));
+        // The same ports, in the profile's order, written as knock(1) takes them.
+        let want: Vec<String> = ports
+            .iter()
+            .map(|p| {
+                let (proto, port) = p.split_once('/').unwrap();
+                format!("{port}:{proto}")
+            })
+            .collect();
+        assert_eq!(line.split(' ').collect::<Vec<_>>(), want, "{text}");
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["7000:tcp", "7500:udp", "8000:udp", "9000:tcp"]);
+        // Rotating and SPA sequences are no fixed list: no knock line.
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        super::add(
+            action("spa", Mode::Spa, Some(dir.path().join("s.secret"))),
+            &config,
+            &Busy::default(),
+            &mut out,
+        )
+        .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("knock -v"));
     }
 
     #[test]
