@@ -12,6 +12,7 @@
 //! - [`ami`]: the AMI listener's policy — contacts, holds for live calls ([`calls`]), bans for
 //!   repeated failures ([`offenders`]).
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it; [`cli`] speaks it.
+//! - [`daemon_args`]: `passknockd`'s command line, here so its manual page is generated from it.
 //! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
 pub mod addr;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod contacts;
 pub mod control;
 pub mod daemon;
+pub mod daemon_args;
 pub mod defaults;
 pub mod disa;
 pub mod doctor;
