@@ -15,6 +15,7 @@
 //! - [`control`]: the control-socket protocol; [`daemon`] serves it, within [`control_slots`];
 //!   [`cli`] speaks it.
 //! - [`logs`]: stderr for the journal or as JSON; the audit file, reopened on reload.
+//! - [`daemon_args`]: `passknockd`'s command line, here so its manual page is generated from it.
 //! - [`knock`]: the knock listener's wiring — the `knockd` gate fed by NFLOG, grants to the engine.
 
 pub mod addr;
@@ -27,6 +28,7 @@ pub mod contacts;
 pub mod control;
 pub mod control_slots;
 pub mod daemon;
+pub mod daemon_args;
 pub mod defaults;
 pub mod disa;
 pub mod doctor;

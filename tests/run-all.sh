@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (nftables, iproute2,
-# debootstrap), builds or reuses the cached Asterisk 22 + SIPp chroot, then runs every test.
+# debootstrap, the Debian packaging tools), builds or reuses the cached Asterisk 22 + SIPp chroot and
+# the clean Debian root for the package test, then runs every test (the package test included).
 # Run as root: the tests make network namespaces and nftables tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,9 @@ command -v faketime >/dev/null || need+=(faketime)
 # also runs `systemd-analyze verify` on the unit when systemd is installed.
 command -v logrotate >/dev/null || need+=(logrotate)
 command -v fail2ban-client >/dev/null || need+=(fail2ban)
+# The package test (tests/package.rs): dpkg-shlibdeps and man (logrotate is above).
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q
@@ -34,5 +38,7 @@ fi
 if [ -f tests/harness/build-chroot.sh ]; then
     bash tests/harness/build-chroot.sh >/dev/null
 fi
+# And the clean Debian root the package test installs the .deb into.
+bash tests/harness/build-debian-root.sh >/dev/null
 
 cargo test --workspace

@@ -508,7 +508,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let secs = ttl.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
         s.say_number((secs / 3600) as i64).await?;
         s.stream_file(&settings.prompts.hours).await?;
     } else {

@@ -73,6 +73,19 @@ impl KnockArgs {
     }
 }
 
+/// `passknock-knock`'s command line: [`KnockArgs`] under the client's own name. It lives here, not
+/// in the binary, so the manual page is generated from the very definition the binary parses.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "passknock-knock",
+    version,
+    about = "Knock on a passknock PBX with a profile from the client config, then check access opened"
+)]
+pub struct KnockCli {
+    #[command(flatten)]
+    pub knock: KnockArgs,
+}
+
 use crate::duration::Dur;
 use crate::profile::{self, KeyError, ProfileKind, Spec};
 use crate::secret::{check_private, Secret};

@@ -53,7 +53,8 @@ impl Secret {
                 SECRET_MIN * 2
             ))
         };
-        if t.len() % 2 != 0 || t.len() < SECRET_MIN * 2 || !t.bytes().all(|c| c.is_ascii_hexdigit()) {
+        if !t.len().is_multiple_of(2) || t.len() < SECRET_MIN * 2 || !t.bytes().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(bad());
         }
         let bytes = (0..t.len())

@@ -5,30 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use passknock::config::Config;
+use passknock::daemon_args::DaemonArgs;
 use passknock::defaults;
 use passknock::logs::{AuditLog, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "passknockd",
-    version,
-    about = "The passknock daemon: grants, bans and the nftables table"
-)]
-struct Args {
-    /// Config file. Without it: /etc/passknock/passknock.toml if present, else the embedded example.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Check the config and exit.
-    #[arg(long)]
-    check: bool,
-    /// How log lines on stderr look: `text` (under systemd, with the priority prefix the
-    /// journal reads, and no timestamp) or `json` (one object a line, for log shippers).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
 
 /// Logs to stderr (the journal under systemd); audit lines also to `audit_log`, if set, whose
 /// handle is returned so a reload can reopen the file.
@@ -70,7 +52,7 @@ fn init_logs(format: LogFormat, audit_log: Option<&std::path::Path>) -> anyhow::
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = DaemonArgs::parse();
     let path: Option<PathBuf> = match &args.config {
         Some(p) => Some(p.clone()),
         None if std::path::Path::new(defaults::CONFIG_PATH).exists() => Some(defaults::CONFIG_PATH.into()),

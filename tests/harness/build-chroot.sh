@@ -30,8 +30,9 @@ NET_TIMEOUT=${PASSKNOCK_NET_TIMEOUT:-900}
 LOCK_TIMEOUT=${PASSKNOCK_LOCK_TIMEOUT:-1800}
 FINAL=$CACHE/$CHROOT_NAME
 
-log() { printf 'build-chroot: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+LOG_NAME=build-chroot
+# shellcheck source=tests/harness/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # Fast path, no lock: the marker is only ever present in a complete chroot.
 if [[ -f $FINAL/$MARKER ]]; then
@@ -53,41 +54,7 @@ if [[ -f $FINAL/$MARKER ]]; then
     exit 0
 fi
 
-# Runs a network step under a timeout and names it if it fails.
-net() {
-    local what=$1
-    shift
-    local rc=0
-    timeout --kill-after=30 "$NET_TIMEOUT" "$@" || rc=$?
-    if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-        die "$what timed out after ${NET_TIMEOUT}s (is the Debian mirror reachable?)"
-    elif [[ $rc -ne 0 ]]; then
-        die "$what failed with exit code $rc"
-    fi
-}
-
-# The host's own Debian mirror, read from its apt sources, so we go where apt already goes.
-host_mirror() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [[ -f $f ]] || continue
-        awk '
-            /^URIs:/ { uri = $2 }
-            /^Suites:/ { if ($0 !~ /security/ && uri ~ /\/debian\/?$/) { print uri; exit } }
-        ' "$f"
-    done | head -n1
-    if [[ -f /etc/apt/sources.list ]]; then
-        awk '$1 == "deb" && $2 ~ /\/debian\/?$/ { print $2; exit }' /etc/apt/sources.list
-    fi
-}
-
-if ! command -v debootstrap >/dev/null; then
-    log "installing debootstrap on the host"
-    # A fresh machine may have no package lists yet.
-    net "apt-get update (host)" apt-get -q update >&2
-    net "apt-get install debootstrap" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends debootstrap >&2
-fi
+need_debootstrap
 
 MIRROR=${PASSKNOCK_MIRROR:-$(host_mirror | head -n1)}
 START=$(date +%s)

@@ -3,21 +3,10 @@
 //! `cargo build --release -p knockd --bin passknock-knock`.
 
 use clap::Parser;
-use knockd::client::{knock, KnockArgs};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "passknock-knock",
-    version,
-    about = "Knock on a passknock PBX with a profile from the client config, then check access opened"
-)]
-struct Args {
-    #[command(flatten)]
-    knock: KnockArgs,
-}
+use knockd::client::{knock, KnockCli};
 
 fn main() {
-    let req = Args::parse().knock.request();
+    let req = KnockCli::parse().knock.request();
     if let Err(e) = knock(&req, &mut std::io::stdout().lock()) {
         eprintln!("passknock-knock: {e}");
         std::process::exit(1);
