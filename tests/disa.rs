@@ -126,9 +126,12 @@ fn a_phone_calls_in_with_its_passcode_and_its_address_is_granted() {
     assert!(!env.udp_reaches(2, PROBE, false), "nobody else's");
 
     let log = d.log_text();
-    assert!(log.contains("passcode accepted account=\"ann\""), "{log}");
     assert!(
-        log.contains("grant address=203.0.113.10 services=probe source=disa who=\"disa:ann\""),
+        log.contains("passcode accepted address=203.0.113.10 account=\"ann\" source=disa"),
+        "{log}"
+    );
+    assert!(
+        log.contains("grant address=203.0.113.10 who=\"disa:ann\" source=disa services=probe"),
         "{log}"
     );
     assert!(!log.contains(&passcode), "the passcode never reaches a log");
@@ -216,7 +219,7 @@ fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     let log = d.log_text();
     assert!(log.contains("lockout number=\"701\""), "{log}");
     assert!(log.contains("lockout address=203.0.113.10"), "{log}");
-    assert!(log.contains("passcode refused (locked out)"), "{log}");
+    assert!(log.contains("source=disa (locked out)"), "{log}");
     assert!(
         eventually(WAIT, || d.nft_set("ban_v4").contains("203.0.113.10")),
         "the SIP source is banned"
@@ -327,7 +330,7 @@ fn a_caller_through_the_trunk_is_locked_out_by_number_and_the_lockout_survives_a
     let log = d.log_text();
     assert!(grants(d).is_empty(), "{log}");
     assert!(log.contains("lockout number=\"111\""), "{log}");
-    assert!(log.contains("passcode refused (locked out)"), "{log}");
+    assert!(log.contains("source=disa (locked out)"), "{log}");
     assert!(
         !log.contains("lockout address="),
         "the trunk is never locked out: {log}"
@@ -429,7 +432,7 @@ fn the_owner_gets_in_while_a_flood_from_rotating_numbers_suspends_entry() {
     trunk_call(&env, "9003", &format!("{passcode}#"));
     let d = env.daemon.as_ref().unwrap();
     assert!(grants(d).is_empty());
-    assert!(d.log_text().contains("passcode refused (suspended)"));
+    assert!(d.log_text().contains("source=disa (suspended)"));
     // ... but the owner, calling from a number the account lists, gets in.
     trunk_call(&env, "15550100", &format!("{passcode}#"));
     let d = env.daemon.as_ref().unwrap();
