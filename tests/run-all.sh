@@ -20,6 +20,8 @@ command -v knock >/dev/null || need+=(knockd)
 command -v script >/dev/null || need+=(bsdutils)
 # libfaketime, to step the daemon's wall clock alone (tests/clock_step.rs).
 command -v faketime >/dev/null || need+=(faketime)
+# promtool, to check the daemon's /metrics and the Grafana dashboard's queries (tests/metrics.rs).
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q
