@@ -374,7 +374,7 @@ impl History {
         std::thread::Builder::new()
             .name("history".into())
             .spawn(move || write_loop(log, rx, retention))
-            .map_err(|e| StoreError::BadRow(format!("cannot start the history writer: {e}")))?;
+            .map_err(StoreError::HistoryWriter)?;
         Ok(History {
             path: path.to_path_buf(),
             tx,

@@ -41,6 +41,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store holds a bad row: {0}")]
     BadRow(String),
+    #[error("cannot start the history writer thread: {0}")]
+    HistoryWriter(#[source] std::io::Error),
 }
 
 /// Where a grant came from.
