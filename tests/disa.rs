@@ -198,10 +198,7 @@ fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     assert_eq!(hangup, Hangup::Remote);
     let d = env.daemon.as_ref().unwrap();
     assert!(grants(d).is_empty());
-    assert_eq!(
-        d.log_text().matches("passcode refused (wrong passcode)").count(),
-        3
-    );
+    assert_eq!(d.log_text().matches("source=disa (wrong passcode)").count(), 3);
     // The fourth failure locks number and address out: the right passcode is then refused too,
     // and the caller hears nothing different.
     env.call(
@@ -360,7 +357,7 @@ fn a_caller_through_the_trunk_is_locked_out_by_number_and_the_lockout_survives_a
     );
     assert_eq!(log.matches("passcode accepted").count(), 1, "only 222's: {log}");
     let refused = log.split("records kept from before").nth(1).unwrap();
-    assert!(refused.contains("passcode refused (locked out)"), "{log}");
+    assert!(refused.contains("source=disa (locked out)"), "{log}");
 }
 
 #[test]
@@ -375,11 +372,7 @@ fn silent_and_short_entries_cost_no_lockout_and_no_suspension() {
     trunk_call(&env, "333", "");
     let d = env.daemon.as_ref().unwrap();
     let log = d.log_text();
-    assert_eq!(
-        log.matches("passcode refused (not a passcode)").count(),
-        6,
-        "{log}"
-    );
+    assert_eq!(log.matches("source=disa (not a passcode)").count(), 6, "{log}");
     assert!(!log.contains("lockout"), "{log}");
     assert!(!log.contains("suspended"), "{log}");
     trunk_call(&env, "333", &format!("{passcode}#"));
@@ -439,9 +432,7 @@ fn the_owner_gets_in_while_a_flood_from_rotating_numbers_suspends_entry() {
     let g = grants(d);
     assert_eq!(g.len(), 1, "{}", d.log_text());
     assert_eq!(g[0]["who"], "disa:hal");
-    assert!(d
-        .log_text()
-        .contains("passcode accepted account=\"hal\" channel="));
+    assert!(d.log_text().contains("account=\"hal\" source=disa channel="));
     assert!(d.log_text().contains("(owner's number during a suspension)"));
     let accounts = d.ok(&["account", "list"]);
     assert!(accounts.contains("15550100"), "{accounts}");
