@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::addr::{self, Net};
+use crate::audit::{self, Event, Kind};
 use crate::calls::LiveCalls;
 use crate::clock::now_ms;
 use crate::config::{AmiConfig, AmiLogin, Config};
@@ -197,6 +198,7 @@ impl Policy {
                 }
                 info!("AMI: {} endpoint(s) registered", all.len());
                 self.contacts.replace_all(all);
+                crate::metrics::METRICS.set_contacts(self.contacts.endpoints() as u64);
             }
             Update::Contact(c) => {
                 let key = (c.endpoint.clone(), c.uri.clone());
@@ -218,6 +220,13 @@ impl Policy {
                 // A call reported again after a re-sync was counted when it was new.
                 if !self.calls.knows(&call.id) {
                     crate::metrics::METRICS.sip_call();
+                    // Counted in the history for `status`; the journal has no line per call.
+                    audit::count(
+                        Event::new(Kind::SipCall, now_ms())
+                            .address(ip)
+                            .who(call.channel.as_str())
+                            .source(Source::Ami),
+                    );
                 }
                 let first = self.calls.up(&call.id, &call.channel, ip, now_ms());
                 self.publish_calls();
@@ -261,10 +270,12 @@ impl Policy {
             info!("AMI: {endpoint} no longer registered from {ip}");
             self.contacts.remove(endpoint, *ip);
         }
+        crate::metrics::METRICS.set_contacts(self.contacts.endpoints() as u64);
     }
 
     fn publish_calls(&self) {
         let entries = self.calls.entries();
+        crate::metrics::METRICS.set_calls(entries.len() as u64);
         self.view.with(|v| v.calls = entries);
     }
 

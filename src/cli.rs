@@ -1,8 +1,9 @@
-//! The admin CLI: `passknock grant|revoke|list|ban|unban|status|contacts|calls`, over the control
+//! The admin CLI: `passknock grant|revoke|list|ban|unban|status|contacts|calls|log|report`, over the control
 //! socket; and `passknock knock` (the laptop's side) and `passknock knock-profile add`, which need
 //! no daemon.
 
 mod doctor;
+mod history;
 mod knock;
 mod paint;
 mod status;
@@ -70,7 +71,7 @@ pub enum Command {
     },
     /// Lift the ban on ADDR.
     Unban { address: String },
-    /// One screen: table and AMI health, counts now and in the last hour, live grants, bans and
+    /// One screen: table and AMI health, counts now, in the last hour and day, live grants, bans and
     /// contacts.
     Status {
         /// One JSON object for scripts: status, last hour, grants, bans, AMI, contacts, calls.
@@ -79,6 +80,30 @@ pub enum Command {
         /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
         #[arg(long, value_enum, default_value_t = paint::ColorChoice::Auto)]
         color: paint::ColorChoice,
+    },
+    /// Audit events from the daemon's history, newest last: grants, bans, lockouts, refusals,
+    /// knocks, calls. Kept across restarts for daemon.history-retention.
+    Log {
+        /// How far back, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        since: Ttl,
+        /// Only events about this address.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Only events of this DISA account or knock profile (or `uid 0`, `ami`, a number).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts of grants, bans and refusals, top refused sources, grants per account, bans,
+    /// lockouts and suspensions: plain text to mail from cron.
+    Report {
+        /// How far back, e.g. 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        since: Ttl,
+        #[arg(long)]
+        json: bool,
     },
     /// Registered phones (endpoint and address) as Asterisk reports them over AMI.
     Contacts {
@@ -352,6 +377,32 @@ impl Cli {
             Command::Unban { address } => (Request::Unban { address }, false),
             Command::Status { json, color } => return status::show(&socket, json, color.resolve(), out),
             Command::Contacts { json } => (Request::Contacts, json),
+            Command::Log {
+                since,
+                address,
+                account,
+                json,
+            } => {
+                let request = Request::Log {
+                    since: Some(since),
+                    address,
+                    account,
+                    limit: None,
+                };
+                return match call(&socket, &request)? {
+                    Reply::Events { events, more, .. } if json => {
+                        let v = serde_json::json!({ "events": events, "more": more });
+                        writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
+                        Ok(())
+                    }
+                    Reply::Events { events, more, .. } => Ok(history::log(out, &events, more, since.0)?),
+                    Reply::Error { message } => Err(CliError::Refused(message)),
+                    _ => Err(CliError::Reply(
+                        "passknockd answered `log` with something else".into(),
+                    )),
+                };
+            }
+            Command::Report { since, json } => (Request::Report { since: Some(since) }, json),
             Command::Calls { json } => (Request::Calls, json),
             Command::Knock { .. } | Command::KnockProfile { .. } | Command::Doctor { .. } => {
                 unreachable!("handled above")
@@ -558,6 +609,8 @@ fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
                 )?;
             }
         }
+        Reply::Events { events, more, .. } => history::log(out, events, *more, defaults::LOG_SINCE)?,
+        Reply::Report(r) => history::report(out, r)?,
         Reply::Done { message } => writeln!(out, "{message}")?,
         Reply::Error { message } => return Err(CliError::Refused(message.clone())),
     }

@@ -68,6 +68,8 @@ pub struct DaemonConfig {
     pub reconcile_interval: Ttl,
     /// Audit lines (grants, revokes, bans, lockouts, refusals) also go to this file, 0600.
     pub audit_log: Option<PathBuf>,
+    /// How long audit events stay in the store's history.
+    pub history_retention: Ttl,
 }
 
 impl Default for DaemonConfig {
@@ -77,6 +79,7 @@ impl Default for DaemonConfig {
             control_socket: defaults::CONTROL_SOCKET.into(),
             reconcile_interval: Ttl(defaults::RECONCILE_INTERVAL),
             audit_log: None,
+            history_retention: Ttl(defaults::HISTORY_RETENTION),
         }
     }
 }
@@ -752,6 +755,15 @@ impl Config {
             return Err(invalid(
                 "daemon.reconcile-interval".into(),
                 "must be at least 1s".into(),
+            ));
+        }
+        if self.daemon.history_retention.0 < defaults::HISTORY_RETENTION_MIN {
+            return Err(invalid(
+                "daemon.history-retention".into(),
+                format!(
+                    "must be at least {}: `passknock status` counts the last 24 hours from it",
+                    Ttl(defaults::HISTORY_RETENTION_MIN)
+                ),
             ));
         }
         self.check_knock(&invalid)

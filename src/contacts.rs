@@ -20,6 +20,11 @@ impl Contacts {
             .unwrap_or_default()
     }
 
+    /// Endpoints registered from at least one address.
+    pub fn endpoints(&self) -> usize {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub fn add(&self, endpoint: &str, ip: IpAddr) {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         map.entry(endpoint.to_string()).or_default().insert(ip);

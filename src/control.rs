@@ -5,7 +5,8 @@
 //! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
 //! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` may take
 //! `limit` (rows of each list, those ending first); `status`, `contacts` and `calls` take nothing;
-//! `account-*` manage DISA accounts. `hold` and `release` are the daemon's own (the AMI
+//! `account-*` manage DISA accounts; `log` takes `since`, `address`, `account`, `limit`, and
+//! `report` takes `since` (both answered by the daemon from the history, not the engine). `hold` and `release` are the daemon's own (the AMI
 //! listener's), never read from the socket. The reply is one object tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
 //!
@@ -18,7 +19,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Event;
 use crate::duration::Ttl;
+use crate::history::Report;
 use crate::secret::ShownOnce;
 use crate::store::{Account, Ban, Grant, UnixMs};
 
@@ -180,6 +183,23 @@ pub enum Request {
     AccountRemove {
         name: String,
     },
+    /// Audit events from the history, newest last: those of the last `since` (default 24h), of
+    /// one address, of one account (or knock profile); at most `limit`, the newest.
+    Log {
+        #[serde(default)]
+        since: Option<Ttl>,
+        #[serde(default)]
+        address: Option<IpAddr>,
+        #[serde(default)]
+        account: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Counts and lists over the last `since` (default 24h), for an admin's mail.
+    Report {
+        #[serde(default)]
+        since: Option<Ttl>,
+    },
 }
 
 /// Whether the firewall took a change. The store already has it; when nft refused, the daemon
@@ -239,6 +259,13 @@ pub enum Reply {
     Accounts {
         accounts: Vec<Account>,
     },
+    /// Reply to `log`: `more` when older events in the window were left out.
+    Events {
+        now: UnixMs,
+        events: Vec<Event>,
+        more: bool,
+    },
+    Report(Box<Report>),
     Done {
         message: String,
     },
@@ -272,14 +299,16 @@ pub struct Status {
     pub now: UnixMs,
     /// Absent from an older daemon's reply: zeros then.
     #[serde(default)]
-    pub last_hour: LastHour,
+    pub last_hour: Counts,
+    #[serde(default)]
+    pub last_24h: Counts,
 }
 
-/// What happened in the hour up to `Status::now` (this minute and the 59 before it), counted in
-/// the daemon's memory since it started.
+/// What happened in a window up to `Status::now`, counted from the history in the store, so a
+/// restart loses none of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct LastHour {
+pub struct Counts {
     pub grants: GrantsBySource,
     pub bans: u64,
     pub failed_passcodes: u64,

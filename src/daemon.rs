@@ -10,15 +10,20 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::addr;
 use crate::ami::AmiView;
+use crate::clock::{now_ms, UnixMs};
 use crate::config::{Config, ConfigError};
 use crate::contacts::Contacts;
 use crate::control::{self, Lines, Reply, Request, TooLong};
 use crate::control_slots::{Slot, Slots};
 use crate::defaults;
+use crate::duration::Ttl;
 use crate::engine::{Engine, Job};
+use crate::history::{EventLog, History};
 use crate::logs::AuditLog;
 use crate::nft::{Firewall, Layout, Nft};
 use crate::preflight::Ready;
@@ -80,6 +85,12 @@ pub async fn run(
     let (ami_secret, disa_key) = ready.into_parts();
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
+    // Before anything can make an audit event: from here on each one is also a history row.
+    let history = Arc::new(History::start(
+        &config.daemon.store,
+        config.daemon.history_retention.0,
+    )?);
+    history.install();
     let layout = Layout::from_config(&config);
     let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
     let mut engine = Engine::new(config.clone(), store, firewall);
@@ -187,6 +198,7 @@ pub async fn run(
         contacts,
         ami: ami_view,
         audit: audit.clone(),
+        history: history.clone(),
     };
     watch_reload(handle.clone(), audit, shutdown.clone());
     info!(
@@ -204,6 +216,9 @@ pub async fn run(
         let _ = ami.await;
     }
     let _ = crate::notify::notify("STOPPING=1");
+    // The last events (a shutdown's grants ended, a knock refused a moment ago) are kept.
+    let h = history.clone();
+    let _ = tokio::task::spawn_blocking(move || h.flush(defaults::HISTORY_FLUSH_WAIT)).await;
     // Every sender is gone once the server stops; the engine finishes its queue and returns.
     tokio::task::spawn_blocking(move || engine.join())
         .await
@@ -294,12 +309,89 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// What the daemon answers itself, without the engine: state other tasks keep.
+/// What the daemon answers itself, without the engine: state other tasks keep, and the history.
 #[derive(Clone)]
 struct Views {
     contacts: Contacts,
     ami: AmiView,
     audit: Option<AuditLog>,
+    history: Arc<History>,
+}
+
+impl Views {
+    /// Runs `f` on a history reader off the async threads, once the rows queued before this
+    /// request are committed, so an event a command just caused is in what it reads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&EventLog, UnixMs) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let h = self.history.clone();
+        tokio::task::spawn_blocking(move || {
+            if !h.flush(defaults::HISTORY_FLUSH_WAIT) {
+                warn!("history: the newest events are not committed yet; reading what is there");
+            }
+            f(&h.reader()?, now_ms())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("history: {e}"))
+    }
+
+    /// The engine's status with the last hour's and day's counts from the history.
+    async fn status(&self, reply: Reply) -> Reply {
+        let Reply::Status(mut s) = reply else {
+            return reply;
+        };
+        let now = s.now;
+        match self
+            .read(move |log, _| Ok((log.tally(now - HOUR)?, log.tally(now - 24 * HOUR)?)))
+            .await
+        {
+            Ok((hour, day)) => {
+                s.last_hour = hour;
+                s.last_24h = day;
+                Reply::Status(s)
+            }
+            Err(e) => Reply::error(e),
+        }
+    }
+
+    async fn log(
+        &self,
+        since: Option<Ttl>,
+        address: Option<IpAddr>,
+        account: Option<String>,
+        limit: Option<usize>,
+    ) -> Reply {
+        let since = since.map_or(defaults::LOG_SINCE, |t| t.0);
+        let limit = limit.unwrap_or(defaults::LOG_ROWS).min(defaults::LOG_ROWS);
+        let r = self
+            .read(move |log, now| {
+                let (events, more) = log.query(
+                    now - ms(since),
+                    address.map(addr::normalize),
+                    account.as_deref(),
+                    limit,
+                )?;
+                Ok(Reply::Events { now, events, more })
+            })
+            .await;
+        r.unwrap_or_else(Reply::error)
+    }
+
+    async fn report(&self, since: Option<Ttl>) -> Reply {
+        let since = since.map_or(defaults::LOG_SINCE, |t| t.0);
+        let r = self
+            .read(move |log, now| Ok(Reply::Report(Box::new(log.report(now - ms(since), now)?))))
+            .await;
+        r.unwrap_or_else(Reply::error)
+    }
+}
+
+const HOUR: UnixMs = 3_600_000;
+
+fn ms(d: std::time::Duration) -> UnixMs {
+    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 async fn serve_control(
@@ -397,6 +489,17 @@ async fn serve_connection(stream: UnixStream, mut slot: Slot, engine: EngineHand
                 reopen_audit(views.audit.as_ref());
                 engine.submit(Request::Reload, &who, Source::Admin).await
             }
+            Ok(Request::Status) => {
+                let reply = engine.submit(Request::Status, &who, Source::Admin).await;
+                views.status(reply).await
+            }
+            Ok(Request::Log {
+                since,
+                address,
+                account,
+                limit,
+            }) => views.log(since, address, account, limit).await,
+            Ok(Request::Report { since }) => views.report(since).await,
             Ok(request) => engine.submit(request, &who, Source::Admin).await,
             Err(e) => Reply::error(e),
         };

@@ -90,6 +90,33 @@ pub const CONTROL_MAX_REPLY: usize = 256 * 1024 * 1024;
 /// Most control requests the daemon applies together in one store transaction and one nft batch.
 pub const BATCH_MAX: usize = 512;
 
+/// How long audit events stay in the history (`daemon.history-retention`).
+pub const HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The shortest history retention allowed: `passknock status` counts the last 24 hours from it.
+pub const HISTORY_RETENTION_MIN: Duration = Duration::from_secs(24 * 3600);
+/// Audit events waiting for the history writer, at most; past it a row is dropped and counted,
+/// never waited for. A burst this long is far beyond what the engine, calls and knocks make
+/// between two of the writer's commits.
+pub const HISTORY_QUEUE: usize = 8192;
+/// Most events the history writer commits in one transaction.
+pub const HISTORY_BATCH: usize = 1024;
+/// How long a read of the history (`log`, `report`, `status`) waits for the rows queued before it
+/// to be committed; past it, it reads what is there.
+pub const HISTORY_FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// How often the history writer deletes rows past the retention.
+pub const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows one flood kind (refused knocks, refused passcodes, …) may add in a minute, one per
+/// address and who; the rest of that minute is counted into one more row.
+pub const HISTORY_FLOOD_KEYS: usize = 32;
+/// How far back `passknock log` and `passknock report` look when not told.
+pub const LOG_SINCE: Duration = Duration::from_secs(24 * 3600);
+/// Most events one `passknock log` shows (the newest); it says when it left older ones out.
+pub const LOG_ROWS: usize = 10_000;
+/// Rows in each list of `passknock report`: the top refused sources, and the newest bans,
+/// lockouts and suspensions.
+pub const REPORT_TOP: usize = 10;
+pub const REPORT_ROWS: usize = 50;
+
 /// The NFLOG group the table logs knock ports to (`log group N`); the daemon listens on it.
 pub const KNOCK_NFLOG_GROUP: u16 = 7447;
 /// Sources with a knock sequence in progress, at most (about 100 bytes each).

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::addr::{self, Net};
+use crate::audit::{self, Event, Kind};
 use crate::clock::{now_ms, UnixMs};
 use crate::config::Config;
 use crate::contacts::Contacts;
@@ -174,21 +175,31 @@ impl Backend for DisaBackend {
             (Some(a), Gate::OwnerOnly) => !a.disabled && a.callers.contains(&number),
             _ => false,
         };
-        let source = call.source.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        // The SIP source as the call reported it: trusted or not, it is where the call came from.
+        let from = call.source.map(addr::normalize);
+        let event = |kind: Kind| {
+            let e = Event::new(kind, now).source(Source::Disa);
+            match from {
+                Some(ip) => e.address(ip),
+                None => e,
+            }
+        };
         if let (true, Some(a)) = (accepted, found.clone()) {
             {
                 let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
                 limiter.success(&caller);
                 self.persist(&limiter, &caller, now);
             }
-            info!(
-                target: "passknock::audit",
-                "passcode accepted account={:?} channel={:?} number={:?} source={source}{}",
-                a.name,
+            audit::record(event(Kind::PasscodeAccepted).who(a.name.as_str()).detail(format!(
+                "channel={:?} number={:?}{}",
                 call.channel,
                 call.number,
-                if gate == Gate::OwnerOnly { " (owner's number during a suspension)" } else { "" }
-            );
+                if gate == Gate::OwnerOnly {
+                    " (owner's number during a suspension)"
+                } else {
+                    ""
+                }
+            )));
             return Verdict::Accepted(CallAccount {
                 name: a.name,
                 endpoint: a.endpoint,
@@ -215,21 +226,34 @@ impl Backend for DisaBackend {
             self.persist(&limiter, &caller, now);
             f
         });
-        info!(
-            target: "passknock::audit",
-            "passcode refused ({why}) channel={:?} number={:?} source={source}",
-            call.channel,
-            call.number,
+        audit::record(
+            event(Kind::PasscodeRefused)
+                .who(call.number.as_str())
+                .detail(format!("({why}) channel={:?}", call.channel)),
         );
         if let Some(f) = failure {
             if f.number_locked {
-                info!(target: "passknock::audit", "lockout number={:?} (DISA passcode failures)", call.number);
+                audit::record(
+                    Event::new(Kind::LockoutNumber, now)
+                        .who(call.number.as_str())
+                        .source(Source::Disa)
+                        .detail("(DISA passcode failures)"),
+                );
             }
             if f.suspended {
-                warn!(target: "passknock::audit", "passcode entry suspended: too many failures this hour");
+                audit::record(
+                    Event::new(Kind::Suspension, now)
+                        .source(Source::Disa)
+                        .detail("too many failures this hour"),
+                );
             }
             if let (true, Some(ip)) = (f.address_locked, caller.address) {
-                info!(target: "passknock::audit", "lockout address={ip} (DISA passcode failures)");
+                audit::record(
+                    Event::new(Kind::LockoutAddress, now)
+                        .address(ip)
+                        .source(Source::Disa)
+                        .detail("(DISA passcode failures)"),
+                );
                 // The SIP source of a call guessing passcodes goes to the ban set too.
                 let reply = self
                     .engine
@@ -368,6 +392,13 @@ pub async fn serve(
             }
             let channel = session.env().get("channel").unwrap_or_default().to_string();
             crate::metrics::METRICS.disa_call();
+            // The number is all a call has said about itself yet; its SIP source comes later.
+            audit::record(
+                Event::new(Kind::DisaCall, now_ms())
+                    .who(session.env().get("callerid").unwrap_or_default())
+                    .source(Source::Disa)
+                    .detail(format!("channel={channel:?}")),
+            );
             match agi::disa::run(&mut session, &*backend, &settings).await {
                 Outcome::Granted {
                     account,

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::addr::{self, Family};
+use crate::audit::{self, Event, Kind};
 use crate::clock::{now_ms, utc, Clock, Now, UnixMs};
 use crate::config::Config;
 use crate::control::{Applied, NewAccount, Reply, Request, Status};
@@ -165,7 +166,12 @@ impl Engine {
             .set_layout(Layout::from_config(&new), Nft::new(&new.firewall.nft));
         self.config = new;
         let table = self.reconcile();
-        info!(target: "passknock::audit", "config reloaded from {} who={who:?}", path.display());
+        audit::record(
+            Event::new(Kind::Reload, now_ms())
+                .who(who)
+                .source(Source::Admin)
+                .detail(format!("from {}", path.display())),
+        );
         let mut message = format!("config reloaded from {}", path.display());
         match table {
             Ok(r) => message.push_str(&format!("; table {r}")),
@@ -290,14 +296,17 @@ impl Engine {
                 .add_account(&account, &key.tag(passcode.expose()))
                 .is_ok()
             {
-                info!(
-                    target: "passknock::audit",
-                    "account added name={name:?} services={} ttl={} endpoint={:?} modes={} callers={} who={who:?}",
-                    account.services.join(","),
-                    ttl,
-                    account.endpoint,
-                    account.address_modes.join(","),
-                    account.callers.join(",")
+                audit::record(
+                    Event::new(Kind::Account, now)
+                        .who(name)
+                        .source(Source::Admin)
+                        .detail(format!(
+                            "added by {who:?}: services={} ttl={ttl} endpoint={} modes={} callers={}",
+                            account.services.join(","),
+                            account.endpoint.as_deref().unwrap_or("-"),
+                            account.address_modes.join(","),
+                            account.callers.join(",")
+                        )),
                 );
                 return Reply::AccountCreated { account, passcode };
             }
@@ -326,7 +335,12 @@ impl Engine {
                 self.config.disa.passcode_digits,
                 now_ms(),
             ) {
-                info!(target: "passknock::audit", "account passcode reset name={name:?} who={who:?}");
+                audit::record(
+                    Event::new(Kind::Account, now_ms())
+                        .who(name)
+                        .source(Source::Admin)
+                        .detail(format!("passcode reset by {who:?}")),
+                );
                 return Reply::AccountCreated { account, passcode };
             }
         }
@@ -340,10 +354,11 @@ impl Engine {
         };
         match self.store.set_callers(name, &callers) {
             Ok(true) => {
-                info!(
-                    target: "passknock::audit",
-                    "account callers set name={name:?} callers={} who={who:?}",
-                    callers.join(",")
+                audit::record(
+                    Event::new(Kind::Account, now_ms())
+                        .who(name)
+                        .source(Source::Admin)
+                        .detail(format!("owner numbers set by {who:?}: {}", callers.join(","))),
                 );
                 Reply::Done {
                     message: if callers.is_empty() {
@@ -362,7 +377,12 @@ impl Engine {
         match self.store.set_disabled(name, disabled) {
             Ok(true) => {
                 let verb = if disabled { "disabled" } else { "enabled" };
-                info!(target: "passknock::audit", "account {verb} name={name:?} who={who:?}");
+                audit::record(
+                    Event::new(Kind::Account, now_ms())
+                        .who(name)
+                        .source(Source::Admin)
+                        .detail(format!("{verb} by {who:?}")),
+                );
                 Reply::Done {
                     message: format!("account {name} {verb}"),
                 }
@@ -376,6 +396,7 @@ impl Engine {
     pub fn start(&mut self) -> Result<Reconciled, String> {
         let now = self.now();
         self.expire(now);
+        self.publish_counts();
         self.reconcile()
     }
 
@@ -446,15 +467,17 @@ impl Engine {
                 self.grant_batch(std::mem::take(&mut grants));
             }
             let reply = match &job.request {
-                Request::Revoke { address } => self.revoke(address, &job.who),
+                Request::Revoke { address } => self.revoke(address, &job.who, job.source),
                 Request::List { limit } => self.list(*limit),
-                Request::Ban { address, ttl, reason } => self.ban(address, *ttl, reason, &job.who),
-                Request::Unban { address } => self.unban(address, &job.who),
+                Request::Ban { address, ttl, reason } => {
+                    self.ban(address, *ttl, reason, &job.who, job.source)
+                }
+                Request::Unban { address } => self.unban(address, &job.who, job.source),
                 Request::Status => self.status(),
                 Request::Hold { address, until } => self.hold(*address, *until, &job.who),
                 Request::Release { address } => self.release(*address, &job.who),
-                Request::Contacts | Request::Calls => {
-                    Reply::error("contacts and calls are answered by the daemon, not the engine")
+                Request::Contacts | Request::Calls | Request::Log { .. } | Request::Report { .. } => {
+                    Reply::error("contacts, calls, log and report are answered by the daemon, not the engine")
                 }
                 Request::Reload => self.reload(&job.who),
                 Request::AccountAdd(new) => self.account_add(new, &job.who),
@@ -468,7 +491,12 @@ impl Engine {
                 Request::AccountEnable { name } => self.account_disable(name, false, &job.who),
                 Request::AccountRemove { name } => match self.store.remove_account(name) {
                     Ok(true) => {
-                        info!(target: "passknock::audit", "account removed name={name:?} who={:?}", job.who);
+                        audit::record(
+                            Event::new(Kind::Account, now_ms())
+                                .who(name.as_str())
+                                .source(Source::Admin)
+                                .detail(format!("removed by {:?}", job.who)),
+                        );
                         Reply::Done {
                             message: format!("account {name} removed"),
                         }
@@ -482,6 +510,15 @@ impl Engine {
         }
         if !grants.is_empty() {
             self.grant_batch(grants);
+        }
+        self.publish_counts();
+    }
+
+    /// Sets the live grant and ban gauges from the store: after each batch and each expiry, so a
+    /// scrape sees what the table holds.
+    fn publish_counts(&self) {
+        if let Ok((g, b)) = self.store.counts() {
+            crate::metrics::METRICS.set_live(g, b);
         }
     }
 
@@ -543,7 +580,14 @@ impl Engine {
             match self.check_grant(&job.request, &job, now.wall) {
                 Ok(g) => ok.push((g, job)),
                 Err(e) => {
-                    info!(target: "passknock::audit", "refused grant: {e}; who={}", job.who);
+                    let mut ev = Event::new(Kind::GrantRefused, now.wall)
+                        .who(job.who.as_str())
+                        .source(job.source)
+                        .detail(e.clone());
+                    if let Request::Grant { address, .. } = &job.request {
+                        ev.address = addr::parse_host(address).ok();
+                    }
+                    audit::record(ev);
                     let _ = job.reply.send(Reply::error(e));
                 }
             }
@@ -567,15 +611,17 @@ impl Engine {
         let applied = self.refresh_addresses(&addrs, &[], now);
         for (grant, (_, job)) in written.into_iter().zip(ok) {
             crate::metrics::METRICS.grant(grant.source);
-            info!(
-                target: "passknock::audit",
-                "grant address={} services={} source={} who={:?} note={:?} until={}",
-                grant.address,
-                grant.services.join(","),
-                grant.source.as_str(),
-                grant.who,
-                grant.note,
-                utc(grant.end())
+            audit::record(
+                Event::new(Kind::Grant, now.wall)
+                    .address(grant.address)
+                    .who(grant.who.as_str())
+                    .source(grant.source)
+                    .detail(format!(
+                        "services={} until={} note={:?}",
+                        grant.services.join(","),
+                        utc(grant.end()),
+                        grant.note
+                    )),
             );
             let warning = self.banned_warning(grant.address, now.wall);
             let _ = job.reply.send(Reply::Granted {
@@ -649,7 +695,7 @@ impl Engine {
         }
     }
 
-    fn revoke(&mut self, address: &str, who: &str) -> Reply {
+    fn revoke(&mut self, address: &str, who: &str, source: Source) -> Reply {
         let ip = match addr::parse_host(address) {
             Ok(ip) => ip,
             Err(e) => return Reply::error(e.to_string()),
@@ -663,7 +709,13 @@ impl Engine {
         }
         let now = self.now();
         let applied = self.refresh_addresses(&BTreeSet::from([ip]), &removed, now);
-        info!(target: "passknock::audit", "revoke address={ip} grants={} who={who:?}", removed.len());
+        audit::record(
+            Event::new(Kind::Revoke, now.wall)
+                .address(ip)
+                .who(who)
+                .source(source)
+                .detail(format!("grants={}", removed.len())),
+        );
         Reply::Revoked {
             address: ip,
             grants: removed.len(),
@@ -671,7 +723,7 @@ impl Engine {
         }
     }
 
-    fn ban(&mut self, address: &str, ttl: Option<Ttl>, reason: &str, who: &str) -> Reply {
+    fn ban(&mut self, address: &str, ttl: Option<Ttl>, reason: &str, who: &str, source: Source) -> Reply {
         let ip = match addr::parse_host(address).and_then(addr::check_grantable) {
             Ok(ip) => ip,
             Err(e) => return Reply::error(e.to_string()),
@@ -706,7 +758,13 @@ impl Engine {
             },
             now,
         );
-        info!(target: "passknock::audit", "ban address={ip} reason={reason:?} who={who:?} until={}", utc(ban.expires));
+        audit::record(
+            Event::new(Kind::Ban, now.wall)
+                .address(ip)
+                .who(who)
+                .source(source)
+                .detail(format!("until={} reason={reason:?}", utc(ban.expires))),
+        );
         crate::metrics::METRICS.ban();
         Reply::Banned {
             ban,
@@ -714,7 +772,7 @@ impl Engine {
         }
     }
 
-    fn unban(&mut self, address: &str, who: &str) -> Reply {
+    fn unban(&mut self, address: &str, who: &str, source: Source) -> Reply {
         let now = self.now();
         let ip = match addr::parse_host(address) {
             Ok(ip) => ip,
@@ -732,7 +790,12 @@ impl Engine {
             },
             now,
         );
-        info!(target: "passknock::audit", "unban address={ip} who={who:?}");
+        audit::record(
+            Event::new(Kind::Unban, now.wall)
+                .address(ip)
+                .who(who)
+                .source(source),
+        );
         Reply::Unbanned {
             address: ip,
             firewall: applied,
@@ -758,10 +821,12 @@ impl Engine {
             }
             applied = self.refresh_addresses(&BTreeSet::from([ip]), &[], now);
             let end = grants.iter().map(new_end).max().unwrap_or(now.wall);
-            info!(
-                target: "passknock::audit",
-                "hold address={ip} until={} (call up) who={who:?}",
-                utc(end)
+            audit::record(
+                Event::new(Kind::Hold, now.wall)
+                    .address(ip)
+                    .who(who)
+                    .source(Source::Ami)
+                    .detail(format!("until={} (call up)", utc(end))),
             );
         }
         Reply::Held {
@@ -785,7 +850,13 @@ impl Engine {
         let now = self.now();
         let mut applied = Applied::default();
         if released > 0 {
-            info!(target: "passknock::audit", "release address={ip} (calls ended) who={who:?}");
+            audit::record(
+                Event::new(Kind::Release, now.wall)
+                    .address(ip)
+                    .who(who)
+                    .source(Source::Ami)
+                    .detail("(calls ended)"),
+            );
             // Grants whose TTL passed during the call go now; the rest get their shorter timeout.
             self.expire(now);
             if self.store.grants_for(ip, now.wall).is_ok_and(|g| !g.is_empty()) {
@@ -864,7 +935,9 @@ impl Engine {
             last_reconcile: self.last_reconcile,
             firewall_error: self.firewall_error.clone(),
             now: now.wall,
-            last_hour: crate::metrics::METRICS.last_hour(now.wall),
+            // Counted from the history by the daemon, off this thread.
+            last_hour: Default::default(),
+            last_24h: Default::default(),
         }))
     }
 
@@ -879,21 +952,25 @@ impl Engine {
             }
         };
         for g in &grants {
-            info!(
-                target: "passknock::audit",
-                "grant ended address={} services={} source={} who={:?}",
-                g.address,
-                g.services.join(","),
-                g.source.as_str(),
-                g.who
+            audit::record(
+                Event::new(Kind::GrantEnded, now.wall)
+                    .address(g.address)
+                    .who(g.who.as_str())
+                    .source(g.source)
+                    .detail(format!("services={}", g.services.join(","))),
             );
         }
         for b in &bans {
-            info!(target: "passknock::audit", "ban ended address={} reason={:?}", b.address, b.reason);
+            audit::record(
+                Event::new(Kind::BanEnded, now.wall)
+                    .address(b.address)
+                    .detail(format!("reason={:?}", b.reason)),
+            );
         }
         if grants.is_empty() && bans.is_empty() {
             return;
         }
+        self.publish_counts();
         let addrs: BTreeSet<IpAddr> = grants.iter().map(|g| g.address).collect();
         let mut applied = self.refresh_addresses(&addrs, &grants, now);
         if !bans.is_empty() {

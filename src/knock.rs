@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::audit::{self, Event, Kind};
 use crate::clock::now_ms;
 use crate::config::{Config, ConfigError};
 use crate::control::{Reply, Request};
@@ -300,12 +301,16 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
             reason,
         } => {
             crate::metrics::METRICS.knock(false);
+            let event = Event::new(Kind::KnockRefused, now_ms())
+                .address(source)
+                .who(profile)
+                .source(Source::Knock)
+                .detail(format!("mode={}: {reason}", mode.name()));
+            // Every refusal is counted in the history; only so many a second get a line.
             if refusals.allow() {
-                info!(
-                    target: "passknock::audit",
-                    "knock refused profile={profile} mode={} source={source}: {reason}",
-                    mode.name()
-                );
+                audit::record(event);
+            } else {
+                audit::count(event);
             }
         }
     }
@@ -344,6 +349,13 @@ async fn submit_grants(
         match engine.submit(request, &who, Source::Knock).await {
             Reply::Granted { grant, .. } => {
                 crate::metrics::METRICS.knock(true);
+                audit::record(
+                    Event::new(Kind::KnockAccepted, now_ms())
+                        .address(earned.source)
+                        .who(earned.profile.as_str())
+                        .source(Source::Knock)
+                        .detail(format!("mode={} opened {}", earned.mode.name(), grant.address)),
+                );
                 debug!(
                     "knock on profile {} opened {} for {}",
                     earned.profile,

@@ -9,6 +9,8 @@
 //!   read back and reconciled.
 //! - [`disa`], [`limiter`], [`secret`]: the DISA call's policy, brute-force limits, key and passcodes.
 //! - [`engine`]: the one writer of store and table; batches requests, ends what expires.
+//! - [`audit`]: every audit event, written as a `passknock::audit` line and a [`history`] row;
+//!   [`history`] keeps them in the store, batched by a writer of its own, for `log` and `report`.
 //! - [`contacts`]: registered contacts learned over AMI, shared with the DISA call flow.
 //! - [`ami`]: the AMI listener's policy — contacts, holds for live calls ([`calls`]), bans for
 //!   repeated failures ([`offenders`]).
@@ -20,6 +22,7 @@
 
 pub mod addr;
 pub mod ami;
+pub mod audit;
 pub mod calls;
 pub mod cli;
 pub mod clock;
@@ -34,6 +37,7 @@ pub mod disa;
 pub mod doctor;
 pub mod duration;
 pub mod engine;
+pub mod history;
 pub mod knock;
 pub mod limiter;
 pub mod logs;

@@ -1,5 +1,5 @@
-//! The expiry store: grants, bans, accounts and DISA limits in SQLite, durable before any call
-//! returns.
+//! The expiry store: grants, bans, accounts, DISA limits and the audit history's table in SQLite,
+//! durable before any call returns.
 //!
 //! Times are Unix milliseconds so entries survive restarts with their remaining life. The schema
 //! sticks to plain types (integers, text) so the same tables can live in PostgreSQL for a cluster.
@@ -41,6 +41,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store holds a bad row: {0}")]
     BadRow(String),
+    #[error("cannot start the history writer thread: {0}")]
+    HistoryWriter(#[source] std::io::Error),
 }
 
 /// Where a grant came from.
@@ -64,7 +66,7 @@ impl Source {
         }
     }
 
-    fn parse(s: &str) -> Option<Source> {
+    pub(crate) fn parse(s: &str) -> Option<Source> {
         match s {
             "disa" => Some(Source::Disa),
             "knock" => Some(Source::Knock),
@@ -118,7 +120,9 @@ pub struct Ban {
 }
 
 /// 2: accounts' owner numbers and passcode length; DISA limits kept across restarts.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: the audit history (`events`), written by [`crate::history::EventLog`]. A version 2 store
+/// gets the table at open (`CREATE TABLE IF NOT EXISTS`); nothing else changes.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS grants (
@@ -167,6 +171,21 @@ CREATE TABLE IF NOT EXISTS disa_limits (
     last_ms     BIGINT  NOT NULL,
     PRIMARY KEY (kind, key)
 );
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    time_ms     BIGINT  NOT NULL,
+    kind        TEXT    NOT NULL,
+    address     TEXT    NOT NULL DEFAULT '',
+    who         TEXT    NOT NULL DEFAULT '',
+    source      TEXT    NOT NULL DEFAULT '',
+    detail      TEXT    NOT NULL DEFAULT '',
+    count       BIGINT  NOT NULL DEFAULT 1,
+    minute      BIGINT
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
+-- A flood's events share their minute's row; every other row has no minute, and NULLs never
+-- collide in a unique index, so it holds one row per event.
+CREATE UNIQUE INDEX IF NOT EXISTS events_flood ON events (kind, address, who, minute);
 ";
 
 /// Columns added to a table after version 1, for stores made before them.
@@ -1136,6 +1155,32 @@ mod tests {
         let a = s.account("old").unwrap().unwrap();
         assert!(a.callers.is_empty());
         assert_eq!(s.passcode_lengths().unwrap(), vec![None], "length unknown");
+    }
+
+    /// A store from before the history gets the `events` table at open, and keeps what it had.
+    #[test]
+    fn a_version_2_store_gets_the_history_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.ban("198.51.100.66".parse().unwrap(), "old", 9_000, 1_000)
+                .unwrap();
+            s.conn
+                .execute_batch("DROP TABLE events; PRAGMA user_version = 2;")
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let version: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(s.counts().unwrap(), (0, 1));
+        let mut log = crate::history::EventLog::open(&path).unwrap();
+        log.append(&[crate::audit::Event::new(crate::audit::Kind::Reload, 1_000)])
+            .unwrap();
+        assert_eq!(log.query(0, None, None, 10).unwrap().0.len(), 1);
     }
 
     #[test]

@@ -455,10 +455,12 @@ fn audit_lines_go_to_the_audit_file_too() {
     d.ok(&["revoke", "203.0.113.7"]);
     let text = std::fs::read_to_string(&audit).unwrap();
     for want in [
-        "grant address=203.0.113.7 services=sip source=admin who=\"uid 0\" note=\"Ann in Lyon\" until=",
-        "refused grant: 127.0.0.1 is a loopback address",
-        "ban address=203.0.113.66 reason=\"scanner\"",
-        "revoke address=203.0.113.7 grants=1",
+        "grant address=203.0.113.7 who=\"uid 0\" source=admin services=sip until=",
+        "note=\"Ann in Lyon\"",
+        "refused grant address=127.0.0.1 who=\"uid 0\" source=admin 127.0.0.1 is a loopback address",
+        "ban address=203.0.113.66 who=\"uid 0\" source=admin until=",
+        "reason=\"scanner\"",
+        "revoke address=203.0.113.7 who=\"uid 0\" source=admin grants=1",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

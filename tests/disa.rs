@@ -83,9 +83,12 @@ fn a_phone_calls_in_with_its_passcode_and_its_address_is_granted() {
     assert!(!env.udp_reaches(2, PROBE, false), "nobody else's");
 
     let log = d.log_text();
-    assert!(log.contains("passcode accepted account=\"ann\""), "{log}");
     assert!(
-        log.contains("grant address=203.0.113.10 services=probe source=disa who=\"disa:ann\""),
+        log.contains("passcode accepted address=203.0.113.10 account=\"ann\" source=disa"),
+        "{log}"
+    );
+    assert!(
+        log.contains("grant address=203.0.113.10 who=\"disa:ann\" source=disa services=probe"),
         "{log}"
     );
     assert!(!log.contains(&passcode), "the passcode never reaches a log");
@@ -152,10 +155,7 @@ fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     assert_eq!(hangup, Hangup::Remote);
     let d = env.daemon.as_ref().unwrap();
     assert!(grants(d).is_empty());
-    assert_eq!(
-        d.log_text().matches("passcode refused (wrong passcode)").count(),
-        3
-    );
+    assert_eq!(d.log_text().matches("source=disa (wrong passcode)").count(), 3);
     // The fourth failure locks number and address out: the right passcode is then refused too,
     // and the caller hears nothing different.
     env.call(
@@ -173,7 +173,7 @@ fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     let log = d.log_text();
     assert!(log.contains("lockout number=\"701\""), "{log}");
     assert!(log.contains("lockout address=203.0.113.10"), "{log}");
-    assert!(log.contains("passcode refused (locked out)"), "{log}");
+    assert!(log.contains("source=disa (locked out)"), "{log}");
     assert!(
         eventually(WAIT, || d.nft_set("ban_v4").contains("203.0.113.10")),
         "the SIP source is banned"
@@ -284,7 +284,7 @@ fn a_caller_through_the_trunk_is_locked_out_by_number_and_the_lockout_survives_a
     let log = d.log_text();
     assert!(grants(d).is_empty(), "{log}");
     assert!(log.contains("lockout number=\"111\""), "{log}");
-    assert!(log.contains("passcode refused (locked out)"), "{log}");
+    assert!(log.contains("source=disa (locked out)"), "{log}");
     assert!(
         !log.contains("lockout address="),
         "the trunk is never locked out: {log}"
@@ -314,7 +314,7 @@ fn a_caller_through_the_trunk_is_locked_out_by_number_and_the_lockout_survives_a
     );
     assert_eq!(log.matches("passcode accepted").count(), 1, "only 222's: {log}");
     let refused = log.split("records kept from before").nth(1).unwrap();
-    assert!(refused.contains("passcode refused (locked out)"), "{log}");
+    assert!(refused.contains("source=disa (locked out)"), "{log}");
 }
 
 #[test]
@@ -329,11 +329,7 @@ fn silent_and_short_entries_cost_no_lockout_and_no_suspension() {
     trunk_call(&env, "333", "");
     let d = env.daemon.as_ref().unwrap();
     let log = d.log_text();
-    assert_eq!(
-        log.matches("passcode refused (not a passcode)").count(),
-        6,
-        "{log}"
-    );
+    assert_eq!(log.matches("source=disa (not a passcode)").count(), 6, "{log}");
     assert!(!log.contains("lockout"), "{log}");
     assert!(!log.contains("suspended"), "{log}");
     trunk_call(&env, "333", &format!("{passcode}#"));
@@ -386,16 +382,14 @@ fn the_owner_gets_in_while_a_flood_from_rotating_numbers_suspends_entry() {
     trunk_call(&env, "9003", &format!("{passcode}#"));
     let d = env.daemon.as_ref().unwrap();
     assert!(grants(d).is_empty());
-    assert!(d.log_text().contains("passcode refused (suspended)"));
+    assert!(d.log_text().contains("source=disa (suspended)"));
     // ... but the owner, calling from a number the account lists, gets in.
     trunk_call(&env, "15550100", &format!("{passcode}#"));
     let d = env.daemon.as_ref().unwrap();
     let g = grants(d);
     assert_eq!(g.len(), 1, "{}", d.log_text());
     assert_eq!(g[0]["who"], "disa:hal");
-    assert!(d
-        .log_text()
-        .contains("passcode accepted account=\"hal\" channel="));
+    assert!(d.log_text().contains("account=\"hal\" source=disa channel="));
     assert!(d.log_text().contains("(owner's number during a suspension)"));
     let accounts = d.ok(&["account", "list"]);
     assert!(accounts.contains("15550100"), "{accounts}");

@@ -697,8 +697,8 @@ fn status_counts_knocks_accepted_and_refused_in_the_last_hour() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(line("grants "), "grants 1 1 knocks accepted 1", "{screen}");
-    assert_eq!(line("bans"), "bans 0 0 knocks refused 1", "{screen}");
+    assert_eq!(line("grants "), "grants 1 1 1 knocks accepted 1 1", "{screen}");
+    assert_eq!(line("bans"), "bans 0 0 0 knocks refused 1 1", "{screen}");
     assert_eq!(line("grants in"), "grants in the last hour by source: knock 1");
     assert!(
         line(&r1.to_string()).contains("sip knock knock:laptop"),

@@ -28,6 +28,8 @@ command -v fail2ban-client >/dev/null || need+=(fail2ban)
 # The package test (tests/package.rs): dpkg-shlibdeps and man (logrotate is above).
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v man >/dev/null || need+=(man-db)
+# promtool, to check the daemon's /metrics and the Grafana dashboard's queries (tests/metrics.rs).
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q

@@ -83,12 +83,20 @@ fn status_shows_grants_bans_and_the_last_hour_plain_when_piped_coloured_on_a_ter
         "{plain}"
     );
     assert!(plain.contains("AMI       off"), "{plain}");
-    assert_eq!(row(&plain, "grants "), "grants 2 2 knocks accepted 0", "{plain}");
-    assert_eq!(row(&plain, "bans"), "bans 1 1 knocks refused 0", "{plain}");
-    assert_eq!(row(&plain, "contacts"), "contacts - - DISA calls 0", "{plain}");
+    assert_eq!(
+        row(&plain, "grants "),
+        "grants 2 2 2 knocks accepted 0 0",
+        "{plain}"
+    );
+    assert_eq!(row(&plain, "bans"), "bans 1 1 1 knocks refused 0 0", "{plain}");
+    assert_eq!(
+        row(&plain, "contacts"),
+        "contacts - - - DISA calls 0 0",
+        "{plain}"
+    );
     assert_eq!(
         row(&plain, "SIP calls"),
-        "SIP calls - - failed passcodes 0",
+        "SIP calls - - - failed passcodes 0 0",
         "{plain}"
     );
     assert_eq!(
@@ -115,6 +123,7 @@ fn status_shows_grants_bans_and_the_last_hour_plain_when_piped_coloured_on_a_ter
     assert_eq!(v["last_hour"]["grants"]["admin"], 2, "{v}");
     assert_eq!(v["last_hour"]["grants"]["knock"], 0);
     assert_eq!(v["last_hour"]["bans"], 1);
+    assert_eq!(v["last_24h"]["grants"]["admin"], 2, "{v}");
     assert_eq!(v["last_hour"]["knocks_accepted"], 0);
     assert_eq!(v["live_grants"].as_array().unwrap().len(), 2);
     assert_eq!(v["live_bans"][0]["address"], "198.51.100.66");
@@ -142,5 +151,9 @@ fn status_shows_grants_bans_and_the_last_hour_plain_when_piped_coloured_on_a_ter
     }
     let many = status(&d, &[], None);
     assert!(many.contains("… and 4 more (passknock list)"), "{many}");
-    assert_eq!(row(&many, "grants "), "grants 8 8 knocks accepted 0", "{many}");
+    assert_eq!(
+        row(&many, "grants "),
+        "grants 8 8 8 knocks accepted 0 0",
+        "{many}"
+    );
 }

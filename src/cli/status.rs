@@ -1,4 +1,4 @@
-//! `passknock status`: one screen — table and AMI health, counts now and in the last hour, and the
+//! `passknock status`: one screen — table and AMI health, counts now, in the last hour and day, and the
 //! first few live grants, bans and contacts — in colour on a terminal, plain when piped, or one
 //! JSON object for scripts.
 
@@ -137,39 +137,51 @@ fn count(p: Paint, n: Option<u64>, width: usize, warn_above_zero: bool) -> Strin
     }
 }
 
-/// Two columns of counts: what is live now and in the last hour, then what only has a last hour.
+/// Two columns of counts: what is live now, in the last hour and in the last 24 hours, then
+/// what only has the last hour and 24 hours. Both windows come from the history in the store.
 fn counts(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()> {
-    let (s, h) = (&sc.status, &sc.status.last_hour);
+    let (s, h, d) = (&sc.status, &sc.status.last_hour, &sc.status.last_24h);
     let via_ami = |n: u64| sc.ami.enabled.then_some(n);
-    let now_and_hour = [
-        ("grants", Some(s.grants), Some(h.grants.total()), false),
-        ("bans", Some(s.bans), Some(h.bans), true),
-        ("contacts", via_ami(sc.contacts.len() as u64), None, false),
+    let now_and_windows = [
+        (
+            "grants",
+            Some(s.grants),
+            Some(h.grants.total()),
+            Some(d.grants.total()),
+            false,
+        ),
+        ("bans", Some(s.bans), Some(h.bans), Some(d.bans), true),
+        ("contacts", via_ami(sc.contacts.len() as u64), None, None, false),
         (
             "SIP calls",
             via_ami(sc.calls.len() as u64),
             via_ami(h.sip_calls),
+            via_ami(d.sip_calls),
             false,
         ),
     ];
-    let hour_only = [
-        ("knocks accepted", h.knocks_accepted, false),
-        ("knocks refused", h.knocks_refused, false),
-        ("DISA calls", h.disa_calls, false),
-        ("failed passcodes", h.failed_passcodes, true),
+    let windows_only = [
+        ("knocks accepted", h.knocks_accepted, d.knocks_accepted, false),
+        ("knocks refused", h.knocks_refused, d.knocks_refused, false),
+        ("DISA calls", h.disa_calls, d.disa_calls, false),
+        ("failed passcodes", h.failed_passcodes, d.failed_passcodes, true),
     ];
     let head = format!(
-        "{:<17}{:>5}  {:>9}   {:<17}{:>9}",
-        "", "now", "last hour", "", "last hour"
+        "{:<17}{:>5}  {:>9}  {:>5}   {:<17}{:>9}  {:>5}",
+        "", "now", "last hour", "24 h", "", "last hour", "24 h"
     );
     writeln!(out, "{}", p.tone(Tone::Heading, &head))?;
-    for ((label, now, hour, warn), (label2, hour2, warn2)) in now_and_hour.into_iter().zip(hour_only) {
+    for ((label, now, hour, day, warn), (label2, hour2, day2, warn2)) in
+        now_and_windows.into_iter().zip(windows_only)
+    {
         writeln!(
             out,
-            "{label:<17}{}  {}   {label2:<17}{}",
+            "{label:<17}{}  {}  {}   {label2:<17}{}  {}",
             count(p, now, 5, warn),
             count(p, hour, 9, warn),
-            count(p, Some(hour2), 9, warn2)
+            count(p, day, 5, warn),
+            count(p, Some(hour2), 9, warn2),
+            count(p, Some(day2), 5, warn2)
         )?;
     }
     let by_source: Vec<String> = [
@@ -280,7 +292,7 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{GrantsBySource, LastHour};
+    use crate::control::{Counts, GrantsBySource};
     use crate::store::Source;
 
     const NOW: i64 = 1_795_248_830_000;
@@ -314,7 +326,7 @@ mod tests {
                 last_reconcile: Some(NOW - 5_000),
                 firewall_error: None,
                 now: NOW,
-                last_hour: LastHour {
+                last_hour: Counts {
                     grants: GrantsBySource {
                         admin: 7,
                         knock: 2,
@@ -326,6 +338,19 @@ mod tests {
                     failed_passcodes: 3,
                     disa_calls: 5,
                     sip_calls: 9,
+                },
+                last_24h: Counts {
+                    grants: GrantsBySource {
+                        admin: 20,
+                        knock: 4,
+                        ..Default::default()
+                    },
+                    bans: 3,
+                    knocks_accepted: 4,
+                    knocks_refused: 400,
+                    failed_passcodes: 6,
+                    disa_calls: 11,
+                    sip_calls: 30,
                 },
             },
             live_grants: (1..=grants).map(grant).collect(),
@@ -395,10 +420,10 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        assert_eq!(row("grants "), "grants 2 9 knocks accepted 2");
-        assert_eq!(row("bans"), "bans 1 1 knocks refused 40");
-        assert_eq!(row("contacts"), "contacts 0 - DISA calls 5");
-        assert_eq!(row("SIP calls"), "SIP calls 0 9 failed passcodes 3");
+        assert_eq!(row("grants "), "grants 2 9 24 knocks accepted 2 4");
+        assert_eq!(row("bans"), "bans 1 1 3 knocks refused 40 400");
+        assert_eq!(row("contacts"), "contacts 0 - - DISA calls 5 11");
+        assert_eq!(row("SIP calls"), "SIP calls 0 9 30 failed passcodes 3 6");
         assert_eq!(
             row("grants in"),
             "grants in the last hour by source: knock 2, admin 7"
@@ -417,8 +442,8 @@ mod tests {
         assert!(t.contains("AMI       off"), "{t}");
         let contacts = t.lines().find(|l| l.starts_with("contacts")).unwrap();
         assert_eq!(
-            contacts.split_whitespace().take(3).collect::<Vec<_>>(),
-            ["contacts", "-", "-"]
+            contacts.split_whitespace().take(4).collect::<Vec<_>>(),
+            ["contacts", "-", "-", "-"]
         );
         assert!(
             !t.contains("ENDPOINT") && !t.contains("no registered contacts"),
@@ -464,12 +489,15 @@ mod tests {
         assert_eq!(v["in_sync"], true);
         assert_eq!(v["grants"], 1);
         assert_eq!(v["last_hour"]["grants"]["admin"], 7);
+        assert_eq!(v["last_24h"]["knocks_refused"], 400);
         assert_eq!(v["live_grants"][0]["address"], "203.0.113.1");
         assert_eq!(serde_json::from_value::<Screen>(v).unwrap(), sc);
         // A daemon from before the last-hour counts: its status still reads, with zeros.
         let mut old = serde_json::to_value(&sc.status).unwrap();
         old.as_object_mut().unwrap().remove("last_hour");
+        old.as_object_mut().unwrap().remove("last_24h");
         let st: Status = serde_json::from_value(old).unwrap();
-        assert_eq!(st.last_hour, LastHour::default());
+        assert_eq!(st.last_hour, Counts::default());
+        assert_eq!(st.last_24h, Counts::default());
     }
 }
