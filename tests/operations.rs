@@ -119,8 +119,10 @@ fn systemd_analyze_verifies_the_unit() {
     // ExecStart must name an executable that exists: the one just built.
     let unit = dir.path().join("passknockd.service");
     std::fs::write(&unit, UNIT.replace("/usr/local/bin/passknockd", PASSKNOCKD)).unwrap();
+    // The unit's Documentation= names the manual pages the package installs; this host has not
+    // installed them (tests/package.rs checks them, installed), so only the unit is verified here.
     let out = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .arg(&unit)
         .output()
         .unwrap();
