@@ -5,7 +5,16 @@
 # (Our own code is held to it by clippy's incompatible_msrv lint, which reads the same field.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v jq >/dev/null || { echo "check-msrv: needs jq (apt-get install jq)" >&2; exit 2; }
+if ! command -v jq >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "check-msrv: installing jq" >&2
+        apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends jq >&2
+    else
+        echo "check-msrv: needs jq (apt-get install jq)" >&2
+        exit 2
+    fi
+fi
 
 # `1.89` and `1.89.0` are the same version to cargo.
 norm() { awk -F. '{ printf "%d.%d.%d\n", $1, $2, $3 }'; }

@@ -11,9 +11,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::addr;
-use crate::limiter::{Key, Record};
 
 pub use crate::clock::{now_ms, UnixMs};
+pub use side::{LimitLog, ReplayLog};
+
+mod side;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -654,144 +656,6 @@ impl Store {
     }
 }
 
-/// Used SPA nonces and rotating knock steps (`knock_replay`), so a knock that worked once does not
-/// work again after a restart. The knock listener's own connection: it writes only this table,
-/// and only for knocks that authenticated, so the engine's writes are not slowed by floods.
-pub struct ReplayLog {
-    conn: Connection,
-}
-
-impl ReplayLog {
-    /// Opens the store at `path` (which `Store::open` has created) for the replay table.
-    pub fn open(path: &Path) -> Result<ReplayLog, StoreError> {
-        Ok(ReplayLog {
-            conn: side_connection(path)?,
-        })
-    }
-
-    /// Forgets what aged out, and returns the rest as (key, until).
-    pub fn load(&self, now: UnixMs) -> Result<Vec<(String, UnixMs)>, StoreError> {
-        self.conn
-            .execute("DELETE FROM knock_replay WHERE until_ms <= ?1", params![now])?;
-        let mut stmt = self.conn.prepare("SELECT key, until_ms FROM knock_replay")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Makes one entry durable; returns once it is on disk.
-    pub fn remember(&self, key: &str, until: UnixMs) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO knock_replay (key, until_ms) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)",
-            params![key, until],
-        )?;
-        Ok(())
-    }
-}
-
-/// A connection of its own to the store `Store::open` made, for a listener that writes one table
-/// of its own: each commit on disk before it returns, and a wait (not an error) while another
-/// connection writes.
-fn side_connection(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(open_err)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(open_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(open_err)?;
-    Ok(conn)
-}
-
-/// The DISA limits' state (`disa_limits`): lockouts, recent wrong passcodes, the suspension. The
-/// DISA listener's own connection, like [`ReplayLog`]: it writes only this table, and only for
-/// calls that reached a passcode check, so a restart keeps every lockout.
-pub struct LimitLog {
-    conn: Connection,
-}
-
-impl LimitLog {
-    /// Opens the store at `path` (which `Store::open` has created) for the limits table.
-    pub fn open(path: &Path) -> Result<LimitLog, StoreError> {
-        Ok(LimitLog {
-            conn: side_connection(path)?,
-        })
-    }
-
-    /// Forgets keys neither locked nor guessed from since `forget_before`, and returns the rest.
-    pub fn load(&self, now: UnixMs, forget_before: UnixMs) -> Result<Vec<(Key, Record)>, StoreError> {
-        self.conn.execute(
-            "DELETE FROM disa_limits WHERE locked_ms <= ?1 AND last_ms <= ?2",
-            params![now, forget_before],
-        )?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT kind, key, failures, locked_ms FROM disa_limits")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (kind, key, failures, locked_until) = row?;
-            let k = Key::from_parts(&kind, &key)
-                .ok_or_else(|| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
-            let failures = failures
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(|f| f.parse::<i64>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
-            out.push((
-                k,
-                Record {
-                    failures,
-                    locked_until,
-                },
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Writes these keys' state in one transaction; returns once it is on disk. An empty record
-    /// deletes its key.
-    pub fn save(&mut self, records: &[(Key, Record)], now: UnixMs) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        for (k, r) in records {
-            let (kind, key) = k.parts();
-            if r.is_empty(now) {
-                tx.execute(
-                    "DELETE FROM disa_limits WHERE kind = ?1 AND key = ?2",
-                    params![kind, key],
-                )?;
-                continue;
-            }
-            let failures: Vec<String> = r.failures.iter().map(|f| f.to_string()).collect();
-            let last = r
-                .failures
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(now)
-                .max(r.locked_until);
-            tx.execute(
-                "INSERT INTO disa_limits (kind, key, failures, locked_ms, last_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (kind, key) DO UPDATE SET failures = excluded.failures,
-                     locked_ms = excluded.locked_ms, last_ms = excluded.last_ms",
-                params![kind, key, failures.join(","), r.locked_until, last],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-}
-
 fn query_grants(
     tx: &Transaction<'_>,
     filter: &str,
@@ -915,6 +779,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::{Key, Record};
 
     fn grant(addr: &str, svcs: &[&str], expires: UnixMs) -> NewGrant {
         NewGrant {
