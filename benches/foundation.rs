@@ -13,7 +13,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use passknock::store::{NewGrant, Source, Store};
+use passknock::model::{NewGrant, Source};
+use passknock::store::Store;
 use support::daemon::{proc_kib, test_config, Daemon, PASSKNOCK};
 use support::netns::Netns;
 
@@ -104,7 +105,7 @@ fn main() {
     let total = 100_000u32;
     {
         let mut store = Store::open(&dir.path().join("store.db")).unwrap();
-        let now = passknock::clock::now_ms();
+        let now = passknock::base::clock::now_ms();
         let new: Vec<NewGrant> = (n..n + total - 1000)
             .map(|i| NewGrant {
                 address: addr(i).parse().unwrap(),
@@ -133,7 +134,7 @@ fn main() {
     assert_eq!(elements, total as usize);
     let t = Instant::now();
     // The status request alone: `passknock status` also lists every grant, which is not this.
-    let st = match passknock::cli::call(&d.socket, &passknock::control::Request::Status) {
+    let st = match passknock::control::client::call(&d.socket, &passknock::control::Request::Status) {
         Ok(passknock::control::Reply::Status(st)) => st,
         other => panic!("status: {other:?}"),
     };

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use passknock::defaults;
+use passknock::base::defaults;
 
 /// The sections a page gets beyond what clap describes: the files, signals and related pages an
 /// admin looks for in a manual.
@@ -89,7 +89,7 @@ The client config: one [profiles.NAME] table per PBX profile, as
 /// The date on every page: SOURCE_DATE_EPOCH's day, else none (clap_mangen leaves it empty).
 fn page_date() -> Option<String> {
     let secs: i64 = std::env::var("SOURCE_DATE_EPOCH").ok()?.parse().ok()?;
-    Some(passknock::clock::utc(secs * 1000)[..10].to_string())
+    Some(passknock::base::clock::utc(secs * 1000)[..10].to_string())
 }
 
 /// Renders `cmd`'s page in `section`, then one page per subcommand (`passknock-grant(8)`, …),
@@ -141,7 +141,7 @@ fn main() -> std::io::Result<()> {
     // command, section 1. `build()` names subcommands `passknock-grant`, … for their own pages,
     // and `help` is no command of ours to document.
     for (cmd, section) in [
-        (passknock::daemon_args::DaemonArgs::command(), "8"),
+        (passknock::daemon::args::DaemonArgs::command(), "8"),
         (passknock::cli::Cli::command(), "8"),
         (knockd::client::KnockCli::command(), "1"),
     ] {

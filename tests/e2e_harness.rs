@@ -183,6 +183,6 @@ fn cli_and_reachability_helpers_work() {
 fn dialplan_dials_the_daemons_default_fastagi_port() {
     let dialplan = include_str!("../dialplan/passknock.conf");
     // The daemon's own default, not a copy of it.
-    assert!(dialplan.contains(&format!("agi://{}/disa", passknock::defaults::AGI_LISTEN)));
-    assert!(passknock::defaults::AGI_LISTEN.ends_with(&format!(":{}", asterisk::FASTAGI_PORT)));
+    assert!(dialplan.contains(&format!("agi://{}/disa", passknock::base::defaults::AGI_LISTEN)));
+    assert!(passknock::base::defaults::AGI_LISTEN.ends_with(&format!(":{}", asterisk::FASTAGI_PORT)));
 }

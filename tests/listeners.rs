@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use passknock::defaults;
+use passknock::base::defaults;
 use support::asterisk::{DISA_EXTEN, FASTAGI_PORT};
 use support::daemon::{eventually, proc_kib, test_config, Daemon, PASSKNOCKD};
 use support::disa_daemon::{add_account, config, grants, PROBE};

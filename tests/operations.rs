@@ -80,9 +80,12 @@ fn the_unit_lets_the_daemon_write_every_path_the_example_config_names() {
     }
     // The built-in defaults too: a config that leaves the keys out writes there.
     let defaults = [
-        ("store (default)", passknock::defaults::STORE_PATH),
-        ("control-socket (default)", passknock::defaults::CONTROL_SOCKET),
-        ("key-file (default)", passknock::defaults::DISA_KEY_PATH),
+        ("store (default)", passknock::base::defaults::STORE_PATH),
+        (
+            "control-socket (default)",
+            passknock::base::defaults::CONTROL_SOCKET,
+        ),
+        ("key-file (default)", passknock::base::defaults::DISA_KEY_PATH),
     ];
     let all = paths
         .iter()

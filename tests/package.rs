@@ -79,12 +79,12 @@ fn deb_field(deb: &Path, field: &str) -> String {
 
 /// Every key the daemon's config structs know, in kebab-case as the file spells them, with the
 /// sections they sit in: read from the structs themselves (serde_json keeps the unset options as
-/// null), so a key added to src/config.rs without a line in passknock.toml(5) fails this test.
+/// null), so a key added to src/config/ without a line in passknock.toml(5) fails this test.
 fn config_keys() -> (BTreeSet<String>, BTreeSet<String>) {
     let text = format!(
         "{}\n[knock.profiles.a]\nmode = \"spa\"\nsecret-file = \"/x\"\n\
          [knock.profiles.b]\nmode = \"static\"\nports = [\"tcp/7000\", \"udp/8000\"]\n",
-        passknock::defaults::EXAMPLE_CONFIG
+        passknock::base::defaults::EXAMPLE_CONFIG
     );
     let config = Config::parse(&text, "test").unwrap();
     let value = serde_json::to_value(&config).unwrap();

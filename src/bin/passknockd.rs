@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use passknock::base::defaults;
 use passknock::config::Config;
-use passknock::daemon_args::DaemonArgs;
-use passknock::defaults;
-use passknock::logs::{AuditLog, LogFormat};
+use passknock::daemon::args::DaemonArgs;
+use passknock::daemon::logs::{AuditLog, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -15,7 +15,7 @@ use tracing::info;
 /// Logs to stderr (the journal under systemd); audit lines also to `audit_log`, if set, whose
 /// handle is returned so a reload can reopen the file.
 fn init_logs(format: LogFormat, audit_log: Option<&std::path::Path>) -> anyhow::Result<Option<AuditLog>> {
-    use passknock::logs::{stderr_is_journal, Journal, Json};
+    use passknock::daemon::logs::{stderr_is_journal, Journal, Json};
     use tracing_subscriber::prelude::*;
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("PASSKNOCK_LOG")
@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     };
     // The check and the start run the same checks, here, before anything is written: what one
     // refuses, the other refuses with the same words.
-    let ready = passknock::preflight::preflight(&config)?;
+    let ready = passknock::daemon::preflight::preflight(&config)?;
     if args.check {
         println!(
             "config ok{}: services {}",

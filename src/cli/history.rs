@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::audit::{Event, Kind};
-use crate::clock::{utc, UnixMs};
-use crate::duration::human;
-use crate::history::{Counted, Report};
+use crate::base::clock::{utc, UnixMs};
+use crate::base::duration::human;
+use crate::model::{Counted, Report};
+use crate::model::{Event, Kind};
 
 use super::table_lines;
 
@@ -169,7 +169,7 @@ pub fn report(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Source;
+    use crate::model::Source;
 
     const T: UnixMs = 1_795_248_830_000;
 

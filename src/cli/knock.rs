@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use knockd::{Mode, Port, PortRange, Proto};
 
 use super::{CliError, KnockProfileAction};
+use crate::base::duration::{human, Ttl};
 use crate::config::{self, Config};
-use crate::duration::{human, Ttl};
 
 /// Static ports and rotating ranges are drawn from here: above the well-known ports, below
 /// Linux's ephemeral range (32768–60999), so a knock port is never a reply's port.
@@ -46,7 +46,7 @@ impl Busy {
             ("udp6", Proto::Udp),
         ] {
             let text = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
-            for (l, _) in crate::doctor::asterisk::parse_proc_net(&text, proto) {
+            for (l, _) in crate::cli::doctor::asterisk::parse_proc_net(&text, proto) {
                 busy.insert(proto, l.port);
             }
         }
@@ -248,7 +248,7 @@ fn add(
     writeln!(
         out,
         "# Server: add to the daemon's config ({}), {then}.",
-        crate::defaults::CONFIG_PATH
+        crate::base::defaults::CONFIG_PATH
     )?;
     if let Some(p) = &secret_note {
         writeln!(

@@ -8,9 +8,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::paint::{Paint, Tone};
-use super::{call, grant_row, left, table_lines, CliError};
+use super::{call, grant_row, table_lines, CliError};
+use crate::base::duration::left;
 use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request, Status};
-use crate::store::{Ban, Grant};
+use crate::model::{Ban, Grant};
 
 /// Rows of each list the screen shows before "… and N more": with the headline and the counts,
 /// a box with a few of each fits 24 lines.
@@ -292,8 +293,8 @@ pub fn render(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Counts, GrantsBySource};
-    use crate::store::Source;
+    use crate::model::Source;
+    use crate::model::{Counts, GrantsBySource};
 
     const NOW: i64 = 1_795_248_830_000;
 

@@ -12,9 +12,10 @@ pub use readback::{Observed, Verdict};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
 
-use crate::addr::Family;
-use crate::clock::{Clock, Now};
-use crate::store::{Ban, Grant, UnixMs};
+use crate::base::addr::Family;
+use crate::base::clock::UnixMs;
+use crate::base::clock::{Clock, Now};
+use crate::model::{Ban, Grant};
 
 /// The elements the store wants: every live grant's services, every live ban. An element ends at
 /// the latest end among the grants that ask for it, each held by `clock` to its time truly left;
@@ -84,7 +85,7 @@ pub fn ban_key(ip: IpAddr) -> ElemKey {
 fn timed(apply: impl FnOnce() -> Result<(), NftError>) -> Result<(), NftError> {
     let t = std::time::Instant::now();
     let r = apply();
-    crate::metrics::METRICS.nft_apply(t.elapsed(), r.is_ok());
+    crate::observe::metrics::METRICS.nft_apply(t.elapsed(), r.is_ok());
     r
 }
 
@@ -191,9 +192,9 @@ mod tests {
     use super::readback::{ObservedChain, ObservedSet};
     use super::render::{rule_comment, timeout_secs, trusted_set, CHAIN};
     use super::*;
+    use crate::base::defaults;
     use crate::config::PortRange;
-    use crate::defaults;
-    use crate::store::Source;
+    use crate::model::Source;
 
     const HOUR: i64 = 3_600_000;
     const W0: UnixMs = 1_795_248_830_000;

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::render::{rule_comment, trusted_set, Changes, ElemKey, Elements, Layout, CHAIN};
-use crate::addr::{self, Family, Net};
-use crate::defaults;
-use crate::store::UnixMs;
+use crate::base::addr::{self, Family, Net};
+use crate::base::clock::UnixMs;
+use crate::base::defaults;
 
 /// How far (seconds) a kernel timeout may stray from the store before it is set again.
 const DRIFT_SECS: i64 = 2;

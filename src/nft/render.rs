@@ -14,10 +14,10 @@ use nftables::schema::{
 use nftables::stmt::{Log, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::addr::{Family, Net};
+use crate::base::addr::{Family, Net};
+use crate::base::clock::UnixMs;
+use crate::base::defaults;
 use crate::config::{Config, PortRange, Proto};
-use crate::defaults;
-use crate::store::UnixMs;
 
 /// The input chain's name.
 pub const CHAIN: &str = "input";

@@ -8,13 +8,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
-use serde::{Deserialize, Serialize};
 
-use crate::addr;
+use crate::base::addr;
+use crate::model::{Account, Ban, Grant, NewGrant, Source};
 
-pub use crate::clock::{now_ms, UnixMs};
+pub use crate::base::clock::{now_ms, UnixMs};
 pub use side::{LimitLog, ReplayLog};
 
+pub mod history;
 mod side;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,82 +48,8 @@ pub enum StoreError {
     HistoryWriter(#[source] std::io::Error),
 }
 
-/// Where a grant came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Disa,
-    Knock,
-    Admin,
-    /// The AMI listener: bans for failed logins, holds for live calls.
-    Ami,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Disa => "disa",
-            Source::Knock => "knock",
-            Source::Admin => "admin",
-            Source::Ami => "ami",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Source> {
-        match s {
-            "disa" => Some(Source::Disa),
-            "knock" => Some(Source::Knock),
-            "admin" => Some(Source::Admin),
-            "ami" => Some(Source::Ami),
-            _ => None,
-        }
-    }
-}
-
-/// A grant about to be written.
-#[derive(Clone, Debug)]
-pub struct NewGrant {
-    pub address: IpAddr,
-    pub services: Vec<String>,
-    pub source: Source,
-    pub who: String,
-    pub note: String,
-    pub expires: UnixMs,
-}
-
-/// Access for one address to some services until `expires` (or `hold_until`, if later).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grant {
-    pub id: i64,
-    pub address: IpAddr,
-    pub services: Vec<String>,
-    pub source: Source,
-    pub who: String,
-    pub note: String,
-    pub created: UnixMs,
-    pub expires: UnixMs,
-    /// Held open past `expires` while a call from this address is up.
-    pub hold_until: Option<UnixMs>,
-}
-
-impl Grant {
-    /// When access really ends.
-    pub fn end(&self) -> UnixMs {
-        self.expires.max(self.hold_until.unwrap_or(0))
-    }
-}
-
-/// An address kept off every protected port until `expires`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ban {
-    pub address: IpAddr,
-    pub reason: String,
-    pub created: UnixMs,
-    pub expires: UnixMs,
-}
-
 /// 2: accounts' owner numbers and passcode length; DISA limits kept across restarts.
-/// 3: the audit history (`events`), written by [`crate::history::EventLog`]. A version 2 store
+/// 3: the audit history (`events`), written by [`crate::store::history::EventLog`]. A version 2 store
 /// gets the table at open (`CREATE TABLE IF NOT EXISTS`); nothing else changes.
 const SCHEMA_VERSION: i64 = 3;
 
@@ -197,28 +124,6 @@ const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
 ];
 
 const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
-
-/// A DISA account. The passcode itself is never stored: only its tag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    pub name: String,
-    pub services: Vec<String>,
-    pub ttl_secs: u64,
-    pub endpoint: Option<String>,
-    /// `source`, `registered`, `keyed`, in the order tried.
-    pub address_modes: Vec<String>,
-    pub disabled: bool,
-    pub created: UnixMs,
-    /// When the passcode was last set.
-    pub passcode_set: UnixMs,
-    /// Numbers the owner calls from (digits only): still let through while passcode entry is
-    /// suspended for everyone else.
-    #[serde(default)]
-    pub callers: Vec<String>,
-    /// The passcode's length; `None` for an account made before lengths were kept.
-    #[serde(default)]
-    pub passcode_digits: Option<usize>,
-}
 
 const ACCOUNT_COLUMNS: &str =
     "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits";
@@ -779,7 +684,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::{Key, Record};
+    use crate::rules::limiter::{Key, Record};
 
     fn grant(addr: &str, svcs: &[&str], expires: UnixMs) -> NewGrant {
         NewGrant {
@@ -1042,8 +947,8 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(s.counts().unwrap(), (0, 1));
-        let mut log = crate::history::EventLog::open(&path).unwrap();
-        log.append(&[crate::audit::Event::new(crate::audit::Kind::Reload, 1_000)])
+        let mut log = crate::store::history::EventLog::open(&path).unwrap();
+        log.append(&[crate::model::Event::new(crate::model::Kind::Reload, 1_000)])
             .unwrap();
         assert_eq!(log.query(0, None, None, 10).unwrap().0.len(), 1);
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{params, Connection};
 
 use super::{StoreError, UnixMs};
-use crate::limiter::{Key, Record};
+use crate::rules::limiter::{Key, Record};
 
 /// Used SPA nonces and rotating knock steps (`knock_replay`), so a knock that worked once does not
 /// work again after a restart. The knock listener's own connection: it writes only this table,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::logs::LogFormat;
+use crate::daemon::logs::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,7 +9,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::clock::UnixMs;
+use crate::base::clock::UnixMs;
 use crate::config::DisaConfig;
 
 const HOUR_MS: i64 = 3_600_000;

@@ -1,17 +1,13 @@
-//! Audit events: one type for every grant, ban, lockout, refusal, knock and call, and one call
-//! that writes its `passknock::audit` line and queues its row for the history table.
-//!
-//! The line and the row come from the same [`Event`], so the journal and `passknock log` can
-//! never tell two stories.
+//! Audit events: one type for every grant, ban, lockout, refusal, knock and call. The journal
+//! line and the history row are both made from one [`Event`], so they never tell two stories.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
 
-use crate::clock::UnixMs;
-use crate::store::Source;
+use crate::base::clock::UnixMs;
+use crate::model::Source;
 
 /// What happened. The kebab-case name is what the store and `--json` hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -223,25 +219,6 @@ impl Event {
         }
         s
     }
-}
-
-/// Writes `event`'s audit line and queues its row for the history table. Never blocks: a full
-/// queue drops the row and counts it (`passknock_history_dropped_total`); the line is written
-/// whatever happens.
-pub fn record(event: Event) {
-    let line = event.line();
-    if event.kind == Kind::Suspension {
-        warn!(target: "passknock::audit", "{line}");
-    } else {
-        info!(target: "passknock::audit", "{line}");
-    }
-    crate::history::submit(event);
-}
-
-/// Queues `event`'s row without an audit line: for events whose lines are rate-limited (a flood
-/// of refused knocks) or that are not audit lines at all (a SIP call seen over AMI).
-pub fn count(event: Event) {
-    crate::history::submit(event);
 }
 
 #[cfg(test)]

@@ -11,19 +11,23 @@
 //! `{"reply":"error","message":"…"}` and change nothing.
 //!
 //! Lines are split by [`Lines`], which holds no more than its cap plus one read: a request line
-//! may be [`CONTROL_MAX_LINE`](crate::defaults::CONTROL_MAX_LINE) bytes, a reply
-//! [`CONTROL_MAX_REPLY`](crate::defaults::CONTROL_MAX_REPLY).
+//! may be [`CONTROL_MAX_LINE`](crate::base::defaults::CONTROL_MAX_LINE) bytes, a reply
+//! [`CONTROL_MAX_REPLY`](crate::base::defaults::CONTROL_MAX_REPLY).
+
+pub mod client;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Event;
-use crate::duration::Ttl;
-use crate::history::Report;
-use crate::secret::ShownOnce;
-use crate::store::{Account, Ban, Grant, UnixMs};
+use crate::base::clock::UnixMs;
+use crate::base::duration::Ttl;
+use crate::base::secret::ShownOnce;
+use crate::model::Counts;
+use crate::model::Event;
+use crate::model::Report;
+use crate::model::{Account, Ban, Grant};
 
 /// What `account add` asks for; the daemon fills in the defaults and draws the passcode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,37 +308,6 @@ pub struct Status {
     pub last_24h: Counts,
 }
 
-/// What happened in a window up to `Status::now`, counted from the history in the store, so a
-/// restart loses none of it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counts {
-    pub grants: GrantsBySource,
-    pub bans: u64,
-    pub failed_passcodes: u64,
-    pub knocks_accepted: u64,
-    pub knocks_refused: u64,
-    /// Calls that reached the DISA passcode prompt.
-    pub disa_calls: u64,
-    /// SIP calls AMI reported starting.
-    pub sip_calls: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GrantsBySource {
-    pub disa: u64,
-    pub knock: u64,
-    pub admin: u64,
-    pub ami: u64,
-}
-
-impl GrantsBySource {
-    pub fn total(&self) -> u64 {
-        self.disa + self.knock + self.admin + self.ami
-    }
-}
-
 /// The AMI listener's state, for `passknock contacts` and `passknock calls`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmiStatus {
@@ -371,7 +344,7 @@ pub struct CallEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::defaults;
+    use crate::base::defaults;
 
     #[test]
     fn a_flood_without_newline_is_refused_at_the_cap() {
@@ -513,7 +486,7 @@ mod fuzz {
                 // One line however odd the text: JSON escapes every newline.
                 prop_assert!(!wire.contains(&b'\n'));
                 wire.push(b'\n');
-                let mut lines = Lines::new(crate::defaults::CONTROL_MAX_LINE);
+                let mut lines = Lines::new(crate::base::defaults::CONTROL_MAX_LINE);
                 lines.feed(&wire);
                 let line = lines.next_line().unwrap().unwrap();
                 prop_assert_eq!(parse_request(&line), Ok(req));

@@ -3,10 +3,10 @@
 
 use std::io::Write;
 
-use crate::doctor::{examine, healthy, Check, Options, Verdict};
+use crate::cli::doctor::{examine, healthy, Check, Options, Verdict};
 
-use super::paint::{Paint, Tone};
-use super::CliError;
+use crate::cli::paint::{Paint, Tone};
+use crate::cli::CliError;
 
 pub fn run(opts: &Options, json: bool, paint: Paint, out: &mut impl Write) -> Result<(), CliError> {
     let checks = examine(opts);

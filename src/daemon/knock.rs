@@ -17,12 +17,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::audit::{self, Event, Kind};
-use crate::clock::now_ms;
+use crate::base::clock::now_ms;
 use crate::config::{Config, ConfigError};
 use crate::control::{Reply, Request};
-use crate::daemon::EngineHandle;
-use crate::store::{ReplayLog, Source, StoreError};
+use crate::engine::EngineHandle;
+use crate::model::Source;
+use crate::model::{Event, Kind};
+use crate::observe::audit::{self};
+use crate::store::{ReplayLog, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KnockError {
@@ -300,7 +302,7 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
             source,
             reason,
         } => {
-            crate::metrics::METRICS.knock(false);
+            crate::observe::metrics::METRICS.knock(false);
             let event = Event::new(Kind::KnockRefused, now_ms())
                 .address(source)
                 .who(profile)
@@ -348,7 +350,7 @@ async fn submit_grants(
         };
         match engine.submit(request, &who, Source::Knock).await {
             Reply::Granted { grant, .. } => {
-                crate::metrics::METRICS.knock(true);
+                crate::observe::metrics::METRICS.knock(true);
                 audit::record(
                     Event::new(Kind::KnockAccepted, now_ms())
                         .address(earned.source)

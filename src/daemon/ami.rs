@@ -14,18 +14,19 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::addr::{self, Net};
-use crate::audit::{self, Event, Kind};
-use crate::calls::LiveCalls;
-use crate::clock::now_ms;
+use crate::base::addr::{self, Net};
+use crate::base::clock::now_ms;
+use crate::base::defaults;
+use crate::base::duration::Ttl;
 use crate::config::{AmiConfig, AmiLogin, Config};
-use crate::contacts::Contacts;
 use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request};
-use crate::daemon::EngineHandle;
-use crate::defaults;
-use crate::duration::Ttl;
-use crate::offenders::{BanPolicy, Offenders};
-use crate::store::Source;
+use crate::engine::EngineHandle;
+use crate::model::Source;
+use crate::model::{Event, Kind};
+use crate::observe::audit::{self};
+use crate::rules::calls::LiveCalls;
+use crate::rules::contacts::Contacts;
+use crate::rules::offenders::{BanPolicy, Offenders};
 
 /// Updates the listener may queue ahead of the policy; past it the listener stops reading
 /// (Asterisk buffers), so nothing is lost and memory stays bounded.
@@ -154,7 +155,7 @@ pub async fn run(
         }
     }
     let _ = client.await;
-    crate::metrics::METRICS.ami_connected(false);
+    crate::observe::metrics::METRICS.ami_connected(false);
 }
 
 /// The decisions: what each update means for contacts, holds and bans.
@@ -186,7 +187,7 @@ impl Policy {
 
     async fn apply(&mut self, u: Update, received: Instant) {
         match u {
-            Update::LoggedIn { .. } => crate::metrics::METRICS.ami_connected(true),
+            Update::LoggedIn { .. } => crate::observe::metrics::METRICS.ami_connected(true),
             Update::Contacts(list) => {
                 self.known = list
                     .into_iter()
@@ -198,7 +199,7 @@ impl Policy {
                 }
                 info!("AMI: {} endpoint(s) registered", all.len());
                 self.contacts.replace_all(all);
-                crate::metrics::METRICS.set_contacts(self.contacts.endpoints() as u64);
+                crate::observe::metrics::METRICS.set_contacts(self.contacts.endpoints() as u64);
             }
             Update::Contact(c) => {
                 let key = (c.endpoint.clone(), c.uri.clone());
@@ -219,7 +220,7 @@ impl Policy {
                 let ip = addr::normalize(call.remote);
                 // A call reported again after a re-sync was counted when it was new.
                 if !self.calls.knows(&call.id) {
-                    crate::metrics::METRICS.sip_call();
+                    crate::observe::metrics::METRICS.sip_call();
                     // Counted in the history for `status`; the journal has no line per call.
                     audit::count(
                         Event::new(Kind::SipCall, now_ms())
@@ -245,7 +246,7 @@ impl Policy {
             }
             Update::Security(s) => self.security(s, received).await,
             Update::Disconnected { reason } => {
-                crate::metrics::METRICS.ami_connected(false);
+                crate::observe::metrics::METRICS.ami_connected(false);
                 // Calls and contacts stay as last known until the re-sync after the next login;
                 // holds lapse on their own (ami.hold-max) if that login never comes.
                 debug!("AMI disconnected: {reason}");
@@ -270,12 +271,12 @@ impl Policy {
             info!("AMI: {endpoint} no longer registered from {ip}");
             self.contacts.remove(endpoint, *ip);
         }
-        crate::metrics::METRICS.set_contacts(self.contacts.endpoints() as u64);
+        crate::observe::metrics::METRICS.set_contacts(self.contacts.endpoints() as u64);
     }
 
     fn publish_calls(&self) {
         let entries = self.calls.entries();
-        crate::metrics::METRICS.set_calls(entries.len() as u64);
+        crate::observe::metrics::METRICS.set_calls(entries.len() as u64);
         self.view.with(|v| v.calls = entries);
     }
 
@@ -319,7 +320,7 @@ impl Policy {
                 }
                 info!(
                     "AMI: banned {ip} for {} (offence {}), {:.1} ms after the event",
-                    crate::duration::human(v.ttl),
+                    crate::base::duration::human(v.ttl),
                     v.offence,
                     took.as_secs_f64() * 1000.0
                 );
@@ -331,7 +332,7 @@ impl Policy {
             Reply::Error { message } => warn!("AMI: could not ban {ip}: {message}"),
             other => warn!("AMI: unexpected reply to a ban: {other:?}"),
         }
-        if self.offenders.tracked() > crate::offenders::MAX_TRACKED / 2 {
+        if self.offenders.tracked() > crate::rules::offenders::MAX_TRACKED / 2 {
             self.offenders.forget_stale(now_ms());
         }
     }

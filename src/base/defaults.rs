@@ -123,4 +123,4 @@ pub const KNOCK_NFLOG_GROUP: u16 = 7447;
 pub const KNOCK_MAX_IN_PROGRESS: usize = knockd::gate::MAX_IN_PROGRESS;
 
 /// The example config, embedded so `passknockd` runs with no file at all.
-pub const EXAMPLE_CONFIG: &str = include_str!("../examples/passknock.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../examples/passknock.toml");

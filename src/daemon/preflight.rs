@@ -7,8 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::base::secret::{DisaKey, SecretError};
 use crate::config::{Config, ConfigError};
-use crate::secret::{DisaKey, SecretError};
 
 /// The longest Unix socket path: `sun_path` holds 108 bytes, the last one the NUL.
 const SOCKET_PATH_MAX: usize = 107;

@@ -14,18 +14,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::addr::{self, Net};
-use crate::audit::{self, Event, Kind};
-use crate::clock::{now_ms, UnixMs};
+use crate::base::addr::{self, Net};
+use crate::base::clock::{now_ms, UnixMs};
+use crate::base::defaults;
+use crate::base::duration::Ttl;
+use crate::base::secret::{tags_equal, DisaKey};
 use crate::config::Config;
-use crate::contacts::Contacts;
 use crate::control::{Reply, Request};
-use crate::daemon::EngineHandle;
-use crate::defaults;
-use crate::duration::Ttl;
-use crate::limiter::{normalize_number, Caller, Gate, Key, Limiter, Policy, Record};
-use crate::secret::{tags_equal, DisaKey};
-use crate::store::{LimitLog, Source, Store, StoreError};
+use crate::engine::EngineHandle;
+use crate::model::Source;
+use crate::model::{Event, Kind};
+use crate::observe::audit::{self};
+use crate::rules::contacts::Contacts;
+use crate::rules::limiter::{normalize_number, Caller, Gate, Key, Limiter, Policy, Record};
+use crate::store::{LimitLog, Store, StoreError};
 
 /// Private ranges, granted only when `disa.allow-private` says so.
 const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
@@ -80,7 +82,7 @@ impl DisaBackend {
         })
     }
 
-    fn lookup(&self, tag: &[u8; 32]) -> Option<crate::store::Account> {
+    fn lookup(&self, tag: &[u8; 32]) -> Option<crate::model::Account> {
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         match store.account_by_tag(tag) {
             // Found by an index on the tag; compared again in constant time all the same.
@@ -210,7 +212,7 @@ impl Backend for DisaBackend {
                     .collect(),
             });
         }
-        crate::metrics::METRICS.failed_passcode();
+        crate::observe::metrics::METRICS.failed_passcode();
         let why = match gate {
             Gate::LockedOut => "locked out",
             Gate::Suspended => "suspended",
@@ -354,7 +356,7 @@ pub fn settings(config: &Config) -> Settings {
 }
 
 /// Loads the DISA key, refusing a file others can read.
-pub fn load_key(path: &Path) -> Result<Arc<DisaKey>, crate::secret::SecretError> {
+pub fn load_key(path: &Path) -> Result<Arc<DisaKey>, crate::base::secret::SecretError> {
     DisaKey::load_or_create(path).map(Arc::new)
 }
 
@@ -391,7 +393,7 @@ pub async fn serve(
                 return;
             }
             let channel = session.env().get("channel").unwrap_or_default().to_string();
-            crate::metrics::METRICS.disa_call();
+            crate::observe::metrics::METRICS.disa_call();
             // The number is all a call has said about itself yet; its SIP source comes later.
             audit::record(
                 Event::new(Kind::DisaCall, now_ms())
@@ -407,7 +409,7 @@ pub async fn serve(
                 } => {
                     info!(
                         "DISA {channel}: {account} granted {address} for {}",
-                        crate::duration::human(ttl)
+                        crate::base::duration::human(ttl)
                     )
                 }
                 Outcome::Rejected => info!("DISA {channel}: no valid passcode; call ended"),

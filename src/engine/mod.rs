@@ -2,6 +2,10 @@
 //! taken in batches — one store transaction and one nft batch for many grants — so a burst of
 //! callers costs one fsync and one `nft` run, not hundreds.
 
+mod handle;
+
+pub use handle::EngineHandle;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,17 +16,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::addr::{self, Family};
-use crate::audit::{self, Event, Kind};
-use crate::clock::{now_ms, utc, Clock, Now, UnixMs};
+use crate::base::addr::{self, Family};
+use crate::base::clock::{now_ms, utc, Clock, Now, UnixMs};
+use crate::base::defaults;
+use crate::base::duration::{human, Ttl};
+use crate::base::secret::{self, DisaKey};
 use crate::config::Config;
 use crate::control::{Applied, NewAccount, Reply, Request, Status};
-use crate::defaults;
-use crate::duration::{human, Ttl};
-use crate::knock::{KnockApplied, KnockSlot};
+use crate::daemon::knock::{KnockApplied, KnockSlot};
+use crate::model::{Account, Grant, NewGrant, Source};
+use crate::model::{Event, Kind};
 use crate::nft::{self, ban_key, Changes, ElemKey, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
-use crate::secret::{self, DisaKey};
-use crate::store::{Account, Grant, NewGrant, Source, Store, StoreError};
+use crate::observe::audit::{self};
+use crate::store::{Store, StoreError};
 
 /// One request and where its reply goes.
 pub struct Job {
@@ -49,7 +55,7 @@ pub struct Engine {
     firewall_error: Option<String>,
     /// Pinged from [`Engine::run`]'s loop: a stuck engine (a hung nft, say) goes
     /// silent, and systemd restarts the daemon.
-    watchdog: Option<crate::notify::Watchdog>,
+    watchdog: Option<crate::daemon::notify::Watchdog>,
 }
 
 /// Longest note or reason kept with a grant or ban.
@@ -74,7 +80,7 @@ impl Engine {
     }
 
     /// The service manager's watchdog, fed from the loop in [`Engine::run`].
-    pub fn set_watchdog(&mut self, watchdog: crate::notify::Watchdog) {
+    pub fn set_watchdog(&mut self, watchdog: crate::daemon::notify::Watchdog) {
         self.watchdog = Some(watchdog);
     }
 
@@ -518,7 +524,7 @@ impl Engine {
     /// scrape sees what the table holds.
     fn publish_counts(&self) {
         if let Ok((g, b)) = self.store.counts() {
-            crate::metrics::METRICS.set_live(g, b);
+            crate::observe::metrics::METRICS.set_live(g, b);
         }
     }
 
@@ -610,7 +616,7 @@ impl Engine {
         let addrs: BTreeSet<IpAddr> = written.iter().map(|g| g.address).collect();
         let applied = self.refresh_addresses(&addrs, &[], now);
         for (grant, (_, job)) in written.into_iter().zip(ok) {
-            crate::metrics::METRICS.grant(grant.source);
+            crate::observe::metrics::METRICS.grant(grant.source);
             audit::record(
                 Event::new(Kind::Grant, now.wall)
                     .address(grant.address)
@@ -765,7 +771,7 @@ impl Engine {
                 .source(source)
                 .detail(format!("until={} reason={reason:?}", utc(ban.expires))),
         );
-        crate::metrics::METRICS.ban();
+        crate::observe::metrics::METRICS.ban();
         Reply::Banned {
             ban,
             firewall: applied,
@@ -1036,7 +1042,7 @@ fn give_back_memory() {
 fn caller_numbers(raw: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for r in raw.iter().filter(|r| !r.trim().is_empty()) {
-        match crate::limiter::normalize_number(r)? {
+        match crate::rules::limiter::normalize_number(r)? {
             Some(n) if !out.contains(&n) => out.push(n),
             _ => {}
         }

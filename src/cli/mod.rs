@@ -2,25 +2,25 @@
 //! socket; and `passknock knock` (the laptop's side) and `passknock knock-profile add`, which need
 //! no daemon.
 
-mod doctor;
+pub mod doctor;
 mod history;
 mod knock;
 mod paint;
 mod status;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::{utc, UnixMs};
+use crate::base::clock::{utc, UnixMs};
+use crate::base::defaults;
+use crate::base::duration::{human, left, Ttl};
 use crate::config::Config;
-use crate::control::{self, AmiStatus, Applied, Lines, NewAccount, Reply, Request};
-use crate::defaults;
-use crate::duration::{human, Ttl};
-use crate::store::{Ban, Grant};
+use crate::control::client::call;
+use crate::control::{AmiStatus, Applied, NewAccount, Reply, Request};
+use crate::model::{Ban, Grant};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -224,6 +224,8 @@ pub enum CliError {
     },
     #[error("lost the connection to passknockd: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Control(#[from] crate::control::client::ClientError),
     #[error("passknockd sent a reply this passknock cannot read: {0}")]
     Reply(String),
     #[error(transparent)]
@@ -274,36 +276,6 @@ impl<W: Write> Write for Output<W> {
     }
 }
 
-/// One request, one reply.
-pub fn call(socket: &Path, request: &Request) -> Result<Reply, CliError> {
-    let stream = UnixStream::connect(socket).map_err(|source| CliError::Connect {
-        path: socket.to_path_buf(),
-        source,
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut w = stream.try_clone()?;
-    let mut line = serde_json::to_vec(request).map_err(|e| CliError::Reply(e.to_string()))?;
-    line.push(b'\n');
-    w.write_all(&line)?;
-    // The reply is one line, read under a cap however the daemon's bytes arrive.
-    let mut stream = stream;
-    let mut lines = Lines::new(defaults::CONTROL_MAX_REPLY);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let line = loop {
-        match lines.next_line() {
-            Some(Ok(line)) => break line,
-            Some(Err(e)) => return Err(CliError::Reply(e.to_string())),
-            None => {}
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break lines.finish().unwrap_or_default();
-        }
-        lines.feed(&chunk[..n]);
-    };
-    control::parse_reply(&line).map_err(CliError::Reply)
-}
-
 impl Cli {
     fn socket_path(&self) -> Result<PathBuf, CliError> {
         if let Some(s) = &self.socket {
@@ -342,16 +314,19 @@ impl Cli {
                 return knock::run(action, &config, out);
             }
             Command::Doctor { json, address, color } => {
-                let opts = crate::doctor::Options {
-                    config: self.config.clone().unwrap_or_else(crate::doctor::default_config),
+                let opts = crate::cli::doctor::Options {
+                    config: self
+                        .config
+                        .clone()
+                        .unwrap_or_else(crate::cli::doctor::default_config),
                     socket: self.socket.clone(),
                     address: address.or_else(|| {
                         std::env::var("SSH_CONNECTION")
                             .ok()
-                            .and_then(|s| crate::doctor::ssh_client(&s))
+                            .and_then(|s| crate::cli::doctor::ssh_client(&s))
                     }),
                 };
-                return doctor::run(&opts, json, paint::Paint(color.resolve()), out);
+                return doctor::show::run(&opts, json, paint::Paint(color.resolve()), out);
             }
             _ => {}
         }
@@ -457,11 +432,6 @@ impl Cli {
     }
 }
 
-/// Time from `now` to `end`, to the nearest second.
-pub(crate) fn left(now: UnixMs, end: UnixMs) -> String {
-    human(Duration::from_secs(((end - now).max(0) as u64 + 500) / 1000))
-}
-
 fn firewall_note(out: &mut impl Write, a: &Applied) -> std::io::Result<()> {
     if let Some(e) = &a.error {
         writeln!(
@@ -473,7 +443,7 @@ fn firewall_note(out: &mut impl Write, a: &Applied) -> std::io::Result<()> {
 }
 
 fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError> {
-    let now = crate::clock::now_ms();
+    let now = crate::base::clock::now_ms();
     match reply {
         Reply::Granted {
             grant,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::clock::UnixMs;
+use crate::base::clock::UnixMs;
 use crate::config::AmiConfig;
 
 /// Most addresses remembered at once: a flood from spoofed sources cannot grow the table past it.

@@ -7,6 +7,7 @@
 
 mod ami;
 pub mod asterisk;
+pub(super) mod show;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -16,11 +17,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{call, left};
+use crate::base::defaults;
+use crate::base::duration::left;
 use crate::config::{Config, PortRange, Proto};
+use crate::control::client::call;
 use crate::control::{Reply, Request};
-use crate::defaults;
-use crate::limiter::{odds, Policy};
+use crate::rules::limiter::{odds, Policy};
 
 use asterisk::{manager_classes, Asterisk, Listening};
 
@@ -703,7 +705,7 @@ fn address(config: &Config, socket: &Path, ip: Option<IpAddr>) -> Check {
             "your address is unknown (not over SSH); pass --address to check it",
         );
     };
-    let ip = crate::addr::normalize(ip);
+    let ip = crate::base::addr::normalize(ip);
     if let Some(net) = config.firewall.trusted.iter().find(|n| n.contains(ip)) {
         return ok("address", format!("your address {ip} is trusted ({net})"));
     }

@@ -1,33 +1,44 @@
 //! Daemon wiring: store, table, engine thread, and the control socket, until shutdown.
 
+pub mod ami;
+pub mod args;
+pub mod control_slots;
+pub mod disa;
+pub mod knock;
+pub mod logs;
+pub mod metrics;
+pub mod notify;
+pub mod preflight;
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::sync_channel;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::addr;
-use crate::ami::AmiView;
-use crate::clock::{now_ms, UnixMs};
+use crate::base::addr;
+use crate::base::clock::{now_ms, UnixMs};
+use crate::base::defaults;
+use crate::base::duration::Ttl;
 use crate::config::{Config, ConfigError};
-use crate::contacts::Contacts;
 use crate::control::{self, Lines, Reply, Request, TooLong};
-use crate::control_slots::{Slot, Slots};
-use crate::defaults;
-use crate::duration::Ttl;
+use crate::daemon::ami::AmiView;
+use crate::daemon::control_slots::{Slot, Slots};
+use crate::daemon::logs::AuditLog;
+use crate::daemon::preflight::Ready;
+use crate::engine::EngineHandle;
 use crate::engine::{Engine, Job};
-use crate::history::{EventLog, History};
-use crate::logs::AuditLog;
+use crate::model::Source;
 use crate::nft::{Firewall, Layout, Nft};
-use crate::preflight::Ready;
-use crate::store::{Source, Store, StoreError};
+use crate::rules::contacts::Contacts;
+use crate::store::history::{EventLog, History};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -51,9 +62,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Knock(#[from] crate::knock::KnockError),
+    Knock(#[from] crate::daemon::knock::KnockError),
     #[error("DISA: {0}")]
-    Secret(#[from] crate::secret::SecretError),
+    Secret(#[from] crate::base::secret::SecretError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -72,7 +83,7 @@ pub enum DaemonError {
 const QUEUE: usize = 4096;
 
 /// Runs the daemon until `shutdown` is cancelled. `config_path` is where SIGHUP re-reads it from.
-/// `ready` is what [`preflight`](crate::preflight::preflight) read: secrets were refused and paths
+/// `ready` is what [`preflight`](crate::daemon::preflight::preflight) read: secrets were refused and paths
 /// checked before anything was touched. `audit` is the audit file, if the logs have one: each
 /// reload (SIGHUP or `passknock reload`) reopens it, so logrotate loses no line.
 pub async fn run(
@@ -98,8 +109,8 @@ pub async fn run(
         engine.set_config_path(p.clone());
     }
     // Filled once the knock listener runs: a reload then swaps its profiles in place.
-    let knock_slot = crate::knock::KnockSlot::default();
-    if let Some(w) = crate::notify::Watchdog::from_env() {
+    let knock_slot = crate::daemon::knock::KnockSlot::default();
+    if let Some(w) = crate::daemon::notify::Watchdog::from_env() {
         engine.set_watchdog(w);
     }
     engine.set_knock_slot(knock_slot.clone());
@@ -107,7 +118,7 @@ pub async fn run(
         let key = match disa_key {
             Some(key) => key,
             // Checked to be creatable; made now, 0600.
-            None => crate::disa::load_key(&config.disa.key_file)?,
+            None => crate::daemon::disa::load_key(&config.disa.key_file)?,
         };
         engine.set_disa_key(key.clone());
         Some(key)
@@ -144,7 +155,7 @@ pub async fn run(
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
     // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
-    let knock = match crate::knock::spawn(&config, handle.clone(), shutdown.clone()) {
+    let knock = match crate::daemon::knock::spawn(&config, handle.clone(), shutdown.clone()) {
         Ok(Some((task, reload))) => {
             knock_slot.set(reload);
             Some(task)
@@ -159,7 +170,7 @@ pub async fn run(
         }
     };
     if let (Some(key), Some(agi_listener)) = (disa_key, agi_listener) {
-        let backend = Arc::new(crate::disa::DisaBackend::new(
+        let backend = Arc::new(crate::daemon::disa::DisaBackend::new(
             &config,
             handle.clone(),
             contacts.clone(),
@@ -167,7 +178,7 @@ pub async fn run(
         )?);
         let cfg = config.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { crate::disa::serve(agi_listener, &cfg, backend, stop).await });
+        tokio::spawn(async move { crate::daemon::disa::serve(agi_listener, &cfg, backend, stop).await });
         info!("DISA: FastAGI on {}", config.agi.listen);
     }
     if config.metrics.enabled {
@@ -177,7 +188,7 @@ pub async fn run(
                 address: config.metrics.listen,
                 source,
             })?;
-        tokio::spawn(crate::metrics::serve(l, shutdown.clone()));
+        tokio::spawn(crate::daemon::metrics::serve(l, shutdown.clone()));
         info!("metrics on http://{}/metrics", config.metrics.listen);
     }
     let ami = ami_secret.map(|secret| {
@@ -185,7 +196,7 @@ pub async fn run(
             "AMI: listening to {} as {}",
             config.ami.address, config.ami.username
         );
-        tokio::spawn(crate::ami::run(
+        tokio::spawn(crate::daemon::ami::run(
             config.clone(),
             secret,
             handle.clone(),
@@ -206,7 +217,7 @@ pub async fn run(
         config.daemon.control_socket.display(),
         config.services.keys().cloned().collect::<Vec<_>>().join(",")
     );
-    let _ = crate::notify::notify("READY=1\nSTATUS=table applied; serving");
+    let _ = crate::daemon::notify::notify("READY=1\nSTATUS=table applied; serving");
     serve_control(listener, handle, views, shutdown.clone()).await;
     // Each holds an engine handle: they must be gone before the engine can finish.
     if let Some(k) = knock {
@@ -215,7 +226,7 @@ pub async fn run(
     if let Some(ami) = ami {
         let _ = ami.await;
     }
-    let _ = crate::notify::notify("STOPPING=1");
+    let _ = crate::daemon::notify::notify("STOPPING=1");
     // The last events (a shutdown's grants ended, a knock refused a moment ago) are kept.
     let h = history.clone();
     let _ = tokio::task::spawn_blocking(move || h.flush(defaults::HISTORY_FLUSH_WAIT)).await;
@@ -251,14 +262,14 @@ fn watch_reload(engine: EngineHandle, audit: Option<AuditLog>, shutdown: Cancell
                 _ = shutdown.cancelled() => return,
                 _ = hup.recv() => {}
             }
-            let _ = crate::notify::notify("RELOADING=1");
+            let _ = crate::daemon::notify::notify("RELOADING=1");
             reopen_audit(audit.as_ref());
             match engine.submit(Request::Reload, "SIGHUP", Source::Admin).await {
                 Reply::Done { message } => info!("SIGHUP: {message}"),
                 Reply::Error { message } => warn!("SIGHUP: {message}"),
                 _ => {}
             }
-            let _ = crate::notify::notify("READY=1");
+            let _ = crate::daemon::notify::notify("READY=1");
         }
     });
 }
@@ -507,37 +518,6 @@ async fn serve_connection(stream: UnixStream, mut slot: Slot, engine: EngineHand
         match tokio::time::timeout(idle, write_reply(&mut write, &reply)).await {
             Ok(Ok(())) => {}
             Err(_) | Ok(Err(_)) => return,
-        }
-    }
-}
-
-/// How every part of the daemon (control socket, FastAGI, knock listener, AMI) asks the engine
-/// for something. Cheap to clone; the engine stops once every handle is dropped.
-#[derive(Clone)]
-pub struct EngineHandle {
-    tx: SyncSender<Job>,
-}
-
-impl EngineHandle {
-    pub fn new(tx: SyncSender<Job>) -> EngineHandle {
-        EngineHandle { tx }
-    }
-
-    /// Sends one request and waits for its reply. A full queue is refused at once, not waited on.
-    pub async fn submit(&self, request: Request, who: &str, source: Source) -> Reply {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            request,
-            who: who.to_string(),
-            source,
-            reply,
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Reply::error("the daemon is stopping")),
-            Err(TrySendError::Full(_)) => Reply::error("the daemon is busy; try again"),
-            Err(TrySendError::Disconnected(_)) => Reply::error("the daemon is stopping"),
         }
     }
 }

@@ -13,7 +13,7 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::clock::{now_ms, utc};
+use crate::base::clock::{now_ms, utc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::clock::UnixMs;
+use crate::base::clock::UnixMs;
 use crate::control::CallEntry;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //!
 //! A flood cannot grow the table without bound between prunes: events an outsider can cause at
 //! packet or call rate ([`Kind::floods`]) are counted into one row per kind, address and who per
-//! minute, and past [`HISTORY_FLOOD_KEYS`](crate::defaults::HISTORY_FLOOD_KEYS) such rows of one
+//! minute, and past [`HISTORY_FLOOD_KEYS`](crate::base::defaults::HISTORY_FLOOD_KEYS) such rows of one
 //! kind in a minute, the rest of that minute is counted into one row with no address. So a
 //! spoofed flood adds at most 33 rows a minute per kind, whatever its rate.
 
@@ -16,19 +16,19 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, Row};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::addr;
-use crate::audit::{Event, Kind};
-use crate::clock::{now_ms, UnixMs};
-use crate::control::{Counts, GrantsBySource};
-use crate::defaults;
-use crate::store::{Source, StoreError};
+use crate::base::addr;
+use crate::base::clock::{now_ms, UnixMs};
+use crate::base::defaults;
+use crate::model::Source;
+use crate::model::{Counted, Report};
+use crate::model::{Counts, GrantsBySource};
+use crate::model::{Event, Kind};
+use crate::store::StoreError;
 
 const EVENT_COLUMNS: &str = "time_ms, kind, address, who, source, detail, count";
 
@@ -186,7 +186,7 @@ impl EventLog {
             }
             totals.sort();
         }
-        let refusals: Vec<String> = crate::audit::KINDS
+        let refusals: Vec<String> = crate::model::KINDS
             .iter()
             .filter(|k| k.is_refusal())
             .map(|k| format!("'{}'", k.as_str()))
@@ -300,40 +300,6 @@ impl FloodCap {
     }
 }
 
-/// A name (an address, a who) and how many events it had.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counted {
-    pub name: String,
-    pub count: u64,
-}
-
-/// `passknock report`: what happened from `since` to `now`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub since: UnixMs,
-    pub now: UnixMs,
-    /// Events of each kind.
-    pub totals: Vec<(Kind, u64)>,
-    /// Addresses with the most refused knocks, passcodes and grants.
-    pub top_refused: Vec<Counted>,
-    /// Grants by who asked: `disa:ann`, `knock:laptop`, `uid 0`.
-    pub grants_by_who: Vec<Counted>,
-    /// The newest bans, lockouts and suspensions (at most `REPORT_ROWS` each; `totals` has all).
-    pub bans: Vec<Event>,
-    pub lockouts: Vec<Event>,
-    pub suspensions: Vec<Event>,
-}
-
-impl Report {
-    pub fn total(&self, kinds: &[Kind]) -> u64 {
-        self.totals
-            .iter()
-            .filter(|(k, _)| kinds.contains(k))
-            .map(|(_, n)| n)
-            .sum()
-    }
-}
-
 enum Msg {
     Event(Event),
     /// Answered once every event queued before it is committed.
@@ -346,18 +312,9 @@ pub struct History {
     tx: SyncSender<Msg>,
 }
 
-static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
-
-/// Queues a row for the installed writer, if any; a full queue drops it and counts the drop.
-pub fn submit(event: Event) {
-    if let Some(tx) = SINK.get() {
-        send(tx, event);
-    }
-}
-
 fn send(tx: &SyncSender<Msg>, event: Event) {
     if tx.try_send(Msg::Event(event)).is_err() {
-        crate::metrics::METRICS.history_dropped(1);
+        crate::observe::metrics::METRICS.history_dropped(1);
     }
 }
 
@@ -381,9 +338,10 @@ impl History {
         })
     }
 
-    /// Makes this writer the one [`crate::audit::record`] sends to, for the process's life.
+    /// Makes this writer the one [`crate::observe::audit::record`] sends to, for the process's life.
     pub fn install(&self) {
-        let _ = SINK.set(self.tx.clone());
+        let tx = self.tx.clone();
+        crate::observe::audit::install(move |event| send(&tx, event));
     }
 
     /// Queues a row on this writer (what [`submit`] does on the installed one).
@@ -436,7 +394,7 @@ fn write_loop(mut log: EventLog, rx: Receiver<Msg>, retention: i64) {
         if !events.is_empty() {
             if let Err(e) = log.append(&events) {
                 warn!("history: {} event(s) not kept: {e}", events.len());
-                crate::metrics::METRICS.history_dropped(events.len() as u64);
+                crate::observe::metrics::METRICS.history_dropped(events.len() as u64);
             }
         }
         for done in flushes {

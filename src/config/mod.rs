@@ -8,9 +8,9 @@ use std::str::FromStr;
 
 use serde::{de, Deserialize, Deserializer, Serialize};
 
-use crate::addr::Net;
-use crate::defaults;
-use crate::duration::{Delay, Ttl};
+use crate::base::addr::Net;
+use crate::base::defaults;
+use crate::base::duration::{Delay, Ttl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -145,6 +145,11 @@ impl Serialize for Delay {
     }
 }
 
+/// Time from `now` to `end`, to the nearest second.
+pub fn left(now: crate::base::clock::UnixMs, end: crate::base::clock::UnixMs) -> String {
+    human(Duration::from_secs(((end - now).max(0) as u64 + 500) / 1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

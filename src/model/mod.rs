@@ -1,0 +1,12 @@
+//! The records every layer speaks of — grants, bans, accounts, reports — with no behaviour
+//! beyond what each one means.
+
+mod account;
+mod event;
+mod grant;
+mod report;
+
+pub use account::Account;
+pub use event::{Event, Kind, KINDS};
+pub use grant::{Ban, Grant, NewGrant, Source};
+pub use report::{Counted, Counts, GrantsBySource, Report};

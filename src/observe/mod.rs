@@ -1,0 +1,5 @@
+//! Recording what happens: audit events (a journal line and a history row each) and the
+//! Prometheus counters.
+
+pub mod audit;
+pub mod metrics;

@@ -1,0 +1,7 @@
+//! Pure policy state, time passed in: how many passcode guesses are allowed, who fails AMI
+//! logins too often, which calls are live, which contacts are registered.
+
+pub mod calls;
+pub mod contacts;
+pub mod limiter;
+pub mod offenders;
