@@ -124,3 +124,34 @@ fn the_reader_finds_paths_and_skips_comments_and_strings() {
     let got: Vec<String> = uses(text).into_iter().collect();
     assert_eq!(got, ["engine", "store"]);
 }
+
+#[test]
+fn the_cli_binary_links_no_sqlite_and_no_daemon_code() {
+    let bin = env!("CARGO_BIN_EXE_passknock");
+    let out = match std::process::Command::new("nm").args(["-C", bin]).output() {
+        Ok(o) if o.status.success() => o,
+        // A stripped binary or no binutils: nothing to read.
+        _ => return,
+    };
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let linked: Vec<&str> = symbols
+        .lines()
+        .filter(|l| {
+            l.contains("sqlite3_")
+                || [
+                    "passknock::store::",
+                    "passknock::nft::",
+                    "passknock::engine::",
+                    "passknock::daemon::",
+                ]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .take(5)
+        .collect();
+    assert!(
+        linked.is_empty(),
+        "the passknock CLI links daemon-side code:\n{}",
+        linked.join("\n")
+    );
+}
