@@ -79,7 +79,11 @@ impl Records for FakeStore {
     ) -> Result<usize, StoreError> {
         self.write();
         let mut n = 0;
-        for g in self.grants.iter_mut().filter(|g| g.address == address && g.end() > now) {
+        for g in self
+            .grants
+            .iter_mut()
+            .filter(|g| g.address == address && g.end() > now)
+        {
             g.hold_until = Some(until.min(g.expires + max_past));
             n += 1;
         }
@@ -89,7 +93,11 @@ impl Records for FakeStore {
     fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
         self.write();
         let mut n = 0;
-        for g in self.grants.iter_mut().filter(|g| g.address == address && g.hold_until.is_some()) {
+        for g in self
+            .grants
+            .iter_mut()
+            .filter(|g| g.address == address && g.hold_until.is_some())
+        {
             g.hold_until = None;
             n += 1;
         }
@@ -114,7 +122,13 @@ impl Records for FakeStore {
         Ok(())
     }
 
-    fn ban(&mut self, address: IpAddr, reason: &str, expires: UnixMs, now: UnixMs) -> Result<Ban, StoreError> {
+    fn ban(
+        &mut self,
+        address: IpAddr,
+        reason: &str,
+        expires: UnixMs,
+        now: UnixMs,
+    ) -> Result<Ban, StoreError> {
         self.write();
         match self.bans.iter_mut().find(|b| b.address == address) {
             Some(b) => {
@@ -185,14 +199,24 @@ impl Records for FakeStore {
     }
 
     fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        Ok(self.accounts.iter().find(|(a, _)| a.name == name).map(|(a, _)| a.clone()))
+        Ok(self
+            .accounts
+            .iter()
+            .find(|(a, _)| a.name == name)
+            .map(|(a, _)| a.clone()))
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         Ok(self.accounts.iter().map(|(a, _)| a.clone()).collect())
     }
 
-    fn set_passcode(&mut self, name: &str, tag: &[u8; 32], digits: usize, now: UnixMs) -> Result<bool, StoreError> {
+    fn set_passcode(
+        &mut self,
+        name: &str,
+        tag: &[u8; 32],
+        digits: usize,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
         self.write();
         let Some((a, t)) = self.accounts.iter_mut().find(|(a, _)| a.name == name) else {
             return Ok(false);
