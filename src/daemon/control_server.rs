@@ -102,7 +102,7 @@ impl Views {
     }
 
     /// The engine's status with the last hour's and day's counts from the history.
-    async fn status(&self, s: engine::Status) -> Reply {
+    async fn status(&self, s: engine::TableStatus) -> Reply {
         let now = s.now;
         match self
             .read(move |log, _| Ok((log.tally(now - HOUR)?, log.tally(now - 24 * HOUR)?)))
@@ -310,7 +310,7 @@ impl Server {
                     grants: r.grants,
                     firewall: applied(r.firewall),
                 }),
-                Err(e) => e,
+                Err(e) => Reply::error(e),
             },
             Request::Ban { address, ttl, reason } => match parse(&address) {
                 Ok(address) => reply(engine.ban(actor, BanAsk { address, ttl, reason }).await, |b| {
@@ -319,14 +319,14 @@ impl Server {
                         firewall: applied(b.firewall),
                     }
                 }),
-                Err(e) => e,
+                Err(e) => Reply::error(e),
             },
             Request::Unban { address } => match parse(&address) {
                 Ok(ip) => reply(engine.unban(actor, ip).await, |u| Reply::Unbanned {
                     address: u.address,
                     firewall: applied(u.firewall),
                 }),
-                Err(e) => e,
+                Err(e) => Reply::error(e),
             },
             Request::List { limit } => reply(engine.list(actor, limit).await, |l| Reply::Listing {
                 now: l.now,
@@ -415,9 +415,9 @@ impl Server {
     }
 }
 
-/// An address as the wire spells it; the refusal is the reply.
-fn parse(address: &str) -> Result<IpAddr, Reply> {
-    addr::parse_host(address).map_err(|e| Reply::error(e.to_string()))
+/// An address as the wire spells it; the error is what the asker is told.
+fn parse(address: &str) -> Result<IpAddr, String> {
+    addr::parse_host(address).map_err(|e| e.to_string())
 }
 
 /// A grant refused before it reached the engine still goes in the audit log, as the engine's
@@ -439,6 +439,6 @@ fn reply<T>(result: Result<T, Refused>, ok: impl FnOnce(T) -> Reply) -> Reply {
     }
 }
 
-fn applied(a: engine::Applied) -> Applied {
+fn applied(a: engine::TableChange) -> Applied {
     Applied { error: a.error }
 }

@@ -44,7 +44,7 @@ impl Refused {
 /// Whether the table took a change the store already has. When nft refused, the engine retries
 /// and `error` says what nft said.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Applied {
+pub struct TableChange {
     pub error: Option<String>,
 }
 
@@ -87,7 +87,7 @@ pub struct GrantAsk {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Granted {
     pub grant: Grant,
-    pub firewall: Applied,
+    pub firewall: TableChange,
     /// Said when the address is banned: the ban wins until it ends.
     pub warning: Option<String>,
 }
@@ -96,7 +96,7 @@ pub struct Granted {
 pub struct Revoked {
     pub address: IpAddr,
     pub grants: usize,
-    pub firewall: Applied,
+    pub firewall: TableChange,
 }
 
 /// `address` kept off every protected port for `ttl` (the config's default without one).
@@ -110,13 +110,13 @@ pub struct BanAsk {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Banned {
     pub ban: Ban,
-    pub firewall: Applied,
+    pub firewall: TableChange,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unbanned {
     pub address: IpAddr,
-    pub firewall: Applied,
+    pub firewall: TableChange,
 }
 
 /// After a hold or a release: how many live grants the address has, and when its access ends.
@@ -125,7 +125,7 @@ pub struct Held {
     pub address: IpAddr,
     pub grants: usize,
     pub end: Option<UnixMs>,
-    pub firewall: Applied,
+    pub firewall: TableChange,
 }
 
 /// Live grants and bans, those ending first first.
@@ -138,7 +138,7 @@ pub struct Listing {
 
 /// The table and the store as the engine sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
+pub struct TableStatus {
     /// `inet passknock`.
     pub table: String,
     pub table_present: bool,
@@ -194,7 +194,7 @@ pub(crate) enum Command {
     /// The address's calls ended: its grants end at their own expiry again.
     Release(IpAddr, Reply<Held>),
     List(Option<usize>, Reply<Listing>),
-    Status(Reply<Status>),
+    Status(Reply<TableStatus>),
     /// A config the daemon has loaded and checked: services, trusted networks, caps and limits.
     Reload(Box<Config>, Reply<Reloaded>),
     AccountAdd(AccountAsk, Reply<AccountCreated>),

@@ -74,7 +74,7 @@ impl EngineHandle {
         self.ask(actor, |r| Command::List(limit, r)).await
     }
 
-    pub async fn status(&self, actor: &Actor) -> Result<Status, Refused> {
+    pub async fn status(&self, actor: &Actor) -> Result<TableStatus, Refused> {
         self.ask(actor, Command::Status).await
     }
 

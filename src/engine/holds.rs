@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::command::{Actor, Applied, Held, Refused};
+use super::command::{Actor, Held, Refused, TableChange};
 use super::ports::{Records, Table};
 use super::Engine;
 use crate::base::clock::{utc, Now, UnixMs};
@@ -29,7 +29,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             .map_err(|e| Refused(format!("not held: {e}")))?;
         let new_end = |g: &Grant| g.expires.max(until.min(g.expires + max));
         let changes = grants.iter().any(|g| new_end(g) != g.end());
-        let mut applied = Applied::default();
+        let mut applied = TableChange::default();
         if changes {
             self.store
                 .hold_capped(ip, until, max, now.wall)
@@ -62,7 +62,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             .store
             .release(ip)
             .map_err(|e| Refused(format!("not released: {e}")))?;
-        let mut applied = Applied::default();
+        let mut applied = TableChange::default();
         if released > 0 {
             audit::record(
                 Event::new(Kind::Release, now.wall)

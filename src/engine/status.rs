@@ -1,6 +1,6 @@
 //! What the engine reports: the live grants and bans, and the table's state against the store.
 
-use super::command::{Listing, Refused, Status};
+use super::command::{Listing, Refused, TableStatus};
 use super::ports::{Records, Table};
 use super::upkeep::give_back_memory;
 use super::{refused, Engine};
@@ -19,7 +19,7 @@ impl<R: Records, T: Table> Engine<R, T> {
     }
 
     /// Reads the table back and compares it with what the store wants, changing nothing.
-    pub(super) fn status(&mut self, now: Now) -> Result<Status, Refused> {
+    pub(super) fn status(&mut self, now: Now) -> Result<TableStatus, Refused> {
         let desired = self.desired_now(now).map_err(refused)?;
         let (present, in_sync, detail, elements) = match self.firewall.compare(&desired, now.wall) {
             Ok(c) => {
@@ -40,7 +40,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         give_back_memory();
         let (grants, bans) = self.store.counts().unwrap_or((0, 0));
         let layout = self.firewall.layout();
-        Ok(Status {
+        Ok(TableStatus {
             table: format!("inet {}", layout.table),
             table_present: present,
             in_sync,

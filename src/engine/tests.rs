@@ -165,7 +165,7 @@ fn a_batch_of_grants_costs_one_transaction_and_one_nft_batch() {
     rig.batch(SEC, jobs);
     for a in answers {
         let g = answer(a).unwrap();
-        assert_eq!(g.firewall, Applied::default());
+        assert_eq!(g.firewall, TableChange::default());
         assert_eq!(g.grant.services, ["sip", "rtp"]);
     }
     assert_eq!(rig.store().transactions - tx0, 1, "one store transaction");
@@ -261,7 +261,7 @@ fn a_ban_ends_on_time_and_an_unban_lifts_it_at_once() {
     rig.one(0, |r| Command::Ban(ban_ask("203.0.113.67", Some("10m")), r))
         .unwrap();
     let u = rig.one(SEC, |r| Command::Unban(ip("203.0.113.67"), r)).unwrap();
-    assert_eq!(u.firewall, Applied::default());
+    assert_eq!(u.firewall, TableChange::default());
     assert!(!rig.table().has(ip("203.0.113.67")));
     assert!(rig
         .one(SEC, |r| Command::Unban(ip("203.0.113.67"), r))
@@ -360,7 +360,7 @@ fn after_an_nft_failure_the_store_keeps_the_grant_and_the_next_wake_repairs_the_
     );
     assert_eq!(rig.store().grants.len(), 1, "the store has it");
     assert!(!rig.table().has(ip("203.0.113.7")));
-    let st = rig.one(10, |r| Command::Status(r)).unwrap();
+    let st = rig.one(10, Command::Status).unwrap();
     assert!(st.firewall_error.is_some());
     // nft works again; the retry is due a second after the failure, not at the next interval.
     rig.table().fail = false;
@@ -368,7 +368,7 @@ fn after_an_nft_failure_the_store_keeps_the_grant_and_the_next_wake_repairs_the_
     assert!(!rig.table().has(ip("203.0.113.7")), "not due yet");
     rig.wake(SEC);
     assert!(rig.table().has(ip("203.0.113.7")), "repaired");
-    let st = rig.one(SEC + 10, |r| Command::Status(r)).unwrap();
+    let st = rig.one(SEC + 10, Command::Status).unwrap();
     assert!(st.in_sync && st.firewall_error.is_none(), "{st:?}");
 }
 
@@ -450,7 +450,7 @@ fn status_and_list_read_the_store_and_the_table() {
     rig.grant(0, "203.0.113.8", Some("1h")).unwrap();
     rig.one(0, |r| Command::Ban(ban_ask("203.0.113.66", None), r))
         .unwrap();
-    let st = rig.one(SEC, |r| Command::Status(r)).unwrap();
+    let st = rig.one(SEC, Command::Status).unwrap();
     assert_eq!((st.grants, st.bans, st.elements), (2, 1, 3));
     assert!(st.table_present && st.in_sync, "{st:?}");
     assert_eq!(st.services, ["rtp", "sip"]);
@@ -460,7 +460,7 @@ fn status_and_list_read_the_store_and_the_table() {
     assert_eq!(l.grants[0].address, ip("203.0.113.8"), "the one ending first");
     // Drift shows in the status and is left alone by it.
     rig.table().elements.as_mut().unwrap().clear();
-    let st = rig.one(2 * SEC, |r| Command::Status(r)).unwrap();
+    let st = rig.one(2 * SEC, Command::Status).unwrap();
     assert!(!st.in_sync);
     assert_eq!(st.sync_detail, "3 element(s) to set, 0 to remove");
     assert_eq!(rig.table().elements.as_ref().unwrap().len(), 0);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use tracing::{debug, info, warn};
 
-use super::command::Applied;
+use super::command::TableChange;
 use super::ports::{Records, Table};
 use super::Engine;
 use crate::base::clock::Now;
@@ -37,7 +37,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         addrs: &BTreeSet<IpAddr>,
         gone: &[Grant],
         now: Now,
-    ) -> Applied {
+    ) -> TableChange {
         let mut changes = Changes::default();
         for ip in addrs {
             let live = match self.store.grants_for(*ip, now.wall) {
@@ -52,7 +52,7 @@ impl<R: Records, T: Table> Engine<R, T> {
     }
 
     /// Applies element changes; a failure is recorded and retried (see `note_firewall`).
-    pub(super) fn apply(&mut self, changes: Changes, now: Now) -> Applied {
+    pub(super) fn apply(&mut self, changes: Changes, now: Now) -> TableChange {
         let r = self
             .firewall
             .change(&changes, now.wall)
@@ -61,9 +61,9 @@ impl<R: Records, T: Table> Engine<R, T> {
     }
 
     /// Records an nft failure and schedules a retry: the store has the change, the table will.
-    fn note_firewall(&mut self, r: Result<(), String>, now: Now) -> Applied {
+    fn note_firewall(&mut self, r: Result<(), String>, now: Now) -> TableChange {
         match r {
-            Ok(()) => Applied::default(),
+            Ok(()) => TableChange::default(),
             Err(e) => {
                 warn!(
                     "firewall not updated, retrying in {}: {e}",
@@ -71,7 +71,7 @@ impl<R: Records, T: Table> Engine<R, T> {
                 );
                 self.firewall_error = Some(e.clone());
                 self.next_reconcile = self.next_reconcile.min(now.mono + self.retry_delay);
-                Applied { error: Some(e) }
+                TableChange { error: Some(e) }
             }
         }
     }
