@@ -181,3 +181,48 @@ pub fn watch_sighup(reloader: Reloader, shutdown: CancellationToken) {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[services.sip]\nports = [\"udp/5060\"]\n";
+
+    fn config(extra: &str) -> Config {
+        Config::parse(&format!("{BASE}{extra}"), "test").unwrap()
+    }
+
+    #[test]
+    fn what_a_running_daemon_cannot_take_waits_for_a_restart() {
+        let running = config("");
+        assert!(at_restart(&running, &config("[grants]\nttl-max = \"8h\"\n")).is_empty());
+        // hold-max is the engine's, and changes now; the rest of [ami] waits.
+        assert!(at_restart(&running, &config("[ami]\nhold-max = \"2h\"\n")).is_empty());
+        assert_eq!(
+            at_restart(&running, &config("[ami]\nusername = \"other\"\n")),
+            ["ami (all but hold-max)"]
+        );
+        assert_eq!(
+            at_restart(
+                &running,
+                &config("[daemon]\nstore = \"/elsewhere.db\"\ncontrol-socket = \"/elsewhere.sock\"\n")
+            ),
+            ["daemon.store", "daemon.control-socket"]
+        );
+    }
+
+    #[test]
+    fn a_config_that_does_not_load_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("passknock-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passknock.toml");
+        std::fs::write(&path, "[services.sip]\nports = [\"udp/99999\"]\n").unwrap();
+        let e = prepare(&path, &config(""), &KnockSlot::default()).unwrap_err();
+        assert!(e.contains("99999"), "{e}");
+        std::fs::write(&path, format!("{BASE}[grants]\nttl-max = \"8h\"\n")).unwrap();
+        let (new, restart) = prepare(&path, &config(""), &KnockSlot::default()).unwrap();
+        assert_eq!(new.grants.ttl_max.to_string(), "8h");
+        assert!(restart.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
