@@ -6,8 +6,9 @@
 //! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` may take
 //! `limit` (rows of each list, those ending first); `status`, `contacts` and `calls` take nothing;
 //! `account-*` manage DISA accounts; `log` takes `since`, `address`, `account`, `limit`, and
-//! `report` takes `since` (both answered by the daemon from the history, not the engine). `hold` and `release` are the daemon's own (the AMI
-//! listener's), never read from the socket. The reply is one object tagged by `reply`; failures are
+//! `report` takes `since` (both answered by the daemon from the history, not the engine). The
+//! daemon converts each request to a typed engine command once; the engine never sees this
+//! format. The reply is one object tagged by `reply`; failures are
 //! `{"reply":"error","message":"…"}` and change nothing.
 //!
 //! Lines are split by [`Lines`], which holds no more than its cap plus one read: a request line
@@ -152,18 +153,6 @@ pub enum Request {
     Contacts,
     /// Live PJSIP calls as AMI reports them; answered by the daemon, not the engine.
     Calls,
-    /// Internal: a call is up from `address`; keep its grants open until at least `until` (capped
-    /// at `ami.hold-max` past each grant's expiry).
-    #[serde(skip)]
-    Hold {
-        address: IpAddr,
-        until: UnixMs,
-    },
-    /// Internal: `address`'s calls ended; its grants end at their own expiry again.
-    #[serde(skip)]
-    Release {
-        address: IpAddr,
-    },
     /// Re-read the config file (as SIGHUP does). A bad config is refused and the running one kept.
     Reload,
     /// A DISA account with a new passcode, shown once in the reply.
@@ -240,7 +229,8 @@ pub enum Reply {
         bans: Vec<Ban>,
     },
     Status(Box<Status>),
-    /// Reply to `hold`/`release`: how many grants the address has, and when access now ends.
+    /// How many grants an address has, and when its access now ends (the CLI knows how to show it;
+    /// the daemon sends none today: holds are the AMI listener's own, never asked over the socket).
     Held {
         address: IpAddr,
         grants: usize,

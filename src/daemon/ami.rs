@@ -19,8 +19,8 @@ use crate::base::clock::now_ms;
 use crate::base::defaults;
 use crate::base::duration::Ttl;
 use crate::config::{AmiConfig, AmiLogin, Config};
-use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request};
-use crate::engine::EngineHandle;
+use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply};
+use crate::engine::{Actor, BanAsk, Banned, EngineHandle};
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
@@ -33,6 +33,10 @@ use crate::rules::offenders::{BanPolicy, Offenders};
 const UPDATES_QUEUE: usize = 1024;
 /// Who the engine's audit lines name for what AMI caused.
 const WHO: &str = "ami";
+
+fn actor() -> Actor {
+    Actor::new(WHO, Source::Ami)
+}
 
 /// What the control socket shows of AMI: cheap to clone, shared with the policy task.
 #[derive(Clone, Default)]
@@ -300,21 +304,15 @@ impl Policy {
             s.account,
             v.offence
         );
-        let reply = self
-            .engine
-            .submit(
-                Request::Ban {
-                    address: ip.to_string(),
-                    ttl: Some(Ttl(v.ttl)),
-                    reason,
-                },
-                WHO,
-                Source::Ami,
-            )
-            .await;
+        let ask = BanAsk {
+            address: ip,
+            ttl: Some(Ttl(v.ttl)),
+            reason,
+        };
+        let banned = self.engine.ban(&actor(), ask).await;
         let took = received.elapsed();
-        match reply {
-            Reply::Banned { firewall, .. } => {
+        match banned {
+            Ok(Banned { firewall, .. }) => {
                 if let Some(e) = firewall.error {
                     warn!("AMI: banned {ip} in the store; nft not updated yet: {e}");
                 }
@@ -329,8 +327,7 @@ impl Policy {
                     view.last_ban_us = Some(took.as_micros() as u64);
                 });
             }
-            Reply::Error { message } => warn!("AMI: could not ban {ip}: {message}"),
-            other => warn!("AMI: unexpected reply to a ban: {other:?}"),
+            Err(refused) => warn!("AMI: could not ban {ip}: {refused}"),
         }
         if self.offenders.tracked() > crate::rules::offenders::MAX_TRACKED / 2 {
             self.offenders.forget_stale(now_ms());
@@ -343,12 +340,8 @@ impl Policy {
             return;
         }
         let until = now_ms() + defaults::HOLD_STEP.as_millis() as i64;
-        let reply = self
-            .engine
-            .submit(Request::Hold { address: ip, until }, WHO, Source::Ami)
-            .await;
-        if let Reply::Error { message } = reply {
-            warn!("AMI: could not hold {ip}'s grants for its call: {message}");
+        if let Err(refused) = self.engine.hold(&actor(), ip, until).await {
+            warn!("AMI: could not hold {ip}'s grants for its call: {refused}");
         }
     }
 
@@ -356,12 +349,8 @@ impl Policy {
         if !self.hold {
             return;
         }
-        let reply = self
-            .engine
-            .submit(Request::Release { address: ip }, WHO, Source::Ami)
-            .await;
-        if let Reply::Error { message } = reply {
-            warn!("AMI: could not release {ip}'s grants after its calls: {message}");
+        if let Err(refused) = self.engine.release(&actor(), ip).await {
+            warn!("AMI: could not release {ip}'s grants after its calls: {refused}");
         }
     }
 

@@ -20,8 +20,7 @@ use crate::base::defaults;
 use crate::base::duration::Ttl;
 use crate::base::secret::{tags_equal, DisaKey};
 use crate::config::Config;
-use crate::control::{Reply, Request};
-use crate::engine::EngineHandle;
+use crate::engine::{Actor, BanAsk, EngineHandle, GrantAsk, Services};
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
@@ -257,20 +256,13 @@ impl Backend for DisaBackend {
                         .detail("(DISA passcode failures)"),
                 );
                 // The SIP source of a call guessing passcodes goes to the ban set too.
-                let reply = self
-                    .engine
-                    .submit(
-                        Request::Ban {
-                            address: ip.to_string(),
-                            ttl: Some(self.ban_ttl),
-                            reason: "DISA: repeated wrong passcodes".into(),
-                        },
-                        "disa",
-                        Source::Disa,
-                    )
-                    .await;
-                if let Reply::Error { message } = reply {
-                    info!("DISA: not banning {ip}: {message}");
+                let ask = BanAsk {
+                    address: ip,
+                    ttl: Some(self.ban_ttl),
+                    reason: "DISA: repeated wrong passcodes".into(),
+                };
+                if let Err(refused) = self.engine.ban(&Actor::new("disa", Source::Disa), ask).await {
+                    info!("DISA: not banning {ip}: {refused}");
                 }
             }
         }
@@ -305,26 +297,16 @@ impl Backend for DisaBackend {
         let Some(a) = a.filter(|a| !a.disabled) else {
             return Err(format!("account {} is gone or disabled", account.name));
         };
-        let reply = self
-            .engine
-            .submit(
-                Request::Grant {
-                    address: ip.to_string(),
-                    services: a.services.clone(),
-                    ttl: Some(Ttl(Duration::from_secs(a.ttl_secs))),
-                    note: format!("channel={} number={}", call.channel, call.number),
-                },
-                &format!("disa:{}", a.name),
-                Source::Disa,
-            )
-            .await;
-        match reply {
-            Reply::Granted { grant, .. } => {
-                Ok(Duration::from_millis((grant.end() - grant.created).max(0) as u64))
-            }
-            Reply::Error { message } => Err(message),
-            other => Err(format!("unexpected reply {other:?}")),
-        }
+        let ask = GrantAsk {
+            address: ip,
+            services: Services::from_names(&a.services),
+            ttl: Some(Ttl(Duration::from_secs(a.ttl_secs))),
+            note: format!("channel={} number={}", call.channel, call.number),
+        };
+        let actor = Actor::new(format!("disa:{}", a.name), Source::Disa);
+        let granted = self.engine.grant(&actor, ask).await.map_err(|e| e.0)?;
+        let grant = granted.grant;
+        Ok(Duration::from_millis((grant.end() - grant.created).max(0) as u64))
     }
 }
 

@@ -19,8 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::base::clock::now_ms;
 use crate::config::{Config, ConfigError};
-use crate::control::{Reply, Request};
-use crate::engine::EngineHandle;
+use crate::engine::{Actor, EngineHandle, GrantAsk, Granted, Services};
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
@@ -95,7 +94,7 @@ pub enum KnockApplied {
     AtRestart(&'static str),
 }
 
-/// The knock listener's reload handle, once it runs; the engine holds the slot from the start.
+/// The knock listener's reload handle, once it runs; the daemon's reload holds the slot from the start.
 #[derive(Clone, Default)]
 pub struct KnockSlot(Arc<Mutex<Option<KnockReload>>>);
 
@@ -342,14 +341,14 @@ async fn submit_grants(
         } else {
             format!("{} knock sent from {}", earned.mode.name(), earned.source)
         };
-        let request = Request::Grant {
-            address: earned.address.to_string(),
-            services,
+        let ask = GrantAsk {
+            address: earned.address,
+            services: Services::from_names(&services),
             ttl,
             note,
         };
-        match engine.submit(request, &who, Source::Knock).await {
-            Reply::Granted { grant, .. } => {
+        match engine.grant(&Actor::new(who, Source::Knock), ask).await {
+            Ok(Granted { grant, .. }) => {
                 crate::observe::metrics::METRICS.knock(true);
                 audit::record(
                     Event::new(Kind::KnockAccepted, now_ms())
@@ -365,11 +364,10 @@ async fn submit_grants(
                     grant.services.join(",")
                 )
             }
-            Reply::Error { message } => warn!(
-                "knock on profile {} from {} not granted: {message}",
+            Err(refused) => warn!(
+                "knock on profile {} from {} not granted: {refused}",
                 earned.profile, earned.source
             ),
-            _ => warn!("the engine answered a knock grant with something else"),
         }
     }
 }

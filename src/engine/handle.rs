@@ -1,40 +1,126 @@
-//! The engine's handle: how every part of the daemon asks the one writer for something.
+//! The engine's handle: how every part of the daemon asks the one writer for something, one typed
+//! method per command.
 
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::net::IpAddr;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 
 use tokio::sync::oneshot;
 
-use super::Job;
-use crate::control::{Reply, Request};
-use crate::model::Source;
+use super::command::*;
+use crate::base::clock::UnixMs;
+use crate::config::Config;
+use crate::model::Account;
 
-/// How every part of the daemon (control socket, FastAGI, knock listener, AMI) asks the engine
-/// for something. Cheap to clone; the engine stops once every handle is dropped.
+/// How every part of the daemon (control socket, reload, FastAGI, knock listener, AMI) asks the
+/// engine for something. Cheap to clone; the engine stops once every handle is dropped.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: SyncSender<Job>,
 }
 
-impl EngineHandle {
-    pub fn new(tx: SyncSender<Job>) -> EngineHandle {
-        EngineHandle { tx }
-    }
+/// The engine's end of the queue, handed to [`Engine::run`](super::Engine::run).
+pub struct Inbox(pub(crate) Receiver<Job>);
 
-    /// Sends one request and waits for its reply. A full queue is refused at once, not waited on.
-    pub async fn submit(&self, request: Request, who: &str, source: Source) -> Reply {
+/// A queue of at most `capacity` pending commands: past it, callers are told the engine is busy.
+pub fn channel(capacity: usize) -> (EngineHandle, Inbox) {
+    let (tx, rx) = sync_channel(capacity);
+    (EngineHandle { tx }, Inbox(rx))
+}
+
+impl EngineHandle {
+    /// Sends one command and waits for its answer. A full queue is refused at once, not waited on.
+    async fn ask<T>(&self, actor: &Actor, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Refused> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            request,
-            who: who.to_string(),
-            source,
-            reply,
+            actor: actor.clone(),
+            command: command(reply),
         };
         match self.tx.try_send(job) {
             Ok(()) => rx
                 .await
-                .unwrap_or_else(|_| Reply::error("the daemon is stopping")),
-            Err(TrySendError::Full(_)) => Reply::error("the daemon is busy; try again"),
-            Err(TrySendError::Disconnected(_)) => Reply::error("the daemon is stopping"),
+                .unwrap_or_else(|_| Err(Refused::new("the daemon is stopping"))),
+            Err(TrySendError::Full(_)) => Err(Refused::new("the daemon is busy; try again")),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::new("the daemon is stopping")),
         }
+    }
+
+    pub async fn grant(&self, actor: &Actor, ask: GrantAsk) -> Result<Granted, Refused> {
+        self.ask(actor, |r| Command::Grant(ask, r)).await
+    }
+
+    pub async fn revoke(&self, actor: &Actor, address: IpAddr) -> Result<Revoked, Refused> {
+        self.ask(actor, |r| Command::Revoke(address, r)).await
+    }
+
+    pub async fn ban(&self, actor: &Actor, ask: BanAsk) -> Result<Banned, Refused> {
+        self.ask(actor, |r| Command::Ban(ask, r)).await
+    }
+
+    pub async fn unban(&self, actor: &Actor, address: IpAddr) -> Result<Unbanned, Refused> {
+        self.ask(actor, |r| Command::Unban(address, r)).await
+    }
+
+    /// A call is up from `address`: its grants stay open until at least `until`.
+    pub async fn hold(&self, actor: &Actor, address: IpAddr, until: UnixMs) -> Result<Held, Refused> {
+        self.ask(actor, |r| Command::Hold(address, until, r)).await
+    }
+
+    /// `address`'s calls ended: its grants end at their own expiry again.
+    pub async fn release(&self, actor: &Actor, address: IpAddr) -> Result<Held, Refused> {
+        self.ask(actor, |r| Command::Release(address, r)).await
+    }
+
+    pub async fn list(&self, actor: &Actor, limit: Option<usize>) -> Result<Listing, Refused> {
+        self.ask(actor, |r| Command::List(limit, r)).await
+    }
+
+    pub async fn status(&self, actor: &Actor) -> Result<TableStatus, Refused> {
+        self.ask(actor, Command::Status).await
+    }
+
+    /// Hands the engine a config the daemon has loaded and checked; the table is rebuilt to match.
+    pub async fn reload(&self, actor: &Actor, config: Config) -> Result<Reloaded, Refused> {
+        self.ask(actor, |r| Command::Reload(Box::new(config), r)).await
+    }
+
+    pub async fn account_add(&self, actor: &Actor, ask: AccountAsk) -> Result<AccountCreated, Refused> {
+        self.ask(actor, |r| Command::AccountAdd(ask, r)).await
+    }
+
+    pub async fn accounts(&self, actor: &Actor) -> Result<Vec<Account>, Refused> {
+        self.ask(actor, Command::AccountList).await
+    }
+
+    /// Replaces an account's owner numbers; answers them as kept (normalized, each once).
+    pub async fn account_callers(
+        &self,
+        actor: &Actor,
+        name: String,
+        callers: Vec<String>,
+    ) -> Result<Vec<String>, Refused> {
+        self.ask(actor, |r| Command::AccountCallers(name, callers, r))
+            .await
+    }
+
+    pub async fn account_reset_passcode(
+        &self,
+        actor: &Actor,
+        name: String,
+    ) -> Result<AccountCreated, Refused> {
+        self.ask(actor, |r| Command::AccountResetPasscode(name, r)).await
+    }
+
+    pub async fn account_set_disabled(
+        &self,
+        actor: &Actor,
+        name: String,
+        disabled: bool,
+    ) -> Result<(), Refused> {
+        self.ask(actor, |r| Command::AccountSetDisabled(name, disabled, r))
+            .await
+    }
+
+    pub async fn account_remove(&self, actor: &Actor, name: String) -> Result<(), Refused> {
+        self.ask(actor, |r| Command::AccountRemove(name, r)).await
     }
 }

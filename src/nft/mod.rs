@@ -1,25 +1,21 @@
 //! The nftables backend: the table is declared (`Layout` + elements), rendered by pure functions,
 //! applied as one atomic batch, and read back to reconcile.
 
+pub mod desired;
 pub mod readback;
 pub mod render;
 pub mod runner;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
+pub use desired::{ban_key, lift_bans, Desired};
 pub use readback::{Observed, Verdict};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
 
-use crate::base::addr::Family;
 use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
 use crate::model::{Ban, Grant};
 
-/// The elements the store wants: every live grant's services, every live ban. An element ends at
-/// the latest end among the grants that ask for it, each held by `clock` to its time truly left;
-/// one whose time is up on either clock is left out.
+/// The elements the store wants: every live grant's services, every live ban (see [`Desired`]).
 pub fn desired<'a>(
     layout: &Layout,
     grants: impl IntoIterator<Item = &'a Grant>,
@@ -27,58 +23,7 @@ pub fn desired<'a>(
     clock: &mut Clock,
     now: Now,
 ) -> Elements {
-    let mut out: Elements = BTreeMap::new();
-    for g in grants {
-        add_grant(
-            layout,
-            &mut out,
-            g.address,
-            g.services.iter().map(String::as_str),
-            g.end(),
-            clock,
-            now,
-        );
-    }
-    for b in bans {
-        if let Some(end) = clock.end(b.address, b.expires, now) {
-            out.insert(ban_key(b.address), end);
-        }
-    }
-    out
-}
-
-/// Adds one grant's elements (address, services, end) to `out`, its end held by `clock`.
-pub fn add_grant<'s>(
-    layout: &Layout,
-    out: &mut Elements,
-    address: IpAddr,
-    services: impl IntoIterator<Item = &'s str>,
-    end: UnixMs,
-    clock: &mut Clock,
-    now: Now,
-) {
-    let Some(end) = clock.end(address, end, now) else {
-        return;
-    };
-    for svc in services {
-        // A grant can name a service the config has since dropped; it opens nothing.
-        if layout.has_service(svc) {
-            let k = ElemKey {
-                set: allow_set(svc, Family::of(&address)),
-                addr: address,
-            };
-            let e = out.entry(k).or_insert(0);
-            *e = (*e).max(end);
-        }
-    }
-}
-
-/// The ban element of `ip`.
-pub fn ban_key(ip: IpAddr) -> ElemKey {
-    ElemKey {
-        set: ban_set(Family::of(&ip)),
-        addr: ip,
-    }
+    Desired::build(layout, grants, bans, clock, now).into()
 }
 
 /// Runs one nft apply and records how long it took.
@@ -192,9 +137,11 @@ mod tests {
     use super::readback::{ObservedChain, ObservedSet};
     use super::render::{rule_comment, timeout_secs, trusted_set, CHAIN};
     use super::*;
+    use crate::base::addr::Family;
     use crate::base::defaults;
     use crate::config::PortRange;
     use crate::model::Source;
+    use std::collections::BTreeMap;
 
     const HOUR: i64 = 3_600_000;
     const W0: UnixMs = 1_795_248_830_000;

@@ -1,0 +1,381 @@
+//! In-memory stand-ins for the store and the table, for the engine's unit tests: they keep rows
+//! and elements in plain collections, count transactions and nft batches, and the table can be
+//! told to fail.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::ports::{Comparison, Records, Table};
+use crate::base::clock::UnixMs;
+use crate::config::Config;
+use crate::model::{Account, Ban, Grant, NewGrant};
+use crate::nft::{Changes, Desired, Elements, Layout, NftError, Reconciled, Verdict};
+use crate::store::StoreError;
+
+/// The store's rules over vectors: a grant ends at `max(expires, hold)`, writes are counted.
+#[derive(Debug, Default)]
+pub struct FakeStore {
+    pub grants: Vec<Grant>,
+    pub bans: Vec<Ban>,
+    pub accounts: Vec<(Account, [u8; 32])>,
+    /// Write transactions committed, as SQLite would count them.
+    pub transactions: usize,
+    next_id: i64,
+    path: PathBuf,
+}
+
+impl FakeStore {
+    fn live(&self, now: UnixMs) -> impl Iterator<Item = &Grant> {
+        self.grants.iter().filter(move |g| g.end() > now)
+    }
+
+    fn write(&mut self) {
+        self.transactions += 1;
+    }
+}
+
+impl Records for FakeStore {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        self.write();
+        let mut out = Vec::new();
+        for g in new {
+            self.next_id += 1;
+            let grant = Grant {
+                id: self.next_id,
+                address: g.address,
+                services: g.services.clone(),
+                source: g.source,
+                who: g.who.clone(),
+                note: g.note.clone(),
+                created: now,
+                expires: g.expires,
+                hold_until: None,
+            };
+            self.grants.push(grant.clone());
+            out.push(grant);
+        }
+        Ok(out)
+    }
+
+    fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
+        self.write();
+        let (gone, kept) = std::mem::take(&mut self.grants)
+            .into_iter()
+            .partition(|g| g.address == address);
+        self.grants = kept;
+        Ok(gone)
+    }
+
+    fn hold_capped(
+        &mut self,
+        address: IpAddr,
+        until: UnixMs,
+        max_past: i64,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
+        self.write();
+        let mut n = 0;
+        for g in self
+            .grants
+            .iter_mut()
+            .filter(|g| g.address == address && g.end() > now)
+        {
+            g.hold_until = Some(until.min(g.expires + max_past));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
+        self.write();
+        let mut n = 0;
+        for g in self
+            .grants
+            .iter_mut()
+            .filter(|g| g.address == address && g.hold_until.is_some())
+        {
+            g.hold_until = None;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.live(now).filter(|g| g.address == address).cloned().collect())
+    }
+
+    fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
+        let mut out: Vec<Grant> = self.live(now).cloned().collect();
+        out.sort_by_key(|g| (g.end(), g.id));
+        out.truncate(limit.unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
+        for g in self.live(now) {
+            f(g.address, &g.services.join(","), g.end());
+        }
+        Ok(())
+    }
+
+    fn ban(
+        &mut self,
+        address: IpAddr,
+        reason: &str,
+        expires: UnixMs,
+        now: UnixMs,
+    ) -> Result<Ban, StoreError> {
+        self.write();
+        match self.bans.iter_mut().find(|b| b.address == address) {
+            Some(b) => {
+                b.reason = reason.to_string();
+                b.expires = expires;
+                Ok(b.clone())
+            }
+            None => {
+                let b = Ban {
+                    address,
+                    reason: reason.to_string(),
+                    created: now,
+                    expires,
+                };
+                self.bans.push(b.clone());
+                Ok(b)
+            }
+        }
+    }
+
+    fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        self.write();
+        let i = self.bans.iter().position(|b| b.address == address);
+        Ok(i.map(|i| self.bans.remove(i)))
+    }
+
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        self.first_live_bans(now, None)
+    }
+
+    fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
+        let mut out: Vec<Ban> = self.bans.iter().filter(|b| b.expires > now).cloned().collect();
+        out.sort_by_key(|b| b.expires);
+        out.truncate(limit.unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
+    fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError> {
+        self.write();
+        let (gone, kept) = std::mem::take(&mut self.grants)
+            .into_iter()
+            .partition(|g| g.end() <= now);
+        self.grants = kept;
+        let (ended, bans) = std::mem::take(&mut self.bans)
+            .into_iter()
+            .partition(|b| b.expires <= now);
+        self.bans = bans;
+        Ok((gone, ended))
+    }
+
+    fn next_end(&self) -> Result<Option<UnixMs>, StoreError> {
+        let g = self.grants.iter().map(Grant::end);
+        let b = self.bans.iter().map(|b| b.expires);
+        Ok(g.chain(b).min())
+    }
+
+    fn counts(&self) -> Result<(u64, u64), StoreError> {
+        Ok((self.grants.len() as u64, self.bans.len() as u64))
+    }
+
+    fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
+        if self.accounts.iter().any(|(b, t)| b.name == a.name || t == tag) {
+            return Err(StoreError::BadRow("taken".into()));
+        }
+        self.write();
+        self.accounts.push((a.clone(), *tag));
+        Ok(())
+    }
+
+    fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self
+            .accounts
+            .iter()
+            .find(|(a, _)| a.name == name)
+            .map(|(a, _)| a.clone()))
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Ok(self.accounts.iter().map(|(a, _)| a.clone()).collect())
+    }
+
+    fn set_passcode(
+        &mut self,
+        name: &str,
+        tag: &[u8; 32],
+        digits: usize,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        self.write();
+        let Some((a, t)) = self.accounts.iter_mut().find(|(a, _)| a.name == name) else {
+            return Ok(false);
+        };
+        *t = *tag;
+        a.passcode_digits = Some(digits);
+        a.passcode_set = now;
+        Ok(true)
+    }
+
+    fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError> {
+        self.write();
+        let Some((a, _)) = self.accounts.iter_mut().find(|(a, _)| a.name == name) else {
+            return Ok(false);
+        };
+        a.callers = callers.to_vec();
+        Ok(true)
+    }
+
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        self.write();
+        let Some((a, _)) = self.accounts.iter_mut().find(|(a, _)| a.name == name) else {
+            return Ok(false);
+        };
+        a.disabled = disabled;
+        Ok(true)
+    }
+
+    fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
+        self.write();
+        let before = self.accounts.len();
+        self.accounts.retain(|(a, _)| a.name != name);
+        Ok(self.accounts.len() < before)
+    }
+}
+
+/// The kernel's table as a map of elements to their ends; `None` while there is no table.
+#[derive(Debug)]
+pub struct FakeTable {
+    layout: Layout,
+    pub elements: Option<Elements>,
+    /// While set, every nft run fails as a refused batch would.
+    pub fail: bool,
+    /// Element batches applied (an empty batch runs no nft and is not counted).
+    pub batches: usize,
+    pub rebuilds: usize,
+}
+
+impl FakeTable {
+    pub fn new(config: &Config) -> FakeTable {
+        FakeTable {
+            layout: Layout::from_config(config),
+            elements: None,
+            fail: false,
+            batches: 0,
+            rebuilds: 0,
+        }
+    }
+
+    /// Whether the table holds any element of `addr`.
+    pub fn has(&self, addr: IpAddr) -> bool {
+        self.elements
+            .as_ref()
+            .is_some_and(|e| e.keys().any(|k| k.addr == addr))
+    }
+
+    /// Elements of `addr` in the table.
+    pub fn count(&self, addr: IpAddr) -> usize {
+        self.elements
+            .as_ref()
+            .map_or(0, |e| e.keys().filter(|k| k.addr == addr).count())
+    }
+
+    fn refused(&self) -> Result<(), NftError> {
+        if self.fail {
+            return Err(NftError::Rejected {
+                message: "told to fail".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Table for FakeTable {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn reconfigure(&mut self, config: &Config) {
+        self.layout = Layout::from_config(config);
+    }
+
+    fn change(&mut self, changes: &Changes, _now: UnixMs) -> Result<(), NftError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.refused()?;
+        let Some(elements) = &mut self.elements else {
+            return Err(NftError::Rejected {
+                message: "no such table".into(),
+            });
+        };
+        for k in &changes.remove {
+            elements.remove(k);
+        }
+        for (k, end) in &changes.set {
+            elements.insert(k.clone(), *end);
+        }
+        self.batches += 1;
+        Ok(())
+    }
+
+    fn compare(&self, desired: &Desired, _now: UnixMs) -> Result<Comparison, NftError> {
+        self.refused()?;
+        let Some(have) = &self.elements else {
+            return Ok(Comparison {
+                present: false,
+                elements: 0,
+                verdict: Verdict::Rebuild("the table is missing".into()),
+            });
+        };
+        let want = desired.elements();
+        let changes = Changes {
+            set: want
+                .iter()
+                .filter(|(k, end)| have.get(*k) != Some(*end))
+                .map(|(k, end)| (k.clone(), *end))
+                .collect(),
+            remove: have.keys().filter(|k| !want.contains_key(*k)).cloned().collect(),
+        };
+        Ok(Comparison {
+            present: true,
+            elements: have.len(),
+            verdict: if changes.is_empty() {
+                Verdict::InSync
+            } else {
+                Verdict::Fix(changes)
+            },
+        })
+    }
+
+    fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError> {
+        match self.compare(desired, now)?.verdict {
+            Verdict::InSync => Ok(Reconciled::InSync),
+            Verdict::Fix(c) => {
+                self.change(&c, now)?;
+                Ok(Reconciled::Fixed {
+                    set: c.set.len(),
+                    removed: c.remove.len(),
+                })
+            }
+            Verdict::Rebuild(reason) => {
+                self.elements = Some(desired.elements().clone());
+                self.rebuilds += 1;
+                Ok(Reconciled::Rebuilt {
+                    reason,
+                    elements: desired.len(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! What the engine needs from the store and from the firewall, as two traits: the daemon plugs
+//! in SQLite and nft, the engine's unit tests plug in the in-memory fakes of `fakes.rs`.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::base::clock::UnixMs;
+use crate::config::Config;
+use crate::model::{Account, Ban, Grant, NewGrant};
+use crate::nft::{Changes, Desired, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
+use crate::store::{Store, StoreError};
+
+/// The expiry store as the engine uses it: grants, bans and accounts, each write durable when it
+/// returns.
+pub trait Records {
+    /// Where it lives, for `status`.
+    fn path(&self) -> &Path;
+    /// Writes grants in one transaction.
+    fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError>;
+    /// Removes every grant of `address`; returns them.
+    fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError>;
+    /// Holds `address`'s live grants until `until`, never more than `max_past` ms past their expiry.
+    fn hold_capped(
+        &mut self,
+        address: IpAddr,
+        until: UnixMs,
+        max_past: i64,
+        now: UnixMs,
+    ) -> Result<usize, StoreError>;
+    /// Drops `address`'s holds; returns how many grants had one.
+    fn release(&mut self, address: IpAddr) -> Result<usize, StoreError>;
+    fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError>;
+    fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError>;
+    /// `f(address, services joined by commas, end)` for every live grant, without building them.
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError>;
+    fn ban(&mut self, address: IpAddr, reason: &str, expires: UnixMs, now: UnixMs)
+        -> Result<Ban, StoreError>;
+    fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError>;
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError>;
+    fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError>;
+    /// Deletes what has ended by `now`; returns it.
+    fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError>;
+    /// The next instant anything ends.
+    fn next_end(&self) -> Result<Option<UnixMs>, StoreError>;
+    /// Grants and bans held (live or not yet pruned).
+    fn counts(&self) -> Result<(u64, u64), StoreError>;
+    fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError>;
+    fn account(&self, name: &str) -> Result<Option<Account>, StoreError>;
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    fn set_passcode(
+        &mut self,
+        name: &str,
+        tag: &[u8; 32],
+        digits: usize,
+        now: UnixMs,
+    ) -> Result<bool, StoreError>;
+    fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError>;
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+    fn remove_account(&mut self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// What a read-back of the table found, changing nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Comparison {
+    pub present: bool,
+    pub elements: usize,
+    pub verdict: Verdict,
+}
+
+/// The table as the engine uses it: element changes as one batch, a read-back compare, and a
+/// reconcile that fixes or rebuilds.
+pub trait Table {
+    fn layout(&self) -> &Layout;
+    /// Takes a reloaded config's layout and `nft` program; the next reconcile rebuilds to match.
+    fn reconfigure(&mut self, config: &Config);
+    fn change(&mut self, changes: &Changes, now: UnixMs) -> Result<(), NftError>;
+    fn compare(&self, desired: &Desired, now: UnixMs) -> Result<Comparison, NftError>;
+    fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError>;
+}
+
+impl Table for Firewall {
+    fn layout(&self) -> &Layout {
+        Firewall::layout(self)
+    }
+
+    fn reconfigure(&mut self, config: &Config) {
+        self.set_layout(Layout::from_config(config), Nft::new(&config.firewall.nft));
+    }
+
+    fn change(&mut self, changes: &Changes, now: UnixMs) -> Result<(), NftError> {
+        Firewall::change(self, changes, now)
+    }
+
+    fn compare(&self, desired: &Desired, now: UnixMs) -> Result<Comparison, NftError> {
+        let (observed, verdict) = Firewall::compare(self, desired.elements(), now)?;
+        Ok(Comparison {
+            present: observed.is_some(),
+            elements: observed.as_ref().map(|o| o.element_count()).unwrap_or(0),
+            verdict,
+        })
+    }
+
+    fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError> {
+        Firewall::reconcile(self, desired.elements(), now)
+    }
+}
+
+impl Records for Store {
+    fn path(&self) -> &Path {
+        Store::path(self)
+    }
+    fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Store::insert_grants(self, new, now)
+    }
+    fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
+        Store::revoke(self, address)
+    }
+    fn hold_capped(
+        &mut self,
+        address: IpAddr,
+        until: UnixMs,
+        max_past: i64,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
+        Store::hold_capped(self, address, until, max_past, now)
+    }
+    fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
+        Store::release(self, address)
+    }
+    fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Store::grants_for(self, address, now)
+    }
+    fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
+        Store::first_live_grants(self, now, limit)
+    }
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
+        Store::for_each_live(self, now, f)
+    }
+    fn ban(
+        &mut self,
+        address: IpAddr,
+        reason: &str,
+        expires: UnixMs,
+        now: UnixMs,
+    ) -> Result<Ban, StoreError> {
+        Store::ban(self, address, reason, expires, now)
+    }
+    fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        Store::unban(self, address)
+    }
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        Store::live_bans(self, now)
+    }
+    fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
+        Store::first_live_bans(self, now, limit)
+    }
+    fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError> {
+        Store::prune(self, now)
+    }
+    fn next_end(&self) -> Result<Option<UnixMs>, StoreError> {
+        Store::next_end(self)
+    }
+    fn counts(&self) -> Result<(u64, u64), StoreError> {
+        Store::counts(self)
+    }
+    fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
+        Store::add_account(self, a, tag)
+    }
+    fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        Store::account(self, name)
+    }
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Store::accounts(self)
+    }
+    fn set_passcode(
+        &mut self,
+        name: &str,
+        tag: &[u8; 32],
+        digits: usize,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        Store::set_passcode(self, name, tag, digits, now)
+    }
+    fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError> {
+        Store::set_callers(self, name, callers)
+    }
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        Store::set_disabled(self, name, disabled)
+    }
+    fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
+        Store::remove_account(self, name)
+    }
+}
