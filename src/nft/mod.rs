@@ -1,6 +1,7 @@
 //! The nftables backend: the table is declared (`Layout` + elements), rendered by pure functions,
 //! applied as one atomic batch, and read back to reconcile.
 
+pub mod changes;
 pub mod desired;
 pub mod readback;
 pub mod render;

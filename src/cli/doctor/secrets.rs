@@ -1,0 +1,64 @@
+//! The secret files the config names: readable by their owner only.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::{fail, ok, Check};
+use crate::config::Config;
+
+/// Files that hold secrets must be readable by their owner only.
+pub(super) fn secrets(config: &Config) -> Check {
+    let mut files: Vec<(String, &Path, bool)> =
+        vec![("daemon.store".into(), config.daemon.store.as_path(), false)];
+    if config.disa.enabled {
+        files.push(("disa.key-file".into(), &config.disa.key_file, false));
+    }
+    if config.ami.enabled {
+        if let Some(f) = &config.ami.secret_file {
+            files.push(("ami.secret-file".into(), f, true));
+        }
+    }
+    for (name, p) in &config.knock.profiles {
+        if let Some(f) = &p.secret_file {
+            files.push((format!("knock.profiles.{name}.secret-file"), f, true));
+        }
+    }
+    let mut problems = Vec::new();
+    let mut fixes = Vec::new();
+    for (key, path, required) in &files {
+        match std::fs::metadata(path) {
+            Ok(m) => {
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    problems.push(format!(
+                        "{} ({key}) is mode {mode:04o}: others can read it",
+                        path.display()
+                    ));
+                    fixes.push(format!("chmod 600 {}", path.display()));
+                }
+            }
+            Err(e) if *required || e.kind() != std::io::ErrorKind::NotFound => {
+                problems.push(format!("{} ({key}): {e}", path.display()));
+                fixes.push(format!("create {} with mode 0600", path.display()));
+            }
+            // The store and the DISA key are made (0600) at the daemon's first start.
+            Err(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        ok(
+            "secrets",
+            format!("{} file(s) private (0600 or stricter)", files.len()),
+        )
+    } else {
+        let detail = problems.join("; ");
+        fail(
+            "secrets",
+            detail,
+            format!(
+                "{} (passknockd refuses to start with a readable secret)",
+                fixes.join("; ")
+            ),
+        )
+    }
+}

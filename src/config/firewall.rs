@@ -1,0 +1,115 @@
+//! `[firewall]` and `[services]`: trusted networks, the nft program, and services as port ranges.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+use crate::base::addr::Net;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FirewallConfig {
+    /// Always allowed, never banned.
+    pub trusted: Vec<Net>,
+    /// The `nft` program.
+    pub nft: PathBuf,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            trusted: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            nft: "nft".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Service {
+    /// `udp/5060`, `tcp/5061`, `udp/10000-20000`.
+    pub ports: Vec<PortRange>,
+}
+
+/// tcp or udp: the same type the knock crate uses, so knock ports and service ports compare.
+pub use knockd::Proto;
+
+/// A protocol and an inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub proto: Proto,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| format!("`{s}` {why}; write e.g. udp/5060, tcp/5061 or udp/10000-20000");
+        let (proto, ports) = s.split_once('/').ok_or_else(|| bad("has no protocol"))?;
+        let proto = match proto.trim() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return Err(bad("is neither tcp nor udp")),
+        };
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("is not a port from 1 to 65535"))
+        };
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => {
+                let p = port(ports)?;
+                (p, p)
+            }
+        };
+        if first > last {
+            return Err(bad("runs backwards"));
+        }
+        Ok(PortRange { proto, first, last })
+    }
+}
+
+impl PortRange {
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.proto == other.proto && self.first <= other.last && other.first <= self.last
+    }
+
+    /// The ports both ranges hold, if any.
+    pub fn overlap(&self, other: &PortRange) -> Option<PortRange> {
+        self.overlaps(other).then(|| PortRange {
+            proto: self.proto,
+            first: self.first.max(other.first),
+            last: self.last.min(other.last),
+        })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}/{}", self.proto.name(), self.first)
+        } else {
+            write!(f, "{}/{}-{}", self.proto.name(), self.first, self.last)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}

@@ -1,0 +1,82 @@
+//! Bans: set, lifted and listed.
+
+use std::net::IpAddr;
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{sql_limit, Store, StoreError, UnixMs};
+use crate::base::addr;
+use crate::model::Ban;
+
+impl Store {
+    /// Sets or replaces the ban on `address`.
+    pub fn ban(
+        &mut self,
+        address: IpAddr,
+        reason: &str,
+        expires: UnixMs,
+        now: UnixMs,
+    ) -> Result<Ban, StoreError> {
+        self.conn.execute(
+            "INSERT INTO bans (address, reason, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, expires_ms = excluded.expires_ms",
+            params![address.to_string(), reason, now, expires],
+        )?;
+        let ban = self
+            .ban_of(address)?
+            .ok_or_else(|| StoreError::BadRow("ban vanished after insert".into()))?;
+        Ok(ban)
+    }
+
+    pub fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        let ban = self.ban_of(address)?;
+        self.conn.execute(
+            "DELETE FROM bans WHERE address = ?1",
+            params![address.to_string()],
+        )?;
+        Ok(ban)
+    }
+
+    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT address, reason, created_ms, expires_ms FROM bans WHERE address = ?1",
+                params![address.to_string()],
+                ban_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// Every live ban, soonest end first.
+    pub fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        self.first_live_bans(now, None)
+    }
+
+    /// The `limit` live bans that end first (all, without one).
+    pub fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT address, reason, created_ms, expires_ms FROM bans WHERE expires_ms > ?1 \
+             ORDER BY expires_ms LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, sql_limit(limit)], ban_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn ban_row(r: &Row<'_>) -> rusqlite::Result<Result<Ban, StoreError>> {
+    let address: String = r.get(0)?;
+    let Ok(ip) = addr::parse_host(&address) else {
+        return Ok(Err(StoreError::BadRow(format!("ban {address}"))));
+    };
+    Ok(Ok(Ban {
+        address: ip,
+        reason: r.get(1)?,
+        created: r.get(2)?,
+        expires: r.get(3)?,
+    }))
+}

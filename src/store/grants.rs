@@ -1,0 +1,189 @@
+//! Grants: written, held, released, revoked and listed.
+
+use std::net::IpAddr;
+
+use rusqlite::{params, Row, Transaction};
+
+use super::{sql_limit, Store, StoreError, UnixMs};
+use crate::base::addr;
+use crate::model::{Grant, NewGrant, Source};
+
+const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
+
+impl Store {
+    /// Writes grants in one transaction; they are durable when this returns.
+    pub fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(new.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO grants (address, services, source, who, note, created_ms, expires_ms, hold_ms, end_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?7)",
+            )?;
+            for g in new {
+                stmt.execute(params![
+                    g.address.to_string(),
+                    g.services.join(","),
+                    g.source.as_str(),
+                    g.who,
+                    g.note,
+                    now,
+                    g.expires
+                ])?;
+                out.push(Grant {
+                    id: tx.last_insert_rowid(),
+                    address: g.address,
+                    services: g.services.clone(),
+                    source: g.source,
+                    who: g.who.clone(),
+                    note: g.note.clone(),
+                    created: now,
+                    expires: g.expires,
+                    hold_until: None,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Removes every grant for `address`; returns what was removed.
+    pub fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let removed = query_grants(&tx, "WHERE address = ?1", params![address.to_string()])?;
+        tx.execute(
+            "DELETE FROM grants WHERE address = ?1",
+            params![address.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Holds every live grant for `address` open until at least `until` (a call is up).
+    pub fn hold(&mut self, address: IpAddr, until: UnixMs, now: UnixMs) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE grants SET hold_ms = ?2, end_ms = MAX(expires_ms, ?2)
+             WHERE address = ?1 AND end_ms > ?3",
+            params![address.to_string(), until, now],
+        )?;
+        Ok(n)
+    }
+
+    /// Holds every live grant for `address` until `until` (a call is up), but never more than
+    /// `max_past` ms past the grant's own expiry. Replaces any earlier hold.
+    pub fn hold_capped(
+        &mut self,
+        address: IpAddr,
+        until: UnixMs,
+        max_past: i64,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE grants SET hold_ms = MIN(?2, expires_ms + ?4),
+                               end_ms = MAX(expires_ms, MIN(?2, expires_ms + ?4))
+             WHERE address = ?1 AND end_ms > ?3",
+            params![address.to_string(), until, now, max_past],
+        )?;
+        Ok(n)
+    }
+
+    /// Drops the holds on `address`'s grants (its calls ended): each ends at its own expiry again,
+    /// which may be past — the next prune removes those.
+    pub fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE grants SET hold_ms = NULL, end_ms = expires_ms
+             WHERE address = ?1 AND hold_ms IS NOT NULL",
+            params![address.to_string()],
+        )?;
+        Ok(n)
+    }
+
+    /// Live grants for one address.
+    pub fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        query_grants(
+            &tx,
+            "WHERE address = ?1 AND end_ms > ?2",
+            params![address.to_string(), now],
+        )
+    }
+
+    /// Every live grant, soonest end first.
+    pub fn live_grants(&self, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        self.first_live_grants(now, None)
+    }
+
+    /// The `limit` live grants that end first (all, without one).
+    pub fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        query_grants(
+            &tx,
+            "WHERE end_ms > ?1 ORDER BY end_ms, id LIMIT ?2",
+            params![now, sql_limit(limit)],
+        )
+    }
+
+    /// Calls `f(address, services, end)` for every live grant without building them all at once:
+    /// a reconcile with 100,000 grants needs only these three columns.
+    pub fn for_each_live(
+        &self,
+        now: UnixMs,
+        mut f: impl FnMut(IpAddr, &str, UnixMs),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT address, services, end_ms FROM grants WHERE end_ms > ?1")?;
+        let mut rows = stmt.query(params![now])?;
+        while let Some(r) = rows.next()? {
+            let a = r
+                .get_ref(0)?
+                .as_str()
+                .map_err(|e| StoreError::BadRow(e.to_string()))?;
+            let ip = addr::parse_host(a).map_err(|e| StoreError::BadRow(e.to_string()))?;
+            let services = r
+                .get_ref(1)?
+                .as_str()
+                .map_err(|e| StoreError::BadRow(e.to_string()))?;
+            f(ip, services, r.get(2)?);
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn query_grants(
+    tx: &Transaction<'_>,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<Grant>, StoreError> {
+    let mut stmt = tx.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants {filter}"))?;
+    let rows = stmt.query_map(p, grant_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+fn grant_row(r: &Row<'_>) -> rusqlite::Result<Result<Grant, StoreError>> {
+    let address: String = r.get(1)?;
+    let services: String = r.get(2)?;
+    let source: String = r.get(3)?;
+    let (Ok(ip), Some(source)) = (addr::parse_host(&address), Source::parse(&source)) else {
+        return Ok(Err(StoreError::BadRow(format!("grant {address} from {source}"))));
+    };
+    Ok(Ok(Grant {
+        id: r.get(0)?,
+        address: ip,
+        services: services
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        source,
+        who: r.get(4)?,
+        note: r.get(5)?,
+        created: r.get(6)?,
+        expires: r.get(7)?,
+        hold_until: r.get(8)?,
+    }))
+}

@@ -1,0 +1,179 @@
+//! Opening the store: its file and directory made private, the schema, and upgrades of older stores.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use super::{Store, StoreError};
+
+/// 2: accounts' owner numbers and passcode length; DISA limits kept across restarts.
+/// 3: the audit history (`events`), written by [`crate::store::history::EventLog`]. A version 2 store
+/// gets the table at open (`CREATE TABLE IF NOT EXISTS`); nothing else changes.
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS grants (
+    id          INTEGER PRIMARY KEY,
+    address     TEXT    NOT NULL,
+    services    TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    who         TEXT    NOT NULL,
+    note        TEXT    NOT NULL,
+    created_ms  BIGINT  NOT NULL,
+    expires_ms  BIGINT  NOT NULL,
+    hold_ms     BIGINT,
+    end_ms      BIGINT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS grants_address ON grants (address);
+CREATE INDEX IF NOT EXISTS grants_end ON grants (end_ms);
+CREATE TABLE IF NOT EXISTS bans (
+    address     TEXT    PRIMARY KEY,
+    reason      TEXT    NOT NULL,
+    created_ms  BIGINT  NOT NULL,
+    expires_ms  BIGINT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_expires ON bans (expires_ms);
+CREATE TABLE IF NOT EXISTS knock_replay (
+    key         TEXT    PRIMARY KEY,
+    until_ms    BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    name          TEXT    PRIMARY KEY,
+    tag           BLOB    NOT NULL UNIQUE,
+    services      TEXT    NOT NULL,
+    ttl_secs      BIGINT  NOT NULL,
+    endpoint      TEXT,
+    address_modes TEXT    NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_ms    BIGINT  NOT NULL,
+    passcode_ms   BIGINT  NOT NULL,
+    callers       TEXT    NOT NULL DEFAULT '',
+    passcode_digits INTEGER
+);
+CREATE TABLE IF NOT EXISTS disa_limits (
+    kind        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    failures    TEXT    NOT NULL,
+    locked_ms   BIGINT  NOT NULL,
+    last_ms     BIGINT  NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    time_ms     BIGINT  NOT NULL,
+    kind        TEXT    NOT NULL,
+    address     TEXT    NOT NULL DEFAULT '',
+    who         TEXT    NOT NULL DEFAULT '',
+    source      TEXT    NOT NULL DEFAULT '',
+    detail      TEXT    NOT NULL DEFAULT '',
+    count       BIGINT  NOT NULL DEFAULT 1,
+    minute      BIGINT
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
+-- A flood's events share their minute's row; every other row has no minute, and NULLs never
+-- collide in a unique index, so it holds one row per event.
+CREATE UNIQUE INDEX IF NOT EXISTS events_flood ON events (kind, address, who, minute);
+";
+
+/// Columns added to a table after version 1, for stores made before them.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("accounts", "callers", "TEXT NOT NULL DEFAULT ''"),
+    ("accounts", "passcode_digits", "INTEGER"),
+];
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Accounts' passcode tags live here: owner-only, like the key that made them. SQLite gives
+        // the -wal and -shm files the database file's mode.
+        make_private(path).map_err(|source| StoreError::Private {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(path).map_err(open_err)?;
+        // WAL with FULL sync: a commit is on disk before it returns, and a crash at any instant
+        // leaves either the old or the new state, never a torn one.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        add_missing_columns(&conn).map_err(open_err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_err)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// SQLite's own consistency check; "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+/// Adds [`ADDED_COLUMNS`] that a store made by an older passknock lacks.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+        ))?;
+        if !stmt.exists(params![column])? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` mode 0600, or takes group and other access off an existing one (and its
+/// -wal and -shm files).
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(m) = std::fs::metadata(&p) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}

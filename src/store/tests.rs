@@ -1,0 +1,288 @@
+//! The store's rules: durability across reopening, privacy, holds, prune, accounts and upgrades.
+
+use std::net::IpAddr;
+
+use super::schema::SCHEMA_VERSION;
+use super::*;
+use crate::model::{Account, NewGrant, Source};
+use crate::rules::limiter::{Key, Record};
+
+fn grant(addr: &str, svcs: &[&str], expires: UnixMs) -> NewGrant {
+    NewGrant {
+        address: addr.parse().unwrap(),
+        services: svcs.iter().map(|s| s.to_string()).collect(),
+        source: Source::Admin,
+        who: "test".into(),
+        note: "".into(),
+        expires,
+    }
+}
+
+#[test]
+fn a_listing_can_stop_at_the_first_few_ending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("store.db")).unwrap();
+    let new: Vec<NewGrant> = (1..=5)
+        .rev()
+        .map(|i| grant(&format!("203.0.113.{i}"), &["sip"], 1_000 + i * 100))
+        .collect();
+    s.insert_grants(&new, 1_000).unwrap();
+    for i in 1..=3 {
+        s.ban(format!("198.51.100.{i}").parse().unwrap(), "t", 5_000 - i, 1_000)
+            .unwrap();
+    }
+    let first = s.first_live_grants(1_000, Some(2)).unwrap();
+    let addrs: Vec<String> = first.iter().map(|g| g.address.to_string()).collect();
+    assert_eq!(addrs, ["203.0.113.1", "203.0.113.2"]);
+    assert_eq!(s.first_live_grants(1_000, None).unwrap().len(), 5);
+    let bans = s.first_live_bans(1_000, Some(1)).unwrap();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].address.to_string(), "198.51.100.3");
+}
+
+#[test]
+fn the_store_is_private_and_a_loose_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut s = Store::open(&path).unwrap();
+    s.ban("198.51.100.66".parse().unwrap(), "test", 3_000, 1_000)
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("store.db-wal")), 0o600);
+    drop(s);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = Store::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(s.counts().unwrap(), (0, 1), "nothing lost");
+}
+
+#[test]
+fn grants_survive_reopen_and_prune_by_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/store.db");
+    let mut s = Store::open(&path).unwrap();
+    s.insert_grants(
+        &[
+            grant("203.0.113.7", &["sip", "rtp"], 2_000),
+            grant("2001:db8::7", &["sip"], 5_000),
+        ],
+        1_000,
+    )
+    .unwrap();
+    s.ban("198.51.100.66".parse().unwrap(), "test", 3_000, 1_000)
+        .unwrap();
+    drop(s);
+    let mut s = Store::open(&path).unwrap();
+    let live = s.live_grants(1_500).unwrap();
+    assert_eq!(live.len(), 2);
+    assert_eq!(live[0].services, vec!["sip", "rtp"]);
+    assert_eq!(s.next_end().unwrap(), Some(2_000));
+    let (g, b) = s.prune(2_000).unwrap();
+    assert_eq!((g.len(), b.len()), (1, 0));
+    let (g, b) = s.prune(3_000).unwrap();
+    assert_eq!((g.len(), b.len()), (0, 1));
+    assert_eq!(s.counts().unwrap(), (1, 0));
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn hold_extends_end_and_revoke_removes_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    let a: IpAddr = "203.0.113.7".parse().unwrap();
+    s.insert_grants(
+        &[
+            grant("203.0.113.7", &["sip"], 2_000),
+            grant("203.0.113.7", &["rtp"], 3_000),
+        ],
+        1_000,
+    )
+    .unwrap();
+    assert_eq!(s.hold(a, 10_000, 1_500).unwrap(), 2);
+    assert!(s.grants_for(a, 5_000).unwrap().iter().all(|g| g.end() == 10_000));
+    assert_eq!(s.revoke(a).unwrap().len(), 2);
+    assert!(s.grants_for(a, 0).unwrap().is_empty());
+}
+
+#[test]
+fn hold_is_capped_past_expiry_and_release_restores_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    let a: IpAddr = "203.0.113.7".parse().unwrap();
+    s.insert_grants(
+        &[
+            grant("203.0.113.7", &["sip"], 2_000),
+            grant("203.0.113.7", &["rtp"], 50_000),
+        ],
+        1_000,
+    )
+    .unwrap();
+    // Held to 9,000 but at most 5,000 past each expiry: 7,000 and (not shortened) 50,000.
+    assert_eq!(s.hold_capped(a, 9_000, 5_000, 1_500).unwrap(), 2);
+    let ends: Vec<i64> = s.grants_for(a, 1_500).unwrap().iter().map(|g| g.end()).collect();
+    assert_eq!(ends, vec![7_000, 50_000]);
+    assert_eq!(s.release(a).unwrap(), 2);
+    assert_eq!(s.next_end().unwrap(), Some(2_000));
+    let (gone, _) = s.prune(3_000).unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(s.release(a).unwrap(), 0);
+    assert_eq!(Source::parse("ami"), Some(Source::Ami));
+}
+
+#[test]
+fn replay_log_survives_reopen_and_forgets_aged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::open(&path).unwrap());
+    let log = ReplayLog::open(&path).unwrap();
+    log.remember("spa:1:aa", 5_000).unwrap();
+    log.remember("rot:phone:7", 2_000).unwrap();
+    log.remember("spa:1:aa", 4_000).unwrap();
+    drop(log);
+    let _store = Store::open(&path).unwrap();
+    let log = ReplayLog::open(&path).unwrap();
+    assert_eq!(log.load(3_000).unwrap(), vec![("spa:1:aa".to_string(), 5_000)]);
+    assert!(log.load(5_000).unwrap().is_empty());
+}
+
+#[test]
+fn accounts_by_tag_never_by_passcode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    let a = Account {
+        name: "ann".into(),
+        services: vec!["sip".into(), "rtp".into()],
+        ttl_secs: 7200,
+        endpoint: Some("701".into()),
+        address_modes: vec!["source".into(), "keyed".into()],
+        disabled: false,
+        created: 1,
+        passcode_set: 1,
+        callers: vec!["15550100100".into()],
+        passcode_digits: Some(12),
+    };
+    s.add_account(&a, &[7u8; 32]).unwrap();
+    assert!(s.add_account(&a, &[8u8; 32]).is_err(), "names are unique");
+    let mut b = a.clone();
+    b.name = "bob".into();
+    assert!(s.add_account(&b, &[7u8; 32]).is_err(), "tags are unique");
+    assert_eq!(s.account_by_tag(&[7u8; 32]).unwrap().unwrap().0, a);
+    assert!(s.account_by_tag(&[9u8; 32]).unwrap().is_none());
+    assert!(s.is_owner_number("15550100100").unwrap());
+    assert!(!s.is_owner_number("5550100100").unwrap(), "whole numbers only");
+    assert!(!s.is_owner_number("").unwrap());
+    assert!(s.set_callers("ann", &[]).unwrap());
+    assert!(!s.is_owner_number("15550100100").unwrap());
+    assert_eq!(s.passcode_lengths().unwrap(), vec![Some(12)]);
+    assert!(s.set_passcode("ann", &[9u8; 32], 14, 5).unwrap());
+    assert_eq!(s.passcode_lengths().unwrap(), vec![Some(14)]);
+    assert!(s.account_by_tag(&[7u8; 32]).unwrap().is_none());
+    assert!(s.set_disabled("ann", true).unwrap());
+    assert!(s.account("ann").unwrap().unwrap().disabled);
+    assert_eq!(s.accounts().unwrap().len(), 1);
+    assert!(s.remove_account("ann").unwrap());
+    assert!(!s.remove_account("ann").unwrap());
+}
+
+#[test]
+fn disa_limits_survive_reopening_and_old_ones_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    Store::open(&path).unwrap();
+    let mut log = LimitLog::open(&path).unwrap();
+    let locked = Record {
+        failures: vec![],
+        locked_until: 10_000,
+    };
+    let old = Record {
+        failures: vec![100],
+        locked_until: 0,
+    };
+    let global = Record {
+        failures: vec![100, 4_000],
+        locked_until: 0,
+    };
+    log.save(
+        &[
+            (Key::Number("111".into()), locked.clone()),
+            (Key::Address("203.0.113.9".parse().unwrap()), old),
+            (Key::Global, global.clone()),
+            (Key::Number("222".into()), Record::default()),
+        ],
+        5_000,
+    )
+    .unwrap();
+    drop(log);
+    let log = LimitLog::open(&path).unwrap();
+    let mut kept = log.load(5_000, 1_000).unwrap();
+    kept.sort_by_key(|(k, _)| k.parts());
+    assert_eq!(
+        kept,
+        vec![(Key::Global, global), (Key::Number("111".into()), locked)],
+        "the lockout and the recent global count stay; a stale failure goes"
+    );
+}
+
+/// A store made before owner numbers and passcode lengths gets the new columns at open.
+#[test]
+fn a_version_1_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE accounts (name TEXT PRIMARY KEY, tag BLOB NOT NULL UNIQUE,
+                 services TEXT NOT NULL, ttl_secs BIGINT NOT NULL, endpoint TEXT,
+                 address_modes TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+                 created_ms BIGINT NOT NULL, passcode_ms BIGINT NOT NULL);
+                 INSERT INTO accounts VALUES ('old', x'07', 'sip', 60, NULL, 'source', 0, 1, 1);
+                 PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let a = s.account("old").unwrap().unwrap();
+    assert!(a.callers.is_empty());
+    assert_eq!(s.passcode_lengths().unwrap(), vec![None], "length unknown");
+}
+
+/// A store from before the history gets the `events` table at open, and keeps what it had.
+#[test]
+fn a_version_2_store_gets_the_history_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.ban("198.51.100.66".parse().unwrap(), "old", 9_000, 1_000)
+            .unwrap();
+        s.conn
+            .execute_batch("DROP TABLE events; PRAGMA user_version = 2;")
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let version: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(s.counts().unwrap(), (0, 1));
+    let mut log = crate::store::history::EventLog::open(&path).unwrap();
+    log.append(&[crate::model::Event::new(crate::model::Kind::Reload, 1_000)])
+        .unwrap();
+    assert_eq!(log.query(0, None, None, 10).unwrap().0.len(), 1);
+}
+
+#[test]
+fn ban_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    let a: IpAddr = "203.0.113.9".parse().unwrap();
+    s.ban(a, "first", 2_000, 1_000).unwrap();
+    let b = s.ban(a, "again", 9_000, 1_500).unwrap();
+    assert_eq!((b.reason.as_str(), b.expires), ("again", 9_000));
+    assert_eq!(s.live_bans(0).unwrap().len(), 1);
+    assert!(s.unban(a).unwrap().is_some());
+    assert!(s.unban(a).unwrap().is_none());
+}
