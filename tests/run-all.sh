@@ -44,3 +44,17 @@ fi
 bash tests/harness/build-debian-root.sh >/dev/null
 
 cargo test --workspace
+
+# The engine's rules are unit-tested over in-memory fakes: no nft, no SQLite, no root. Prove it by
+# running them as an unprivileged user (the test binary is already built by the line above).
+engine_tests=$(cargo test -p passknock --lib --no-run --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)
+if [ -n "$engine_tests" ] && id nobody >/dev/null 2>&1; then
+    # A copy, so that a clone under a private home still lets the user run it.
+    unprivileged=$(mktemp -d)
+    install -m 0755 "$engine_tests" "$unprivileged/engine-tests"
+    chmod 0755 "$unprivileged"
+    (cd / && runuser -u nobody -- "$unprivileged/engine-tests" engine:: -q) ||
+        { echo "run-all: the engine's unit tests fail as a non-root user" >&2; exit 1; }
+    rm -rf "$unprivileged"
+fi
