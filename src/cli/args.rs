@@ -147,6 +147,10 @@ pub enum AccountCommand {
         /// passcode entry is suspended for everyone else after a flood of wrong passcodes.
         #[arg(long, value_delimiter = ',')]
         callers: Vec<String>,
+        /// Keep a grant per address: a call from a new address adds one beside the account's
+        /// others instead of replacing them.
+        #[arg(long)]
+        keep_several: bool,
     },
     /// Set the numbers an account's owner calls from (none given: clear them).
     Callers {

@@ -203,6 +203,7 @@ impl Cli {
                     endpoint,
                     address_modes,
                     callers,
+                    keep_several,
                 } => (
                     Request::AccountAdd(NewAccount {
                         name,
@@ -211,6 +212,7 @@ impl Cli {
                         endpoint,
                         address_modes,
                         callers,
+                        keep_several,
                     }),
                     false,
                 ),

@@ -59,6 +59,10 @@ pub struct KnockProfile {
     pub max_age: Option<Ttl>,
     /// spa: whether a packet may ask to open another address than its own.
     pub allow_address: Option<bool>,
+    /// Whether a knock from a new address ends the profile's grants at other addresses (default
+    /// true: the road warrior moved); false keeps them side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
 }
 
 impl KnockProfile {
@@ -141,5 +145,14 @@ impl Config {
             p.services.clone()
         };
         Some((services, p.ttl))
+    }
+
+    /// Whether a knock on profile `name` from a new address replaces its grants elsewhere.
+    pub fn knock_replaces(&self, name: &str) -> bool {
+        self.knock
+            .profiles
+            .get(name)
+            .and_then(|p| p.replace)
+            .unwrap_or(true)
     }
 }

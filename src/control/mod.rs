@@ -43,6 +43,9 @@ pub struct NewAccount {
     /// Numbers the owner calls from, let through while passcode entry is suspended.
     #[serde(default)]
     pub callers: Vec<String>,
+    /// A call from a new address adds a grant instead of replacing the account's others.
+    #[serde(default)]
+    pub keep_several: bool,
 }
 
 /// A line went past its cap; the connection is done with.

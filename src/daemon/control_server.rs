@@ -297,6 +297,7 @@ impl Server {
                     services: Services::from_names(&services),
                     ttl,
                     note,
+                    owner: None,
                 };
                 reply(engine.grant(actor, ask).await, |g| Reply::Granted {
                     grant: g.grant,
@@ -350,6 +351,7 @@ impl Server {
                 endpoint,
                 address_modes,
                 callers,
+                keep_several,
             }) => {
                 let ask = AccountAsk {
                     name,
@@ -358,6 +360,7 @@ impl Server {
                     endpoint,
                     address_modes,
                     callers,
+                    keep_several,
                 };
                 reply(engine.account_add(actor, ask).await, |a| Reply::AccountCreated {
                     account: a.account,

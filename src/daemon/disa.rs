@@ -20,7 +20,7 @@ use crate::base::defaults;
 use crate::base::duration::Ttl;
 use crate::base::secret::{tags_equal, DisaKey};
 use crate::config::Config;
-use crate::engine::{Actor, BanAsk, EngineHandle, GrantAsk, Services};
+use crate::engine::{Actor, BanAsk, EngineHandle, GrantAsk, Holder, Owner, Services};
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
@@ -302,11 +302,17 @@ impl Backend for DisaBackend {
             services: Services::from_names(&a.services),
             ttl: Some(Ttl(Duration::from_secs(a.ttl_secs))),
             note: format!("channel={} number={}", call.channel, call.number),
+            owner: Some(Owner {
+                holder: Holder::Account(a.name.clone()),
+                replace: !a.keep_several,
+            }),
         };
         let actor = Actor::new(format!("disa:{}", a.name), Source::Disa);
         let granted = self.engine.grant(&actor, ask).await.map_err(|e| e.0)?;
         let grant = granted.grant;
-        Ok(Duration::from_millis((grant.end() - grant.created).max(0) as u64))
+        // From now, to the nearest second: a re-call extends a grant made earlier.
+        let left = (grant.end() - now_ms()).max(0) as u64;
+        Ok(Duration::from_secs((left + 500) / 1000))
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::base::clock::now_ms;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Actor, EngineHandle, GrantAsk, Granted, Services};
+use crate::engine::{Actor, EngineHandle, GrantAsk, Granted, Holder, Owner, Services};
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
@@ -346,6 +346,10 @@ async fn submit_grants(
             services: Services::from_names(&services),
             ttl,
             note,
+            owner: Some(Owner {
+                holder: Holder::Profile(earned.profile.clone()),
+                replace: current.knock_replaces(&earned.profile),
+            }),
         };
         match engine.grant(&Actor::new(who, Source::Knock), ask).await {
             Ok(Granted { grant, .. }) => {

@@ -34,6 +34,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             endpoint,
             address_modes: modes,
             callers,
+            keep_several,
         } = ask;
         let endpoint = endpoint.as_deref();
         let name = name.trim();
@@ -103,6 +104,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             passcode_set: now.wall,
             callers,
             passcode_digits: Some(self.config.disa.passcode_digits),
+            keep_several,
         };
         // A tag collision (two equal passcodes) is a one-in-10^12 event: draw again.
         for _ in 0..3 {
@@ -117,12 +119,13 @@ impl<R: Records, T: Table> Engine<R, T> {
                         .who(name)
                         .source(Source::Admin)
                         .detail(format!(
-                            "added by {:?}: services={} ttl={ttl} endpoint={} modes={} callers={}",
+                            "added by {:?}: services={} ttl={ttl} endpoint={} modes={} callers={}{}",
                             actor.who,
                             account.services.join(","),
                             account.endpoint.as_deref().unwrap_or("-"),
                             account.address_modes.join(","),
-                            account.callers.join(",")
+                            account.callers.join(","),
+                            if keep_several { " keep-several" } else { "" }
                         )),
                 );
                 return Ok(AccountCreated { account, passcode });

@@ -82,6 +82,46 @@ pub struct GrantAsk {
     pub services: Services,
     pub ttl: Option<Ttl>,
     pub note: String,
+    /// Whose access this is, when it is one account's or one knock profile's; `None` for an
+    /// admin's grant, which never replaces or extends another.
+    pub owner: Option<Owner>,
+}
+
+/// The one person or device a grant is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A DISA account, by name.
+    Account(String),
+    /// A knock profile, by name.
+    Profile(String),
+}
+
+impl Holder {
+    /// As grants record it: `disa:alice`, `knock:laptop`.
+    pub fn who(&self) -> String {
+        match self {
+            Holder::Account(name) => format!("disa:{name}"),
+            Holder::Profile(name) => format!("knock:{name}"),
+        }
+    }
+
+    /// The door its grants come through.
+    pub fn source(&self) -> Source {
+        match self {
+            Holder::Account(_) => Source::Disa,
+            Holder::Profile(_) => Source::Knock,
+        }
+    }
+}
+
+/// A grant's holder and what a grant from a new address does to the holder's others. From the
+/// same address it always extends the grant there in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub holder: Holder,
+    /// A grant from a new address ends the holder's grants at every other address (the road
+    /// warrior moved); false keeps them side by side.
+    pub replace: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +210,8 @@ pub struct AccountAsk {
     pub endpoint: Option<String>,
     pub address_modes: Vec<String>,
     pub callers: Vec<String>,
+    /// A call from a new address adds a grant instead of replacing the account's others.
+    pub keep_several: bool,
 }
 
 /// An account and its new passcode, shown once.

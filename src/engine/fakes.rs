@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use super::ports::{Comparison, Records, Table};
 use crate::base::clock::UnixMs;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, NewGrant};
+use crate::model::{Account, Ban, Grant, Source};
 use crate::nft::{Changes, Desired, Elements, Layout, NftError, Reconciled, Verdict};
-use crate::store::StoreError;
+use crate::store::{GrantWrite, GrantsWritten, StoreError};
 
 /// The store's rules over vectors: a grant ends at `max(expires, hold)`, writes are counted.
 #[derive(Debug, Default)]
@@ -39,10 +39,22 @@ impl Records for FakeStore {
         &self.path
     }
 
-    fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+    fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
         self.write();
-        let mut out = Vec::new();
-        for g in new {
+        let mut out = GrantsWritten::default();
+        for id in &w.remove {
+            if let Some(i) = self.grants.iter().position(|g| g.id == *id) {
+                out.removed.push(self.grants.remove(i));
+            }
+        }
+        for (id, expires, services) in &w.extend {
+            if let Some(g) = self.grants.iter_mut().find(|g| g.id == *id) {
+                g.expires = g.expires.max(*expires);
+                g.services = services.clone();
+                out.extended.push(g.clone());
+            }
+        }
+        for g in &w.insert {
             self.next_id += 1;
             let grant = Grant {
                 id: self.next_id,
@@ -56,9 +68,17 @@ impl Records for FakeStore {
                 hold_until: None,
             };
             self.grants.push(grant.clone());
-            out.push(grant);
+            out.inserted.push(grant);
         }
         Ok(out)
+    }
+
+    fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Ok(self
+            .live(now)
+            .filter(|g| g.who == who && g.source == source)
+            .cloned()
+            .collect())
     }
 
     fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {

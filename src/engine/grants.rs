@@ -12,8 +12,9 @@ use super::{check_ttl, clean_text, refused, Engine};
 use crate::base::addr;
 use crate::base::clock::{utc, Now, UnixMs};
 use crate::base::duration::human;
-use crate::model::{Event, Kind, NewGrant};
+use crate::model::{Event, Grant, Kind, NewGrant};
 use crate::observe::audit;
+use crate::store::GrantWrite;
 
 impl<R: Records, T: Table> Engine<R, T> {
     /// Checks one grant; the refusal is what the asker sees, and nothing is changed.
@@ -55,12 +56,38 @@ impl<R: Records, T: Table> Engine<R, T> {
     }
 
     /// Writes every grant that passes its checks in one store transaction, then puts their
-    /// elements in the table in one nft batch.
+    /// elements in the table in one nft batch. An owned grant from an address its holder already
+    /// has a grant at extends that grant in place; from a new address it replaces the holder's
+    /// grants elsewhere (their rows and elements go in the same transaction and batch) unless
+    /// the owner keeps several. Asks are taken in order, so within a batch the later one wins.
     pub(super) fn grant_batch(&mut self, asks: Vec<(Actor, GrantAsk, Reply<Granted>)>, now: Now) {
-        let mut ok: Vec<(NewGrant, Reply<Granted>)> = Vec::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        // Holders whose live grants are loaded into `slots`.
+        let mut loaded: BTreeSet<String> = BTreeSet::new();
         for (actor, ask, reply) in asks {
-            match self.check_grant(&ask, &actor, now.wall) {
-                Ok(g) => ok.push((g, reply)),
+            let checked = self.check_grant(&ask, &actor, now.wall).and_then(|g| {
+                let Some(owner) = &ask.owner else {
+                    return Ok((g, None));
+                };
+                let who = owner.holder.who();
+                if !loaded.contains(&who) {
+                    let live = self
+                        .store
+                        .grants_of(&who, owner.holder.source(), now.wall)
+                        .map_err(|e| Refused(format!("not granted: {e}")))?;
+                    slots.extend(live.into_iter().map(|g| Slot::existing(g, &who)));
+                    loaded.insert(who.clone());
+                }
+                // The holder's grants are found by these two, so they come from the holder.
+                let g = NewGrant {
+                    who: who.clone(),
+                    source: owner.holder.source(),
+                    ..g
+                };
+                Ok((g, Some((who, owner.replace))))
+            });
+            let (g, owner) = match checked {
+                Ok(c) => c,
                 Err(e) => {
                     audit::record(
                         Event::new(Kind::GrantRefused, now.wall)
@@ -70,46 +97,140 @@ impl<R: Records, T: Table> Engine<R, T> {
                             .detail(e.0.clone()),
                     );
                     let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
+            let Some((who, replace)) = owner else {
+                slots.push(Slot::new(g, None, reply));
+                continue;
+            };
+            let address = g.address;
+            match slots
+                .iter_mut()
+                .find(|s| s.standing_for(&who) && s.grant.address == address)
+            {
+                Some(s) => s.extend(g, reply),
+                None => slots.push(Slot::new(g, Some(who.clone()), reply)),
+            }
+            if replace {
+                for s in slots
+                    .iter_mut()
+                    .filter(|s| s.standing_for(&who) && s.grant.address != address)
+                {
+                    s.replaced_by = Some(address);
                 }
             }
         }
-        if ok.is_empty() {
+        // Asks answered by a grant that a later ask in this batch replaced are refused, and a
+        // grant asked for and replaced within the batch is never written.
+        slots.retain_mut(|s| {
+            let Some(by) = s.replaced_by else {
+                return true;
+            };
+            let why = format!(
+                "replaced at once by a grant for {} from {by} in the same batch",
+                s.grant.who
+            );
+            for reply in s.replies.drain(..) {
+                let _ = reply.send(Err(Refused(why.clone())));
+            }
+            s.row.is_some()
+        });
+        let mut write = GrantWrite::default();
+        for s in &slots {
+            match (&s.row, s.replaced_by) {
+                (Some(row), Some(_)) => write.remove.push(row.id),
+                (Some(row), None) if !s.replies.is_empty() => {
+                    write
+                        .extend
+                        .push((row.id, s.grant.expires, s.grant.services.clone()))
+                }
+                (Some(_), None) => {}
+                (None, _) => write.insert.push(s.grant.clone()),
+            }
+        }
+        if write.remove.is_empty() && write.extend.is_empty() && write.insert.is_empty() {
             return;
         }
-        let new: Vec<NewGrant> = ok.iter().map(|(g, _)| g.clone()).collect();
-        let written = match self.store.insert_grants(&new, now.wall) {
+        let written = match self.store.write_grants(&write, now.wall) {
             Ok(w) => w,
             Err(e) => {
-                warn!("store refused {} grant(s): {e}", ok.len());
-                for (_, reply) in ok {
-                    let _ = reply.send(Err(Refused(format!("not granted: {e}"))));
+                warn!(
+                    "store refused {} grant(s): {e}",
+                    write.insert.len() + write.extend.len()
+                );
+                for s in slots {
+                    for reply in s.replies {
+                        let _ = reply.send(Err(Refused(format!("not granted: {e}"))));
+                    }
                 }
                 return;
             }
         };
-        // Durable now. Put every touched address's elements in with its latest end.
-        let addrs: BTreeSet<IpAddr> = written.iter().map(|g| g.address).collect();
-        let applied = self.refresh_addresses(&addrs, &[], now);
-        for (grant, (_, reply)) in written.into_iter().zip(ok) {
-            crate::observe::metrics::METRICS.grant(grant.source);
+        // Durable now. Put every touched address's elements in with its latest end; take out
+        // what the replaced grants opened, and what an extension no longer opens.
+        let mut gone: Vec<Grant> = written.removed.clone();
+        gone.extend(
+            slots
+                .iter()
+                .filter_map(|s| s.row.clone().filter(|_| !s.replies.is_empty())),
+        );
+        let addrs: BTreeSet<IpAddr> = gone
+            .iter()
+            .chain(&written.inserted)
+            .chain(&written.extended)
+            .map(|g| g.address)
+            .collect();
+        let applied = self.refresh_addresses(&addrs, &gone, now);
+        let (mut inserted, mut extended) = (written.inserted.into_iter(), written.extended.into_iter());
+        for s in slots {
+            if let (Some(row), Some(by)) = (&s.row, s.replaced_by) {
+                audit::record(
+                    Event::new(Kind::Revoke, now.wall)
+                        .address(row.address)
+                        .who(row.who.as_str())
+                        .source(row.source)
+                        .detail(format!(
+                            "replaced by {by}: a new grant for {} ends this one",
+                            row.who
+                        )),
+                );
+                continue;
+            }
+            if s.replies.is_empty() {
+                continue;
+            }
+            let grant = match &s.row {
+                Some(_) => extended.next(),
+                None => inserted.next(),
+            };
+            let Some(grant) = grant else {
+                continue;
+            };
+            let was = if s.row.is_some() { "extended: " } else { "" };
+            if s.row.is_none() {
+                crate::observe::metrics::METRICS.grant(grant.source);
+            }
             audit::record(
                 Event::new(Kind::Grant, now.wall)
                     .address(grant.address)
                     .who(grant.who.as_str())
                     .source(grant.source)
                     .detail(format!(
-                        "services={} until={} note={:?}",
+                        "{was}services={} until={} note={:?}",
                         grant.services.join(","),
                         utc(grant.end()),
                         grant.note
                     )),
             );
             let warning = self.banned_warning(grant.address, now.wall);
-            let _ = reply.send(Ok(Granted {
-                grant,
-                firewall: applied.clone(),
-                warning,
-            }));
+            for reply in s.replies {
+                let _ = reply.send(Ok(Granted {
+                    grant: grant.clone(),
+                    firewall: applied.clone(),
+                    warning: warning.clone(),
+                }));
+            }
         }
     }
 
@@ -144,5 +265,61 @@ impl<R: Records, T: Table> Engine<R, T> {
             grants: removed.len(),
             firewall: applied,
         })
+    }
+}
+
+/// One grant as a batch of asks shapes it: a row the store has (an owner's live grant) or one to
+/// insert, the asks it answers, and whether a grant from another address replaces it.
+struct Slot {
+    /// What the grant is to be: for a stored row, its services and the latest expiry asked.
+    grant: NewGrant,
+    /// The stored row, as it was before this batch.
+    row: Option<Grant>,
+    /// The holder's `who`, for an owned grant.
+    owner: Option<String>,
+    replies: Vec<Reply<Granted>>,
+    /// The address whose new grant ends this one.
+    replaced_by: Option<IpAddr>,
+}
+
+impl Slot {
+    fn new(grant: NewGrant, owner: Option<String>, reply: Reply<Granted>) -> Slot {
+        Slot {
+            grant,
+            row: None,
+            owner,
+            replies: vec![reply],
+            replaced_by: None,
+        }
+    }
+
+    fn existing(row: Grant, who: &str) -> Slot {
+        Slot {
+            grant: NewGrant {
+                address: row.address,
+                services: row.services.clone(),
+                source: row.source,
+                who: row.who.clone(),
+                note: row.note.clone(),
+                expires: row.expires,
+            },
+            row: Some(row),
+            owner: Some(who.to_string()),
+            replies: Vec::new(),
+            replaced_by: None,
+        }
+    }
+
+    /// Whether this is `who`'s grant and nothing replaced it.
+    fn standing_for(&self, who: &str) -> bool {
+        self.owner.as_deref() == Some(who) && self.replaced_by.is_none()
+    }
+
+    /// Another ask from the same address: the grant lasts to the later end and opens what the
+    /// latest ask opens.
+    fn extend(&mut self, ask: NewGrant, reply: Reply<Granted>) {
+        self.grant.expires = self.grant.expires.max(ask.expires);
+        self.grant.services = ask.services;
+        self.replies.push(reply);
     }
 }

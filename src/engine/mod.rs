@@ -19,8 +19,8 @@ mod fakes;
 mod tests;
 
 pub use command::{
-    AccountAsk, AccountCreated, Actor, BanAsk, Banned, GrantAsk, Granted, Held, Listing, Refused, Reloaded,
-    Revoked, Services, TableChange, TableStatus, Unbanned,
+    AccountAsk, AccountCreated, Actor, BanAsk, Banned, GrantAsk, Granted, Held, Holder, Listing, Owner,
+    Refused, Reloaded, Revoked, Services, TableChange, TableStatus, Unbanned,
 };
 pub use handle::{channel, EngineHandle, Inbox};
 

@@ -6,17 +6,19 @@ use std::path::Path;
 
 use crate::base::clock::UnixMs;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, NewGrant};
+use crate::model::{Account, Ban, Grant, Source};
 use crate::nft::{Changes, Desired, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
-use crate::store::{Store, StoreError};
+use crate::store::{GrantWrite, GrantsWritten, Store, StoreError};
 
 /// The expiry store as the engine uses it: grants, bans and accounts, each write durable when it
 /// returns.
 pub trait Records {
     /// Where it lives, for `status`.
     fn path(&self) -> &Path;
-    /// Writes grants in one transaction.
-    fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError>;
+    /// Ends, extends and inserts grants in one transaction.
+    fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError>;
+    /// Live grants `who` was given through `source`, oldest first.
+    fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError>;
     /// Removes every grant of `address`; returns them.
     fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError>;
     /// Holds `address`'s live grants until `until`, never more than `max_past` ms past their expiry.
@@ -109,8 +111,11 @@ impl Records for Store {
     fn path(&self) -> &Path {
         Store::path(self)
     }
-    fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
-        Store::insert_grants(self, new, now)
+    fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
+        Store::write_grants(self, w, now)
+    }
+    fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Store::grants_of(self, who, source, now)
     }
     fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
         Store::revoke(self, address)

@@ -17,6 +17,8 @@ use crate::base::secret::DisaKey;
 use crate::config::Config;
 use crate::model::Source;
 
+mod owners;
+
 const W0: UnixMs = 1_795_248_830_000;
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
@@ -124,6 +126,7 @@ fn grant_ask(address: &str, services: &[&str], t: Option<&str>) -> GrantAsk {
         services: Services::from_names(&services.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
         ttl: t.map(ttl),
         note: String::new(),
+        owner: None,
     }
 }
 

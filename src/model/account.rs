@@ -24,4 +24,8 @@ pub struct Account {
     /// The passcode's length; `None` for an account made before lengths were kept.
     #[serde(default)]
     pub passcode_digits: Option<usize>,
+    /// A call from a new address adds a grant beside the account's others instead of replacing
+    /// them (a desk phone and a softphone, say).
+    #[serde(default)]
+    pub keep_several: bool,
 }

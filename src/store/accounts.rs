@@ -6,15 +6,15 @@ use super::{Store, StoreError, UnixMs};
 use crate::model::Account;
 
 const ACCOUNT_COLUMNS: &str =
-    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits";
+    "name, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits, keep_several";
 
 impl Store {
     /// Adds an account with its passcode tag. Fails if the name (or, by a one-in-10^12 chance, the
     /// tag) is taken.
     pub fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits, keep_several)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 a.name,
                 &tag[..],
@@ -26,7 +26,8 @@ impl Store {
                 a.created,
                 a.passcode_set,
                 a.callers.join(","),
-                a.passcode_digits.map(|d| d as i64)
+                a.passcode_digits.map(|d| d as i64),
+                a.keep_several
             ],
         )?;
         Ok(())
@@ -39,7 +40,7 @@ impl Store {
                 &format!("SELECT {ACCOUNT_COLUMNS}, tag FROM accounts WHERE tag = ?1"),
                 params![&tag[..]],
                 |r| {
-                    let stored: Vec<u8> = r.get(10)?;
+                    let stored: Vec<u8> = r.get(11)?;
                     Ok((account_row(r)?, stored))
                 },
             )
@@ -155,5 +156,6 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         passcode_set: r.get(7)?,
         callers: split(r.get(8)?),
         passcode_digits: r.get::<_, Option<i64>>(9)?.map(|d| d.max(0) as usize),
+        keep_several: r.get(10)?,
     })
 }

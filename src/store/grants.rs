@@ -8,19 +8,65 @@ use super::{sql_limit, Store, StoreError, UnixMs};
 use crate::base::addr;
 use crate::model::{Grant, NewGrant, Source};
 
+/// One batch of grant changes, written in one transaction: rows ended (an owner's grant replaced
+/// by one from a new address), rows extended in place (a re-knock or re-call from the same
+/// address), and new rows.
+#[derive(Clone, Debug, Default)]
+pub struct GrantWrite {
+    /// Ids of grants that end now.
+    pub remove: Vec<i64>,
+    /// `(id, expires, services)`: the grant ends no sooner than `expires` and opens `services`.
+    pub extend: Vec<(i64, UnixMs, Vec<String>)>,
+    pub insert: Vec<NewGrant>,
+}
+
+/// What a [`GrantWrite`] did, each list in the order it was asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantsWritten {
+    pub removed: Vec<Grant>,
+    /// The extended grants as they are now.
+    pub extended: Vec<Grant>,
+    pub inserted: Vec<Grant>,
+}
+
 const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
 
 impl Store {
     /// Writes grants in one transaction; they are durable when this returns.
     pub fn insert_grants(&mut self, new: &[NewGrant], now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let w = GrantWrite {
+            insert: new.to_vec(),
+            ..GrantWrite::default()
+        };
+        Ok(self.write_grants(&w, now)?.inserted)
+    }
+
+    /// Ends, extends and inserts grants in one transaction; durable when this returns.
+    pub fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
         let tx = self.conn.transaction()?;
-        let mut out = Vec::with_capacity(new.len());
+        let mut out = GrantsWritten::default();
+        for id in &w.remove {
+            out.removed
+                .extend(query_grants(&tx, "WHERE id = ?1", params![id])?);
+            tx.execute("DELETE FROM grants WHERE id = ?1", params![id])?;
+        }
+        for (id, expires, services) in &w.extend {
+            // Every right-hand side reads the row as it was: a hold still counts towards the end.
+            tx.execute(
+                "UPDATE grants SET expires_ms = MAX(expires_ms, ?2), services = ?3,
+                                   end_ms = MAX(expires_ms, ?2, COALESCE(hold_ms, 0))
+                 WHERE id = ?1",
+                params![id, expires, services.join(",")],
+            )?;
+            out.extended
+                .extend(query_grants(&tx, "WHERE id = ?1", params![id])?);
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO grants (address, services, source, who, note, created_ms, expires_ms, hold_ms, end_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?7)",
             )?;
-            for g in new {
+            for g in &w.insert {
                 stmt.execute(params![
                     g.address.to_string(),
                     g.services.join(","),
@@ -30,7 +76,7 @@ impl Store {
                     now,
                     g.expires
                 ])?;
-                out.push(Grant {
+                out.inserted.push(Grant {
                     id: tx.last_insert_rowid(),
                     address: g.address,
                     services: g.services.clone(),
@@ -45,6 +91,17 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Live grants `who` was given through `source` (one account's or one knock profile's),
+    /// oldest first.
+    pub fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        query_grants(
+            &tx,
+            "WHERE who = ?1 AND source = ?2 AND end_ms > ?3 ORDER BY id",
+            params![who, source.as_str(), now],
+        )
     }
 
     /// Removes every grant for `address`; returns what was removed.

@@ -13,6 +13,7 @@ use bans::ban_row;
 use grants::query_grants;
 
 pub use crate::base::clock::{now_ms, UnixMs};
+pub use grants::{GrantWrite, GrantsWritten};
 pub use side::{LimitLog, ReplayLog};
 
 mod accounts;

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS grants (
 );
 CREATE INDEX IF NOT EXISTS grants_address ON grants (address);
 CREATE INDEX IF NOT EXISTS grants_end ON grants (end_ms);
+CREATE INDEX IF NOT EXISTS grants_who ON grants (who);
 CREATE TABLE IF NOT EXISTS bans (
     address     TEXT    PRIMARY KEY,
     reason      TEXT    NOT NULL,
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     created_ms    BIGINT  NOT NULL,
     passcode_ms   BIGINT  NOT NULL,
     callers       TEXT    NOT NULL DEFAULT '',
-    passcode_digits INTEGER
+    passcode_digits INTEGER,
+    keep_several  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS disa_limits (
     kind        TEXT    NOT NULL,
@@ -76,9 +78,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_flood ON events (kind, address, who, mi
 ";
 
 /// Columns added to a table after version 1, for stores made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ("accounts", "callers", "TEXT NOT NULL DEFAULT ''"),
     ("accounts", "passcode_digits", "INTEGER"),
+    ("accounts", "keep_several", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 impl Store {

@@ -162,6 +162,7 @@ fn accounts_by_tag_never_by_passcode() {
         passcode_set: 1,
         callers: vec!["15550100100".into()],
         passcode_digits: Some(12),
+        keep_several: true,
     };
     s.add_account(&a, &[7u8; 32]).unwrap();
     assert!(s.add_account(&a, &[8u8; 32]).is_err(), "names are unique");
@@ -285,4 +286,66 @@ fn ban_replaces() {
     assert_eq!(s.live_bans(0).unwrap().len(), 1);
     assert!(s.unban(a).unwrap().is_some());
     assert!(s.unban(a).unwrap().is_none());
+}
+
+#[test]
+fn one_write_ends_extends_and_inserts_an_owner_s_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("store.db")).unwrap();
+    let mine = |addr: &str, expires| NewGrant {
+        source: Source::Knock,
+        who: "knock:laptop".into(),
+        ..grant(addr, &["sip"], expires)
+    };
+    let old = s
+        .insert_grants(
+            &[
+                mine("203.0.113.1", 5_000),
+                mine("203.0.113.2", 5_000),
+                grant("203.0.113.1", &["sip"], 5_000),
+            ],
+            1_000,
+        )
+        .unwrap();
+    assert_eq!(
+        s.grants_of("knock:laptop", Source::Knock, 1_000).unwrap(),
+        old[..2]
+    );
+    assert!(s
+        .grants_of("knock:laptop", Source::Disa, 1_000)
+        .unwrap()
+        .is_empty());
+    s.hold(old[1].address, 9_000, 1_000).unwrap();
+    let w = GrantWrite {
+        remove: vec![old[0].id],
+        extend: vec![(old[1].id, 7_000, vec!["sip".into(), "rtp".into()])],
+        insert: vec![mine("203.0.113.3", 6_000)],
+    };
+    let done = s.write_grants(&w, 2_000).unwrap();
+    assert_eq!(done.removed, old[..1]);
+    let ext = &done.extended[0];
+    assert_eq!(
+        (ext.id, ext.expires, ext.end()),
+        (old[1].id, 7_000, 9_000),
+        "a hold still counts"
+    );
+    assert_eq!(ext.services, ["sip", "rtp"]);
+    assert_eq!(done.inserted[0].created, 2_000);
+    let left: Vec<String> = s
+        .grants_of("knock:laptop", Source::Knock, 2_000)
+        .unwrap()
+        .iter()
+        .map(|g| g.address.to_string())
+        .collect();
+    assert_eq!(left, ["203.0.113.2", "203.0.113.3"]);
+    // A shorter expiry never shortens a grant; the admin's grant was never touched.
+    let w = GrantWrite {
+        extend: vec![(old[1].id, 3_000, vec!["sip".into()])],
+        ..GrantWrite::default()
+    };
+    assert_eq!(s.write_grants(&w, 2_500).unwrap().extended[0].expires, 7_000);
+    assert_eq!(
+        s.grants_for("203.0.113.1".parse().unwrap(), 2_500).unwrap().len(),
+        1
+    );
 }
