@@ -705,3 +705,120 @@ fn status_counts_knocks_accepted_and_refused_in_the_last_hour() {
         "{screen}"
     );
 }
+
+/// A second static profile, on ports of its own, that keeps a grant per address.
+const KIOSK: &str = r#"
+[knock.profiles.kiosk]
+mode = "static"
+ports = ["tcp/7011", "udp/7012", "tcp/7013"]
+timeout = "2s"
+services = ["sip"]
+replace = false
+"#;
+
+#[test]
+fn a_knock_from_a_new_address_replaces_the_old_grant_and_one_from_the_same_address_extends_it() {
+    let s = setup(2, KIOSK);
+    let (r1, r2) = (s.v4(1), s.v4(2));
+    let (ns1, ns2) = (&s.topo.road(1).ns, &s.topo.road(2).ns);
+    let probe = SocketAddr::new(s.pbx(), PROBE);
+    let fast = Duration::from_millis(20);
+    let laptop_rows = || -> Vec<serde_json::Value> {
+        s.d.json(&["list"])["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["who"] == "knock:laptop")
+            .cloned()
+            .collect()
+    };
+
+    // The laptop at the hotel (A), then at the airport (B).
+    send_sequence(ns1, s.pbx(), &ports(&STATIC), fast);
+    assert!(
+        eventually(Duration::from_secs(3), || s.has_grant(r1)),
+        "{}",
+        s.d.log_text()
+    );
+    assert!(tcp_reaches(ns1, probe, Duration::from_secs(1)), "A is open");
+    send_sequence(ns2, s.pbx(), &ports(&STATIC), fast);
+    assert!(
+        eventually(Duration::from_secs(3), || s.has_grant(r2) && !s.has_grant(r1)),
+        "B replaced A: {:?}\n{}",
+        laptop_rows(),
+        s.d.log_text()
+    );
+    assert!(tcp_reaches(ns2, probe, Duration::from_secs(1)), "B is open");
+    assert!(
+        !tcp_reaches(ns1, probe, Duration::from_millis(500)),
+        "packets from A are dropped"
+    );
+    let table =
+        String::from_utf8_lossy(&s.d.nft(&["list", "table", "inet", "passknock"]).stdout).into_owned();
+    assert!(
+        !table.contains(&r1.to_string()),
+        "A's elements are gone:\n{table}"
+    );
+    assert!(table.contains(&r2.to_string()), "{table}");
+    let before = laptop_rows();
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // The laptop knocks again from B: the same row, ending later.
+    std::thread::sleep(Duration::from_millis(50));
+    send_sequence(ns2, s.pbx(), &ports(&STATIC), fast);
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            laptop_rows()
+                .first()
+                .is_some_and(|g| g["expires"].as_i64() > before[0]["expires"].as_i64())
+        }),
+        "the re-knock extended the grant: {:?}\n{}",
+        laptop_rows(),
+        s.d.log_text()
+    );
+    let after = laptop_rows();
+    assert_eq!(after.len(), 1, "one row: {after:?}");
+    assert_eq!(after[0]["id"], before[0]["id"]);
+    assert_eq!(
+        s.grants_for(r2).len(),
+        1,
+        "`passknock list` shows one grant for B"
+    );
+
+    // The audit history says which address replaced which, and that B's grant was extended.
+    let logged = |kind: &str, needle: &str| {
+        s.d.ok(&["log", "--since", "1h"])
+            .lines()
+            .any(|l| l.contains(kind) && l.contains(needle))
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || logged(
+            "grant-replaced",
+            &format!("replaced by {r2}")
+        ) && logged(
+            "grant-extended",
+            &r2.to_string()
+        )),
+        "{}",
+        s.d.ok(&["log", "--since", "1h"])
+    );
+
+    // A profile with `replace = false` keeps both addresses.
+    let kiosk = ports(&["tcp/7011", "udp/7012", "tcp/7013"]);
+    send_sequence(ns1, s.pbx(), &kiosk, fast);
+    send_sequence(ns2, s.pbx(), &kiosk, fast);
+    let kiosks = || [r1, r2].map(|a| s.grants_for(a).iter().filter(|g| g.2 == "knock:kiosk").count());
+    assert!(
+        eventually(Duration::from_secs(3), || kiosks() == [1, 1]),
+        "{:?}\n{}",
+        kiosks(),
+        s.d.log_text()
+    );
+    assert!(tcp_reaches(ns1, probe, Duration::from_secs(1)), "A is open again");
+    assert!(tcp_reaches(ns2, probe, Duration::from_secs(1)));
+    assert_eq!(
+        laptop_rows().len(),
+        1,
+        "the kiosk's grants left the laptop's alone"
+    );
+}

@@ -99,7 +99,7 @@ pub(super) fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError
         Reply::AccountCreated { account, passcode } => {
             writeln!(
                 out,
-                "account {}: {} for {}{}; address from {}",
+                "account {}: {} for {}{}; address from {}{}",
                 account.name,
                 account.services.join(","),
                 human(Duration::from_secs(account.ttl_secs)),
@@ -108,7 +108,12 @@ pub(super) fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError
                     .as_ref()
                     .map(|e| format!(", endpoint {e}"))
                     .unwrap_or_default(),
-                account.address_modes.join(", then ")
+                account.address_modes.join(", then "),
+                if account.keep_several {
+                    "; a grant per address (keep several)"
+                } else {
+                    ""
+                }
             )?;
             writeln!(out, "passcode: {}", passcode.expose())?;
             writeln!(

@@ -61,7 +61,6 @@ pub struct KnockProfile {
     pub allow_address: Option<bool>,
     /// Whether a knock from a new address ends the profile's grants at other addresses (default
     /// true: the road warrior moved); false keeps them side by side.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace: Option<bool>,
 }
 

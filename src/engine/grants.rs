@@ -186,14 +186,11 @@ impl<R: Records, T: Table> Engine<R, T> {
         for s in slots {
             if let (Some(row), Some(by)) = (&s.row, s.replaced_by) {
                 audit::record(
-                    Event::new(Kind::Revoke, now.wall)
+                    Event::new(Kind::GrantReplaced, now.wall)
                         .address(row.address)
                         .who(row.who.as_str())
                         .source(row.source)
-                        .detail(format!(
-                            "replaced by {by}: a new grant for {} ends this one",
-                            row.who
-                        )),
+                        .detail(format!("replaced by {by}")),
                 );
                 continue;
             }
@@ -207,17 +204,20 @@ impl<R: Records, T: Table> Engine<R, T> {
             let Some(grant) = grant else {
                 continue;
             };
-            let was = if s.row.is_some() { "extended: " } else { "" };
-            if s.row.is_none() {
-                crate::observe::metrics::METRICS.grant(grant.source);
-            }
+            let kind = match s.row {
+                Some(_) => Kind::GrantExtended,
+                None => {
+                    crate::observe::metrics::METRICS.grant(grant.source);
+                    Kind::Grant
+                }
+            };
             audit::record(
-                Event::new(Kind::Grant, now.wall)
+                Event::new(kind, now.wall)
                     .address(grant.address)
                     .who(grant.who.as_str())
                     .source(grant.source)
                     .detail(format!(
-                        "{was}services={} until={} note={:?}",
+                        "services={} until={} note={:?}",
                         grant.services.join(","),
                         utc(grant.end()),
                         grant.note

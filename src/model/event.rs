@@ -17,6 +17,11 @@ pub enum Kind {
     GrantEnded,
     /// A grant asked for and refused (bad address, unknown service, TTL above the cap).
     GrantRefused,
+    /// A grant from the address its holder (an account, a knock profile) already had one at:
+    /// that grant lasts longer, in place.
+    GrantExtended,
+    /// A holder's grant ended by its grant from a new address.
+    GrantReplaced,
     Revoke,
     /// A live call holds a grant open past its TTL.
     Hold,
@@ -43,10 +48,12 @@ pub enum Kind {
 }
 
 /// Every kind, for parsing and for tests that walk them all.
-pub const KINDS: [Kind; 20] = [
+pub const KINDS: [Kind; 22] = [
     Kind::Grant,
     Kind::GrantEnded,
     Kind::GrantRefused,
+    Kind::GrantExtended,
+    Kind::GrantReplaced,
     Kind::Revoke,
     Kind::Hold,
     Kind::Release,
@@ -72,6 +79,8 @@ impl Kind {
             Kind::Grant => "grant",
             Kind::GrantEnded => "grant-ended",
             Kind::GrantRefused => "grant-refused",
+            Kind::GrantExtended => "grant-extended",
+            Kind::GrantReplaced => "grant-replaced",
             Kind::Revoke => "revoke",
             Kind::Hold => "hold",
             Kind::Release => "release",
@@ -101,6 +110,8 @@ impl Kind {
         match self {
             Kind::GrantEnded => "grant ended",
             Kind::GrantRefused => "refused grant",
+            Kind::GrantExtended => "grant extended",
+            Kind::GrantReplaced => "grant replaced",
             Kind::BanEnded => "ban ended",
             Kind::LockoutNumber | Kind::LockoutAddress => "lockout",
             Kind::Suspension => "passcode entry suspended",
