@@ -140,6 +140,71 @@ fn a_keyed_address_over_a_local_channel_is_read_back_and_granted() {
     assert!(!env.udp_reaches(1, PROBE, false));
 }
 
+/// Calls in over a `Local` channel with `passcode`, keys `address`, confirms it, and waits until
+/// `done` holds of the listed grants.
+fn keyed_call(env: &Env, passcode: &str, address: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+    let ones = "w1".repeat(40);
+    let keyed = address.replace('.', "*");
+    env.originate_local_dtmf(
+        "s",
+        "passknock-disa",
+        &format!("wwww{passcode}#wwww{keyed}#{ones}"),
+    );
+    let d = env.daemon.as_ref().unwrap();
+    assert!(
+        eventually(Duration::from_secs(40), || done(&grants(d))),
+        "after a call keying {address}: {:?}\n{}",
+        grants(d),
+        d.log_text()
+    );
+}
+
+/// The addresses `who` has grants at, and how many rows.
+fn held_by(g: &[serde_json::Value], who: &str) -> Vec<String> {
+    let mut v: Vec<String> = g
+        .iter()
+        .filter(|g| g["who"] == who)
+        .map(|g| g["address"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_call_from_a_new_address_replaces_the_account_s_grant_unless_it_keeps_several() {
+    let mut env = Env::new();
+    let d = start(&mut env);
+    let cat = add_account(d, &["cat", "--address-modes", "keyed"]);
+    let dog = add_account(d, &["dog", "--address-modes", "keyed", "--keep-several"]);
+    keyed_call(&env, &cat, "203.0.113.20", |g| {
+        held_by(g, "disa:cat") == ["203.0.113.20"]
+    });
+    assert!(env.udp_reaches(2, PROBE, false));
+    keyed_call(&env, &cat, "203.0.113.21", |g| {
+        held_by(g, "disa:cat") == ["203.0.113.21"]
+    });
+    assert!(!env.udp_reaches(2, PROBE, false), "the old address is closed");
+    // Again from the same address: still one row, ending later.
+    let d = env.daemon.as_ref().unwrap();
+    let before = grants(d)[0]["expires"].as_i64().unwrap();
+    keyed_call(&env, &cat, "203.0.113.21", |g| {
+        held_by(g, "disa:cat") == ["203.0.113.21"] && g[0]["expires"].as_i64().unwrap() > before
+    });
+    // An account that keeps several: both addresses stay.
+    keyed_call(&env, &dog, "203.0.113.20", |g| {
+        held_by(g, "disa:dog") == ["203.0.113.20"]
+    });
+    keyed_call(&env, &dog, "203.0.113.22", |g| {
+        held_by(g, "disa:dog") == ["203.0.113.20", "203.0.113.22"]
+    });
+    assert!(
+        env.udp_reaches(2, PROBE, false),
+        "the first address is still open"
+    );
+    let d = env.daemon.as_ref().unwrap();
+    assert_eq!(held_by(&grants(d), "disa:cat"), ["203.0.113.21"]);
+}
+
 #[test]
 fn wrong_passcodes_grant_nothing_and_lock_out_at_the_limit() {
     let mut env = Env::new();
