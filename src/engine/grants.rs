@@ -61,81 +61,7 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// grants elsewhere (their rows and elements go in the same transaction and batch) unless
     /// the owner keeps several. Asks are taken in order, so within a batch the later one wins.
     pub(super) fn grant_batch(&mut self, asks: Vec<(Actor, GrantAsk, Reply<Granted>)>, now: Now) {
-        let mut slots: Vec<Slot> = Vec::new();
-        // Holders whose live grants are loaded into `slots`.
-        let mut loaded: BTreeSet<String> = BTreeSet::new();
-        for (actor, ask, reply) in asks {
-            let checked = self.check_grant(&ask, &actor, now.wall).and_then(|g| {
-                let Some(owner) = &ask.owner else {
-                    return Ok((g, None));
-                };
-                let who = owner.holder.who();
-                if !loaded.contains(&who) {
-                    let live = self
-                        .store
-                        .grants_of(&who, owner.holder.source(), now.wall)
-                        .map_err(|e| Refused(format!("not granted: {e}")))?;
-                    slots.extend(live.into_iter().map(|g| Slot::existing(g, &who)));
-                    loaded.insert(who.clone());
-                }
-                // The holder's grants are found by these two, so they come from the holder.
-                let g = NewGrant {
-                    who: who.clone(),
-                    source: owner.holder.source(),
-                    ..g
-                };
-                Ok((g, Some((who, owner.replace))))
-            });
-            let (g, owner) = match checked {
-                Ok(c) => c,
-                Err(e) => {
-                    audit::record(
-                        Event::new(Kind::GrantRefused, now.wall)
-                            .address(ask.address)
-                            .who(actor.who.as_str())
-                            .source(actor.source)
-                            .detail(e.0.clone()),
-                    );
-                    let _ = reply.send(Err(e));
-                    continue;
-                }
-            };
-            let Some((who, replace)) = owner else {
-                slots.push(Slot::new(g, None, reply));
-                continue;
-            };
-            let address = g.address;
-            match slots
-                .iter_mut()
-                .find(|s| s.standing_for(&who) && s.grant.address == address)
-            {
-                Some(s) => s.extend(g, reply),
-                None => slots.push(Slot::new(g, Some(who.clone()), reply)),
-            }
-            if replace {
-                for s in slots
-                    .iter_mut()
-                    .filter(|s| s.standing_for(&who) && s.grant.address != address)
-                {
-                    s.replaced_by = Some(address);
-                }
-            }
-        }
-        // Asks answered by a grant that a later ask in this batch replaced are refused, and a
-        // grant asked for and replaced within the batch is never written.
-        slots.retain_mut(|s| {
-            let Some(by) = s.replaced_by else {
-                return true;
-            };
-            let why = format!(
-                "replaced at once by a grant for {} from {by} in the same batch",
-                s.grant.who
-            );
-            for reply in s.replies.drain(..) {
-                let _ = reply.send(Err(Refused(why.clone())));
-            }
-            s.row.is_some()
-        });
+        let slots = self.shape_batch(asks, now);
         let mut write = GrantWrite::default();
         for s in &slots {
             match (&s.row, s.replaced_by) {
@@ -232,6 +158,88 @@ impl<R: Records, T: Table> Engine<R, T> {
                 }));
             }
         }
+    }
+
+    /// Refuses what fails its checks and sorts the rest into slots: each owned ask finds its
+    /// holder's live grants, extends the one at its address or adds a new one, and (unless the
+    /// owner keeps several) marks the holder's others replaced. Later asks see earlier ones.
+    fn shape_batch(&mut self, asks: Vec<(Actor, GrantAsk, Reply<Granted>)>, now: Now) -> Vec<Slot> {
+        let mut slots: Vec<Slot> = Vec::new();
+        // Holders whose live grants are loaded into `slots`.
+        let mut loaded: BTreeSet<String> = BTreeSet::new();
+        for (actor, ask, reply) in asks {
+            let checked = self.check_grant(&ask, &actor, now.wall).and_then(|g| {
+                let Some(owner) = &ask.owner else {
+                    return Ok((g, None));
+                };
+                let who = owner.holder.who();
+                if !loaded.contains(&who) {
+                    let live = self
+                        .store
+                        .grants_of(&who, owner.holder.source(), now.wall)
+                        .map_err(|e| Refused(format!("not granted: {e}")))?;
+                    slots.extend(live.into_iter().map(|g| Slot::existing(g, &who)));
+                    loaded.insert(who.clone());
+                }
+                // The holder's grants are found by these two, so they come from the holder.
+                let g = NewGrant {
+                    who: who.clone(),
+                    source: owner.holder.source(),
+                    ..g
+                };
+                Ok((g, Some((who, owner.replace))))
+            });
+            let (g, owner) = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    audit::record(
+                        Event::new(Kind::GrantRefused, now.wall)
+                            .address(ask.address)
+                            .who(actor.who.as_str())
+                            .source(actor.source)
+                            .detail(e.0.clone()),
+                    );
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
+            let Some((who, replace)) = owner else {
+                slots.push(Slot::new(g, None, reply));
+                continue;
+            };
+            let address = g.address;
+            match slots
+                .iter_mut()
+                .find(|s| s.standing_for(&who) && s.grant.address == address)
+            {
+                Some(s) => s.extend(g, reply),
+                None => slots.push(Slot::new(g, Some(who.clone()), reply)),
+            }
+            if replace {
+                for s in slots
+                    .iter_mut()
+                    .filter(|s| s.standing_for(&who) && s.grant.address != address)
+                {
+                    s.replaced_by = Some(address);
+                }
+            }
+        }
+        // Asks answered by a grant that a later ask in this batch replaced are refused, and a
+        // grant asked for and replaced within the batch is never written.
+        slots.retain_mut(|s| {
+            let Some(by) = s.replaced_by else {
+                return true;
+            };
+            let why = format!(
+                "replaced at once by a grant for {} from {by} in the same batch",
+                s.grant.who
+            );
+            for reply in s.replies.drain(..) {
+                let _ = reply.send(Err(Refused(why.clone())));
+            }
+            s.row.is_some()
+        });
+        slots
     }
 
     fn banned_warning(&self, ip: IpAddr, now: UnixMs) -> Option<String> {
