@@ -98,27 +98,46 @@ impl PartialEq for Secret {
 
 impl Eq for Secret {}
 
-/// Refuses a file that anyone but its owner can read or write (on Unix; elsewhere the OS's own
-/// ACLs are the guard).
-pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Why a file is not fit to hold a secret.
+#[derive(Debug)]
+pub enum NotPrivate {
+    /// Its metadata cannot be read (missing, no permission).
+    Unreadable(std::io::Error),
+    /// Its group or others have some access; the mode (with setuid/sticky bits) as found.
+    Mode(u32),
+}
+
+/// The one 0600 check for every secret file: knock secrets, the DISA key, the AMI secret and
+/// the doctor's secrets check all go through it, each wording the refusal its own way. Refuses
+/// a file that anyone but its owner can read or write (on Unix; elsewhere the OS's own ACLs are
+/// the guard).
+pub fn private_mode(path: &Path) -> Result<(), NotPrivate> {
+    let meta = std::fs::metadata(path).map_err(NotPrivate::Unreadable)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(SecretError::Mode {
-                path: path.to_path_buf(),
-                mode,
-            });
+            return Err(NotPrivate::Mode(mode));
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
     Ok(())
+}
+
+/// [`private_mode`] as a [`SecretError`].
+pub fn check_private(path: &Path) -> Result<(), SecretError> {
+    private_mode(path).map_err(|e| match e {
+        NotPrivate::Unreadable(source) => SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        NotPrivate::Mode(mode) => SecretError::Mode {
+            path: path.to_path_buf(),
+            mode,
+        },
+    })
 }
 
 /// Writes `text` to a new file readable by its owner only; refuses to overwrite.

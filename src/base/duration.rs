@@ -126,7 +126,16 @@ mod tests {
         assert_eq!(p("1h30m"), Ok(5400));
         assert_eq!(p("3600"), Ok(3600));
         assert_eq!(p("1h 30m"), Ok(5400));
-        for bad in ["", "h", "2x", "-1h", "1.5h", "99999999999999999999d", "20000d", "250ms"] {
+        for bad in [
+            "",
+            "h",
+            "2x",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+            "20000d",
+            "250ms",
+        ] {
             assert!(p(bad).is_err(), "{bad} should be refused");
         }
     }

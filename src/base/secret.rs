@@ -3,10 +3,11 @@
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
+use knockd::secret::NotPrivate;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -110,20 +111,18 @@ pub fn tags_equal(a: &Tag, b: &Tag) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Refuses a secret file that is not mode 0600 (or stricter).
+/// Refuses a secret file that is not mode 0600 (or stricter), by the knock secrets' own check.
 pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(SecretError::Mode {
+    knockd::secret::private_mode(path).map_err(|e| match e {
+        NotPrivate::Unreadable(source) => SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        NotPrivate::Mode(mode) => SecretError::Mode {
             path: path.to_path_buf(),
             mode,
-        });
-    }
-    Ok(())
+        },
+    })
 }
 
 pub fn random(buf: &mut [u8]) -> Result<(), SecretError> {
@@ -171,6 +170,7 @@ impl fmt::Debug for ShownOnce {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn key_file_is_made_private_and_refused_when_not() {

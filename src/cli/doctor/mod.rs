@@ -10,11 +10,11 @@ pub mod asterisk;
 pub(super) mod show;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use knockd::secret::NotPrivate;
 use serde::Serialize;
 
 use crate::base::defaults;
@@ -202,18 +202,16 @@ fn secrets(config: &Config) -> Check {
     let mut problems = Vec::new();
     let mut fixes = Vec::new();
     for (key, path, required) in &files {
-        match std::fs::metadata(path) {
-            Ok(m) => {
-                let mode = m.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    problems.push(format!(
-                        "{} ({key}) is mode {mode:04o}: others can read it",
-                        path.display()
-                    ));
-                    fixes.push(format!("chmod 600 {}", path.display()));
-                }
+        match knockd::secret::private_mode(path) {
+            Ok(()) => {}
+            Err(NotPrivate::Mode(mode)) => {
+                problems.push(format!(
+                    "{} ({key}) is mode {mode:04o}: others can read it",
+                    path.display()
+                ));
+                fixes.push(format!("chmod 600 {}", path.display()));
             }
-            Err(e) if *required || e.kind() != std::io::ErrorKind::NotFound => {
+            Err(NotPrivate::Unreadable(e)) if *required || e.kind() != std::io::ErrorKind::NotFound => {
                 problems.push(format!("{} ({key}): {e}", path.display()));
                 fixes.push(format!("create {} with mode 0600", path.display()));
             }
