@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use ami_listener::addr::{host_port, uri_host};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::session::{Session, SessionError};
@@ -237,7 +238,7 @@ where
         call.source = s
             .get_variable("CHANNEL(pjsip,remote_addr)")
             .await?
-            .and_then(|a| host_of(&a));
+            .and_then(|a| host_port(&a));
         call.endpoint = s.get_variable("CHANNEL(endpoint)").await?;
     }
     let p = &settings.prompts;
@@ -365,7 +366,7 @@ where
                 .await?;
             if let Some(ip) = via
                 .as_deref()
-                .and_then(host_of)
+                .and_then(host_port)
                 .or_else(|| uri.as_deref().and_then(uri_host))
             {
                 out.push(ip);
@@ -434,29 +435,6 @@ pub fn parse_keyed(keyed: &str) -> Option<Ipv4Addr> {
         *o = p.parse().ok()?;
     }
     Some(Ipv4Addr::from(octets))
-}
-
-/// The host of `203.0.113.7:5060`, `[2001:db8::7]:5060`, or a bare address.
-pub fn host_of(addr: &str) -> Option<IpAddr> {
-    let a = addr.trim();
-    if let Some(rest) = a.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
-    }
-    if let Ok(ip) = a.parse() {
-        return Some(ip);
-    }
-    let (host, port) = a.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    host.parse().ok()
-}
-
-/// The host of a SIP URI: `sip:701@203.0.113.7:5060;transport=udp`.
-pub fn uri_host(uri: &str) -> Option<IpAddr> {
-    let rest = uri.trim().trim_start_matches('<');
-    let rest = rest.strip_prefix("sips:").or_else(|| rest.strip_prefix("sip:"))?;
-    let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-    let end = rest.find([';', '>', '?']).unwrap_or(rest.len());
-    host_of(&rest[..end])
 }
 
 async fn play<S>(s: &mut Session<S>, files: &[String]) -> Result<(), SessionError>
@@ -539,23 +517,6 @@ mod tests {
         ] {
             assert_eq!(parse_keyed(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn hosts_of_addresses_and_uris() {
-        assert_eq!(host_of("203.0.113.7:5060"), "203.0.113.7".parse().ok());
-        assert_eq!(host_of("[2001:db8::7]:5060"), "2001:db8::7".parse().ok());
-        assert_eq!(host_of("2001:db8::7"), "2001:db8::7".parse().ok());
-        assert_eq!(host_of("nonsense"), None);
-        assert_eq!(
-            uri_host("sip:701@203.0.113.7:5060;transport=udp"),
-            "203.0.113.7".parse().ok()
-        );
-        assert_eq!(
-            uri_host("<sip:701@[2001:db8::7]:5060>"),
-            "2001:db8::7".parse().ok()
-        );
-        assert_eq!(uri_host("sip:203.0.113.9"), "203.0.113.9".parse().ok());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! AMI client: registered contacts, active calls, security events.
 //!
+//! - [`addr`]: the one SIP host parser (bare, `host:port`, `sip:` URIs), shared with `agi`.
 //! - [`codec`]: bytes in, greeting and `Key: Value` blocks out; actions out. No IO, caps on line
 //!   and block length: the peer is untrusted.
 //! - [`event`]: the events passknock uses, typed (`ContactStatus`, the security class, channels);
@@ -11,6 +12,7 @@
 //!
 //! This crate never touches the store or the firewall: the daemon decides what an update means.
 
+pub mod addr;
 pub mod client;
 pub mod codec;
 pub mod event;

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::codec::{Action, Message};
-use crate::event::{self, Channel, Contact, ContactStatus, Event, Security};
+use crate::event::{Channel, Contact, ContactStatus, Event, Security};
 
 /// Most PJSIP channels tracked at once, and most contacts in one re-sync: a bound on what a broken
 /// or hostile peer can make us hold, far above any PBX passknock guards.
@@ -154,7 +154,7 @@ impl Session {
         let Some(aid) = msg.action_id() else { return };
         let ok = msg.is("Response", "Success");
         if let Some(chan) = self.getvars.remove(aid) {
-            let remote = msg.get("Value").filter(|_| ok).and_then(event::parse_host_port);
+            let remote = msg.get("Value").filter(|_| ok).and_then(crate::addr::host_port);
             match (self.pending.get_mut(&chan), remote) {
                 (Some(_), Some(remote)) => {
                     let p = self.pending.remove(&chan).expect("present");
