@@ -52,7 +52,7 @@ struct ViewState {
 
 impl AmiView {
     fn with<T>(&self, f: impl FnOnce(&mut ViewState) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut crate::base::lock::lock(&self.inner))
     }
 
     pub fn status(&self) -> AmiStatus {

@@ -18,6 +18,7 @@ use crate::base::addr::{self, Net};
 use crate::base::clock::{now_ms, UnixMs};
 use crate::base::defaults;
 use crate::base::duration::Ttl;
+use crate::base::lock::lock;
 use crate::base::secret::{tags_equal, DisaKey};
 use crate::config::Config;
 use crate::control::{Reply, Request};
@@ -83,7 +84,7 @@ impl DisaBackend {
     }
 
     fn lookup(&self, tag: &[u8; 32]) -> Option<crate::model::Account> {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = lock(&self.store);
         match store.account_by_tag(tag) {
             // Found by an index on the tag; compared again in constant time all the same.
             Ok(Some((a, stored))) if tags_equal(&stored, tag) => Some(a),
@@ -112,7 +113,7 @@ impl DisaBackend {
             return false;
         }
         let lengths = {
-            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            let store = lock(&self.store);
             store.passcode_lengths().unwrap_or_else(|e| {
                 warn!("DISA: cannot read passcode lengths: {e}");
                 vec![None]
@@ -127,7 +128,7 @@ impl DisaBackend {
     }
 
     fn is_owner_number(&self, number: &str) -> bool {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = lock(&self.store);
         store.is_owner_number(number).unwrap_or_else(|e| {
             warn!("DISA: cannot read accounts: {e}");
             false
@@ -143,7 +144,7 @@ impl DisaBackend {
                 (k, r)
             })
             .collect();
-        let mut log = self.limits_log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = lock(&self.limits_log);
         if let Err(e) = log.save(&records, now) {
             warn!("DISA: cannot keep lockout state in the store: {e}");
         }
@@ -160,11 +161,7 @@ impl Backend for DisaBackend {
             address: self.untrusted_source(call),
             owner: self.is_owner_number(&number),
         };
-        let gate = self
-            .limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .gate(&caller, now);
+        let gate = lock(&self.limiter).gate(&caller, now);
         let shaped = self.could_be_passcode(passcode.expose());
         // The same work whatever happens next: the tag is made and looked up even when the
         // caller is locked out, so the answer's timing says nothing.
@@ -188,7 +185,7 @@ impl Backend for DisaBackend {
         };
         if let (true, Some(a)) = (accepted, found.clone()) {
             {
-                let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+                let mut limiter = lock(&self.limiter);
                 limiter.success(&caller);
                 self.persist(&limiter, &caller, now);
             }
@@ -223,7 +220,7 @@ impl Backend for DisaBackend {
         };
         // Only a guess counts: an entry that could be a passcode, checked by an open gate.
         let failure = (gate.checks() && shaped).then(|| {
-            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let mut limiter = lock(&self.limiter);
             let f = limiter.failure(&caller, now);
             self.persist(&limiter, &caller, now);
             f
@@ -299,7 +296,7 @@ impl Backend for DisaBackend {
     async fn grant(&self, account: &CallAccount, ip: IpAddr, call: &Call) -> Result<Duration, String> {
         // Read the account again: it may have been disabled since the passcode was checked.
         let a = {
-            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            let store = lock(&self.store);
             store.account(&account.name).map_err(|e| e.to_string())?
         };
         let Some(a) = a.filter(|a| !a.disabled) else {
