@@ -24,8 +24,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use support::asterisk::{AMI_SECRET, AMI_USER};
-use support::daemon::{short_socket, test_config, Daemon};
 use support::env::{Env, WAIT};
 use support::sipp::Registration;
 
@@ -313,21 +311,7 @@ fn event_to_ban() {
     assert_eq!(event_ms("2026-11-21T08:31:31.674+0000"), 1_795_249_891_674);
     let mut env = Env::new();
     let dir = env.daemon_dir();
-    let secret = dir.join("ami.secret");
-    std::fs::write(&secret, AMI_SECRET).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let extra = format!(
-        "[ami]\nenabled = true\nusername = \"{AMI_USER}\"\nsecret-file = \"{}\"\nban-threshold = 1\nban-ttl = \"10m\"\n",
-        secret.display()
-    );
-    let config = test_config(&dir, &extra).replace(
-        &format!("{}/control.sock", dir.display()),
-        &short_socket().display().to_string(),
-    );
-    env.daemon = Some(Daemon::start(env.pbx(), &dir, &config));
+    env.start_ami_daemon("", "ban-threshold = 1\nban-ttl = \"10m\"\n");
     let ns = env.pbx().name.clone();
     let bad = env.road(1).v4.to_string();
     let f2b = Fail2ban::start(&ns, &dir, &env.asterisk.security_log());
