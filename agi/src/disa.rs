@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ami_listener::addr::{host_port, uri_host};
 use tokio::io::{AsyncRead, AsyncWrite};
+use zeroize::Zeroize;
 
 use crate::session::{Session, SessionError};
 
@@ -35,8 +36,7 @@ impl fmt::Debug for Passcode {
 
 impl Drop for Passcode {
     fn drop(&mut self) {
-        // SAFETY: overwriting ASCII digits with zero bytes keeps the String valid UTF-8.
-        unsafe { self.0.as_bytes_mut().iter_mut().for_each(|b| *b = 0) };
+        self.0.zeroize();
     }
 }
 

@@ -38,6 +38,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Wiped on drop, so a freed buffer does not keep the manager secret.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// How to log in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoginMethod {

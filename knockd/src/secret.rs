@@ -67,10 +67,11 @@ impl Secret {
     /// Reads a secret file, refusing it unless its mode is 0600 or stricter.
     pub fn load(path: &Path) -> Result<Secret, SecretError> {
         check_private(path)?;
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?);
         Secret::from_hex(&text).map_err(|e| SecretError::Format(format!("{}: {e}", path.display())))
     }
 
@@ -81,6 +82,13 @@ impl Secret {
 
     pub fn expose(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Wiped on drop, so a freed buffer does not keep the key.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

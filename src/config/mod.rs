@@ -338,7 +338,9 @@ impl AmiConfig {
                 )))
             }
         }
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?,
+        );
         let secret = text.trim_end_matches(['\r', '\n']);
         if secret.is_empty() {
             return Err(invalid(format!("{} is empty", path.display())));
