@@ -17,9 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ami_listener::codec::{Decoder, Frame, Limits};
+use ami_listener::codec::{Decoder, DecoderCaps, Frame};
 use ami_listener::session::{Session, Update};
-use ami_listener::{LoginMethod, Secret, Settings, Stats};
+use ami_listener::{AmiSettings, LoginMethod, Secret, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +70,7 @@ fn parse_throughput() {
     let n = 500_000;
     let data = stream(n);
     let t0 = Instant::now();
-    let mut dec = Decoder::without_greeting(Limits::default());
+    let mut dec = Decoder::without_greeting(DecoderCaps::default());
     let (mut session, _) = Session::start();
     let (mut events, mut updates) = (0usize, 0usize);
     // Fed in 16 KiB reads, as the client reads the socket.
@@ -145,7 +145,7 @@ fn client_throughput() {
         let (tx, mut rx) = mpsc::channel(1024);
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        let settings = Settings {
+        let settings = AmiSettings {
             address: addr,
             username: "bench".into(),
             secret: Secret::new("x"),
@@ -154,7 +154,7 @@ fn client_throughput() {
             backoff_max: Duration::from_secs(1),
             keepalive: Duration::from_secs(20),
             timeout: Duration::from_secs(5),
-            limits: Limits::default(),
+            limits: DecoderCaps::default(),
         };
         let task = tokio::spawn(ami_listener::run(settings, tx, stats.clone(), stop.clone()));
         let mut security = 0;

@@ -91,7 +91,7 @@ pub struct Call {
     pub endpoint: Option<String>,
 }
 
-pub enum Verdict {
+pub enum PasscodeVerdict {
     Accepted(Account),
     /// Wrong, locked out, suspended, disabled: the caller is not told which.
     Rejected,
@@ -99,7 +99,7 @@ pub enum Verdict {
 
 /// The daemon's side of the call.
 pub trait Backend: Send + Sync {
-    fn verify(&self, call: &Call, passcode: Passcode) -> impl Future<Output = Verdict> + Send;
+    fn verify(&self, call: &Call, passcode: Passcode) -> impl Future<Output = PasscodeVerdict> + Send;
     /// Addresses `endpoint` is registered from, as far as the daemon knows (AMI).
     fn registered(&self, endpoint: &str) -> impl Future<Output = Vec<IpAddr>> + Send;
     /// Whether `ip` may be granted; the reason is for the log, never for the caller.
@@ -161,7 +161,7 @@ impl Default for Prompts {
 }
 
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct CallFlowSettings {
     /// Passcode tries per call.
     pub tries: u32,
     /// Silence that ends digit entry.
@@ -173,9 +173,9 @@ pub struct Settings {
     pub prompts: Prompts,
 }
 
-impl Default for Settings {
+impl Default for CallFlowSettings {
     fn default() -> Self {
-        Settings {
+        CallFlowSettings {
             tries: 3,
             digit_timeout: Duration::from_secs(8),
             max_digits: 32,
@@ -206,7 +206,7 @@ pub enum Outcome {
 }
 
 /// Runs the whole call: answer, passcode, address, grant, tell the caller, hang up.
-pub async fn run<S, B>(s: &mut Session<S>, backend: &B, settings: &Settings) -> Outcome
+pub async fn run<S, B>(s: &mut Session<S>, backend: &B, settings: &CallFlowSettings) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: Backend,
@@ -222,7 +222,11 @@ where
     outcome
 }
 
-async fn flow<S, B>(s: &mut Session<S>, backend: &B, settings: &Settings) -> Result<Outcome, SessionError>
+async fn flow<S, B>(
+    s: &mut Session<S>,
+    backend: &B,
+    settings: &CallFlowSettings,
+) -> Result<Outcome, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: Backend,
@@ -247,7 +251,7 @@ where
     for attempt in 0..settings.tries {
         let prompt = if attempt == 0 { &p.passcode } else { &p.retry };
         let (digits, _) = prompt_digits(s, prompt, timeout, settings.max_digits).await?;
-        if let Verdict::Accepted(a) = backend.verify(&call, Passcode::new(digits)).await {
+        if let PasscodeVerdict::Accepted(a) = backend.verify(&call, Passcode::new(digits)).await {
             account = Some(a);
             break;
         }
@@ -287,7 +291,7 @@ where
 async fn choose_address<S, B>(
     s: &mut Session<S>,
     backend: &B,
-    settings: &Settings,
+    settings: &CallFlowSettings,
     call: &Call,
     account: &Account,
 ) -> Result<Option<IpAddr>, SessionError>
@@ -388,7 +392,7 @@ fn is_plain_name(s: &str) -> bool {
 async fn keyed_address<S, B>(
     s: &mut Session<S>,
     backend: &B,
-    settings: &Settings,
+    settings: &CallFlowSettings,
 ) -> Result<Option<IpAddr>, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -481,7 +485,11 @@ where
 }
 
 /// "N hours" for whole hours, otherwise "N minutes".
-async fn say_duration<S>(s: &mut Session<S>, settings: &Settings, ttl: Duration) -> Result<(), SessionError>
+async fn say_duration<S>(
+    s: &mut Session<S>,
+    settings: &CallFlowSettings,
+    ttl: Duration,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -533,16 +541,16 @@ mod tests {
     }
 
     impl Backend for TestBackend {
-        async fn verify(&self, _call: &Call, passcode: Passcode) -> Verdict {
+        async fn verify(&self, _call: &Call, passcode: Passcode) -> PasscodeVerdict {
             *self.tries.lock().unwrap() += 1;
             if passcode.expose() == "000123456789" {
-                Verdict::Accepted(Account {
+                PasscodeVerdict::Accepted(Account {
                     name: "ann".into(),
                     endpoint: None,
                     modes: vec![AddressMode::Source, AddressMode::Keyed],
                 })
             } else {
-                Verdict::Rejected
+                PasscodeVerdict::Rejected
             }
         }
         async fn registered(&self, _: &str) -> Vec<IpAddr> {
@@ -596,7 +604,7 @@ mod tests {
             tries: Mutex::new(0),
         };
         let mut s = Session::start(ours, Duration::from_secs(5)).await.unwrap();
-        let out = run(&mut s, &backend, &Settings::default()).await;
+        let out = run(&mut s, &backend, &CallFlowSettings::default()).await;
         drop(s);
         (out, peer.await.unwrap(), backend)
     }

@@ -305,11 +305,11 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Decoder, Frame, Limits};
+    use crate::codec::{Decoder, DecoderCaps, Frame};
 
     /// Feeds AMI text (blocks separated by blank lines) through a decoder into the session.
     fn feed(s: &mut Session, text: &str) -> Output {
-        let mut dec = Decoder::without_greeting(Limits::default());
+        let mut dec = Decoder::without_greeting(DecoderCaps::default());
         let mut buf = text.replace('\n', "\r\n").into_bytes();
         let mut all = Output::default();
         while let Some(f) = dec.decode(&mut buf) {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agi::disa::{
-    Account as CallAccount, AddressMode, Backend, Call, Outcome, Passcode, Prompts, Settings, Verdict,
+    Account as CallAccount, AddressMode, Backend, Call, CallFlowSettings, Outcome, Passcode, PasscodeVerdict,
+    Prompts,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -152,7 +153,7 @@ impl DisaBackend {
 }
 
 impl Backend for DisaBackend {
-    async fn verify(&self, call: &Call, passcode: Passcode) -> Verdict {
+    async fn verify(&self, call: &Call, passcode: Passcode) -> PasscodeVerdict {
         let now = now_ms();
         // Caller ids that are not numbers (anonymous, withheld) share one key.
         let number = normalize_number(&call.number).ok().flatten().unwrap_or_default();
@@ -199,7 +200,7 @@ impl Backend for DisaBackend {
                     ""
                 }
             )));
-            return Verdict::Accepted(CallAccount {
+            return PasscodeVerdict::Accepted(CallAccount {
                 name: a.name,
                 endpoint: a.endpoint,
                 modes: a
@@ -271,7 +272,7 @@ impl Backend for DisaBackend {
                 }
             }
         }
-        Verdict::Rejected
+        PasscodeVerdict::Rejected
     }
 
     async fn registered(&self, endpoint: &str) -> Vec<IpAddr> {
@@ -326,11 +327,11 @@ impl Backend for DisaBackend {
 }
 
 /// The call flow's settings from config.
-pub fn settings(config: &Config) -> Settings {
+pub fn settings(config: &Config) -> CallFlowSettings {
     let d = &config.disa;
     let p = &d.prompts;
     let base = Prompts::default();
-    Settings {
+    CallFlowSettings {
         tries: d.tries_per_call,
         digit_timeout: d.digit_timeout.0,
         max_digits: 32,
@@ -374,7 +375,7 @@ pub async fn serve(
 ) {
     let settings = Arc::new(settings(config));
     let trusted = config.firewall.trusted.clone();
-    let limits = agi::server::Limits {
+    let limits = agi::server::ServerCaps {
         max_sessions: config.agi.max_sessions,
         session_deadline: config.agi.session_deadline.0,
         start_timeout: config.agi.start_timeout.0,
