@@ -85,8 +85,8 @@ pub struct Call {
     pub uniqueid: String,
     /// Caller ID number, as Asterisk has it.
     pub number: String,
-    /// The SIP source address, for a PJSIP channel.
-    pub source: Option<IpAddr>,
+    /// The SIP peer: the address the call came from, for a PJSIP channel.
+    pub peer: Option<IpAddr>,
     /// The PJSIP endpoint the call came from, if any.
     pub endpoint: Option<String>,
 }
@@ -239,7 +239,7 @@ where
     };
     s.answer().await?;
     if call.channel.starts_with("PJSIP/") {
-        call.source = s
+        call.peer = s
             .get_variable("CHANNEL(pjsip,remote_addr)")
             .await?
             .and_then(|a| host_port(&a));
@@ -302,7 +302,7 @@ where
     for mode in &account.modes {
         match mode {
             AddressMode::Source => {
-                if let Some(ip) = call.source.filter(|ip| backend.check_address(*ip).is_ok()) {
+                if let Some(ip) = call.peer.filter(|ip| backend.check_address(*ip).is_ok()) {
                     return Ok(Some(ip));
                 }
             }

@@ -99,10 +99,10 @@ impl DisaBackend {
 }
 
 impl DisaBackend {
-    /// The SIP source as the limits see it: a trusted one (a trunk, carrying every PSTN caller)
+    /// The SIP peer as the limits see it: a trusted one (a trunk, carrying every PSTN caller)
     /// is no one's address, so it is never locked out.
-    fn untrusted_source(&self, call: &Call) -> Option<IpAddr> {
-        call.source
+    fn untrusted_peer(&self, call: &Call) -> Option<IpAddr> {
+        call.peer
             .map(addr::normalize)
             .filter(|ip| !self.trusted.iter().any(|n| n.contains(*ip)))
     }
@@ -159,7 +159,7 @@ impl Backend for DisaBackend {
         let number = normalize_number(&call.number).ok().flatten().unwrap_or_default();
         let caller = Caller {
             number: &number,
-            address: self.untrusted_source(call),
+            address: self.untrusted_peer(call),
             owner: self.is_owner_number(&number),
         };
         let gate = lock(&self.limiter).gate(&caller, now);
@@ -176,7 +176,7 @@ impl Backend for DisaBackend {
             _ => false,
         };
         // The SIP source as the call reported it: trusted or not, it is where the call came from.
-        let from = call.source.map(addr::normalize);
+        let from = call.peer.map(addr::normalize);
         let event = |kind: Kind| {
             let e = Event::new(kind, now).source(Source::Disa);
             match from {
