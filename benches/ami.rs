@@ -17,15 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ami_listener::codec::{Decoder, Frame, Limits};
+use ami_listener::codec::{Decoder, DecoderCaps, Frame};
 use ami_listener::session::{Session, Update};
-use ami_listener::{LoginMethod, Secret, Settings, Stats};
+use ami_listener::{AmiSettings, LoginMethod, Secret, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use support::asterisk::{AMI_SECRET, AMI_USER};
-use support::daemon::{short_socket, test_config, Daemon};
 use support::env::{Env, WAIT};
 use support::sipp::Registration;
 
@@ -72,7 +70,7 @@ fn parse_throughput() {
     let n = 500_000;
     let data = stream(n);
     let t0 = Instant::now();
-    let mut dec = Decoder::without_greeting(Limits::default());
+    let mut dec = Decoder::without_greeting(DecoderCaps::default());
     let (mut session, _) = Session::start();
     let (mut events, mut updates) = (0usize, 0usize);
     // Fed in 16 KiB reads, as the client reads the socket.
@@ -147,7 +145,7 @@ fn client_throughput() {
         let (tx, mut rx) = mpsc::channel(1024);
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        let settings = Settings {
+        let settings = AmiSettings {
             address: addr,
             username: "bench".into(),
             secret: Secret::new("x"),
@@ -156,7 +154,7 @@ fn client_throughput() {
             backoff_max: Duration::from_secs(1),
             keepalive: Duration::from_secs(20),
             timeout: Duration::from_secs(5),
-            limits: Limits::default(),
+            limits: DecoderCaps::default(),
         };
         let task = tokio::spawn(ami_listener::run(settings, tx, stats.clone(), stop.clone()));
         let mut security = 0;
@@ -313,21 +311,7 @@ fn event_to_ban() {
     assert_eq!(event_ms("2026-11-21T08:31:31.674+0000"), 1_795_249_891_674);
     let mut env = Env::new();
     let dir = env.daemon_dir();
-    let secret = dir.join("ami.secret");
-    std::fs::write(&secret, AMI_SECRET).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let extra = format!(
-        "[ami]\nenabled = true\nusername = \"{AMI_USER}\"\nsecret-file = \"{}\"\nban-threshold = 1\nban-ttl = \"10m\"\n",
-        secret.display()
-    );
-    let config = test_config(&dir, &extra).replace(
-        &format!("{}/control.sock", dir.display()),
-        &short_socket().display().to_string(),
-    );
-    env.daemon = Some(Daemon::start(env.pbx(), &dir, &config));
+    env.start_ami_daemon("", "ban-threshold = 1\nban-ttl = \"10m\"\n");
     let ns = env.pbx().name.clone();
     let bad = env.road(1).v4.to_string();
     let f2b = Fail2ban::start(&ns, &dir, &env.asterisk.security_log());

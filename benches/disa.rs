@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use support::daemon::{proc_kib, short_socket, Daemon};
+use support::daemon::{bench_config, proc_kib, Daemon};
 use support::netns::Netns;
 
 const SESSIONS: usize = 500;
@@ -67,16 +67,8 @@ fn main() {
     }
     let ns = Netns::new("disabench");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
+    let extra = format!(
         r#"
-[daemon]
-store = "{d}/store.db"
-control-socket = "{s}"
-reconcile-interval = "10m"
-[grants]
-ttl-max = "24h"
-[services.sip]
-ports = ["udp/5060"]
 [agi]
 max-sessions = 600
 # All 500 connect before any sends its environment.
@@ -84,12 +76,12 @@ max-starting = 1024
 max-starting-per-peer = 600
 [disa]
 enabled = true
-key-file = "{d}/disa.key"
+key-file = "{}/disa.key"
 global-failures-per-hour = 1000
 "#,
-        d = dir.path().display(),
-        s = short_socket().display()
+        dir.path().display()
     );
+    let cfg = bench_config(dir.path(), &extra);
     let d = Daemon::start(&ns, dir.path(), &cfg);
     let out = d.ok(&[
         "account",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use passknock::model::{NewGrant, Source};
 use passknock::store::Store;
-use support::daemon::{proc_kib, test_config, Daemon, PASSKNOCK};
+use support::daemon::{bench_config, proc_kib, Daemon, PASSKNOCK};
 use support::netns::Netns;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -51,8 +51,7 @@ fn main() {
     let ns = Netns::new("bench");
     let dir = tempfile::tempdir().unwrap();
     // A long reconcile interval: measure grants, not the background reconcile.
-    let cfg =
-        test_config(dir.path(), "").replace("reconcile-interval = \"1s\"", "reconcile-interval = \"10m\"");
+    let cfg = bench_config(dir.path(), "");
     let mut d = Daemon::start(&ns, dir.path(), &cfg);
 
     // 1. grant → element present

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::daemon::{eventually, test_config, Daemon};
+use support::daemon::{bench_config, eventually, Daemon};
 use support::flood::{allow_spoofed, cpu_time, memory_kib, syn_flood, FloodSpec};
 use support::netns::Topology;
 
@@ -99,8 +99,7 @@ fn main() {
         "[knock.profiles.bench]\nmode = \"static\"\nports = [{}]\ntimeout = \"10s\"\nservices = [\"sip\"]\n",
         SEQUENCE.map(|p| format!("\"tcp/{p}\"")).join(", ")
     );
-    let cfg = test_config(dir.path(), &knock)
-        .replace("reconcile-interval = \"1s\"", "reconcile-interval = \"10m\"");
+    let cfg = bench_config(dir.path(), &knock);
     let d = Daemon::start(&topo.pbx, dir.path(), &cfg);
     let pk_pid = d.pid();
     let road = topo.road(1);

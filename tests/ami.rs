@@ -9,30 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::asterisk::{AMI_SECRET, AMI_USER};
-use support::daemon::{eventually, short_socket, test_config, Daemon};
+use support::daemon::{eventually, test_config, write_secret, Daemon};
 use support::env::{Env, EnvConfig, WAIT};
 use support::sipp::{Call, Hangup, Registration};
 
 /// Starts passknockd next to Asterisk with AMI on; `extra` is more TOML (sections of its own, or
 /// keys that go under `[ami]`).
 fn start_daemon(env: &mut Env, sections: &str, ami_keys: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = env.daemon_dir();
-    let secret = dir.join("ami.secret");
-    std::fs::write(&secret, format!("{AMI_SECRET}\n")).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let extra = format!(
-        "{sections}\n[ami]\nenabled = true\nusername = \"{AMI_USER}\"\nsecret-file = \"{}\"\n{ami_keys}\n",
-        secret.display()
-    );
-    // The per-test directory is deep in the chroot: the socket goes where its path fits.
-    let config = test_config(&dir, &extra).replace(
-        &format!("{}/control.sock", dir.display()),
-        &short_socket().display().to_string(),
-    );
-    let d = Daemon::start(env.pbx(), &dir, &config);
-    env.daemon = Some(d);
+    env.start_ami_daemon(sections, ami_keys);
     let d = env.daemon.as_ref().unwrap();
     assert!(
         eventually(WAIT, || ami_status(d)["connected"] == true),
@@ -366,11 +350,7 @@ fn a_hostile_ami_peer_neither_crashes_nor_stalls_the_daemon() {
 
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("ami.secret");
-    std::fs::write(&secret, "whatever").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    write_secret(&secret, "whatever");
     let extra = format!(
         "[ami]\nenabled = true\nsecret-file = \"{}\"\nreconnect-first = \"100ms\"\nreconnect-max = \"200ms\"\n",
         secret.display()

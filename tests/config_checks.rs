@@ -9,10 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use support::chroot::run_bounded;
-use support::daemon::{test_config, Daemon, PASSKNOCK, PASSKNOCKD};
+use support::daemon::{start_refused, test_config, Daemon, PASSKNOCK, PASSKNOCKD};
 use support::netns::Netns;
 
 /// A config with every path in `dir`, and `extra` appended.
@@ -80,19 +78,6 @@ fn overlapping_services_fail_the_check_naming_both() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/passknock.toml");
     let out = check(&example);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Starts passknockd on `config` in a namespace of its own, expecting it to refuse.
-fn start_refused(ns: &Netns, config: &Path) -> Output {
-    let mut cmd = ns.command(PASSKNOCKD);
-    cmd.arg("--config").arg(config).stdin(Stdio::null());
-    let out = run_bounded(cmd, Duration::from_secs(20)).expect("passknockd stops by itself");
-    assert!(
-        !out.status.success(),
-        "passknockd started with {}",
-        config.display()
-    );
-    out
 }
 
 #[test]

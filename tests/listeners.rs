@@ -7,15 +7,13 @@ mod support;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use passknock::base::defaults;
 use support::asterisk::{DISA_EXTEN, FASTAGI_PORT};
-use support::daemon::{eventually, proc_kib, test_config, Daemon, PASSKNOCKD};
+use support::daemon::{eventually, proc_kib, start_refused, test_config, Daemon};
 use support::disa_daemon::{add_account, config, grants, PROBE};
 use support::env::Env;
 use support::netns::Netns;
@@ -119,37 +117,6 @@ fn idle_fastagi_connections_do_not_stop_a_disa_call() {
     eprintln!("{opened} idle FastAGI connections opened during the call");
 }
 
-/// Runs passknockd with `config` in `ns` and waits for it to exit (killed after 10 s):
-/// (success, stderr).
-fn run_to_exit(ns: &Netns, config: &Path) -> (bool, String) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, PASSKNOCKD, "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start passknockd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    match status {
-        Some(st) => (st.success(), err),
-        None => panic!("passknockd kept running (it should have refused):\n{err}"),
-    }
-}
-
 #[test]
 fn a_regular_file_at_the_control_socket_path_is_kept_and_refused() {
     let ns = Netns::new("ctlfile");
@@ -159,8 +126,8 @@ fn a_regular_file_at_the_control_socket_path_is_kept_and_refused() {
     let path = dir.path().join("control.sock");
     std::fs::write(&path, "not a socket: someone's notes\n").unwrap();
 
-    let (ok, err) = run_to_exit(&ns, &cfg);
-    assert!(!ok, "passknockd exits non-zero:\n{err}");
+    let out = start_refused(&ns, &cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&path.display().to_string()),
         "names the path:\n{err}"

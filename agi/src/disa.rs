@@ -9,7 +9,9 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use ami_listener::addr::{host_port, uri_host};
 use tokio::io::{AsyncRead, AsyncWrite};
+use zeroize::Zeroize;
 
 use crate::session::{Session, SessionError};
 
@@ -34,8 +36,7 @@ impl fmt::Debug for Passcode {
 
 impl Drop for Passcode {
     fn drop(&mut self) {
-        // SAFETY: overwriting ASCII digits with zero bytes keeps the String valid UTF-8.
-        unsafe { self.0.as_bytes_mut().iter_mut().for_each(|b| *b = 0) };
+        self.0.zeroize();
     }
 }
 
@@ -84,13 +85,13 @@ pub struct Call {
     pub uniqueid: String,
     /// Caller ID number, as Asterisk has it.
     pub number: String,
-    /// The SIP source address, for a PJSIP channel.
-    pub source: Option<IpAddr>,
+    /// The SIP peer: the address the call came from, for a PJSIP channel.
+    pub peer: Option<IpAddr>,
     /// The PJSIP endpoint the call came from, if any.
     pub endpoint: Option<String>,
 }
 
-pub enum Verdict {
+pub enum PasscodeVerdict {
     Accepted(Account),
     /// Wrong, locked out, suspended, disabled: the caller is not told which.
     Rejected,
@@ -98,7 +99,7 @@ pub enum Verdict {
 
 /// The daemon's side of the call.
 pub trait Backend: Send + Sync {
-    fn verify(&self, call: &Call, passcode: Passcode) -> impl Future<Output = Verdict> + Send;
+    fn verify(&self, call: &Call, passcode: Passcode) -> impl Future<Output = PasscodeVerdict> + Send;
     /// Addresses `endpoint` is registered from, as far as the daemon knows (AMI).
     fn registered(&self, endpoint: &str) -> impl Future<Output = Vec<IpAddr>> + Send;
     /// Whether `ip` may be granted; the reason is for the log, never for the caller.
@@ -160,7 +161,7 @@ impl Default for Prompts {
 }
 
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct CallFlowSettings {
     /// Passcode tries per call.
     pub tries: u32,
     /// Silence that ends digit entry.
@@ -172,9 +173,9 @@ pub struct Settings {
     pub prompts: Prompts,
 }
 
-impl Default for Settings {
+impl Default for CallFlowSettings {
     fn default() -> Self {
-        Settings {
+        CallFlowSettings {
             tries: 3,
             digit_timeout: Duration::from_secs(8),
             max_digits: 32,
@@ -205,7 +206,7 @@ pub enum Outcome {
 }
 
 /// Runs the whole call: answer, passcode, address, grant, tell the caller, hang up.
-pub async fn run<S, B>(s: &mut Session<S>, backend: &B, settings: &Settings) -> Outcome
+pub async fn run<S, B>(s: &mut Session<S>, backend: &B, settings: &CallFlowSettings) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: Backend,
@@ -221,7 +222,11 @@ where
     outcome
 }
 
-async fn flow<S, B>(s: &mut Session<S>, backend: &B, settings: &Settings) -> Result<Outcome, SessionError>
+async fn flow<S, B>(
+    s: &mut Session<S>,
+    backend: &B,
+    settings: &CallFlowSettings,
+) -> Result<Outcome, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: Backend,
@@ -234,10 +239,10 @@ where
     };
     s.answer().await?;
     if call.channel.starts_with("PJSIP/") {
-        call.source = s
+        call.peer = s
             .get_variable("CHANNEL(pjsip,remote_addr)")
             .await?
-            .and_then(|a| host_of(&a));
+            .and_then(|a| host_port(&a));
         call.endpoint = s.get_variable("CHANNEL(endpoint)").await?;
     }
     let p = &settings.prompts;
@@ -246,7 +251,7 @@ where
     for attempt in 0..settings.tries {
         let prompt = if attempt == 0 { &p.passcode } else { &p.retry };
         let (digits, _) = prompt_digits(s, prompt, timeout, settings.max_digits).await?;
-        if let Verdict::Accepted(a) = backend.verify(&call, Passcode::new(digits)).await {
+        if let PasscodeVerdict::Accepted(a) = backend.verify(&call, Passcode::new(digits)).await {
             account = Some(a);
             break;
         }
@@ -286,7 +291,7 @@ where
 async fn choose_address<S, B>(
     s: &mut Session<S>,
     backend: &B,
-    settings: &Settings,
+    settings: &CallFlowSettings,
     call: &Call,
     account: &Account,
 ) -> Result<Option<IpAddr>, SessionError>
@@ -297,7 +302,7 @@ where
     for mode in &account.modes {
         match mode {
             AddressMode::Source => {
-                if let Some(ip) = call.source.filter(|ip| backend.check_address(*ip).is_ok()) {
+                if let Some(ip) = call.peer.filter(|ip| backend.check_address(*ip).is_ok()) {
                     return Ok(Some(ip));
                 }
             }
@@ -365,7 +370,7 @@ where
                 .await?;
             if let Some(ip) = via
                 .as_deref()
-                .and_then(host_of)
+                .and_then(host_port)
                 .or_else(|| uri.as_deref().and_then(uri_host))
             {
                 out.push(ip);
@@ -387,7 +392,7 @@ fn is_plain_name(s: &str) -> bool {
 async fn keyed_address<S, B>(
     s: &mut Session<S>,
     backend: &B,
-    settings: &Settings,
+    settings: &CallFlowSettings,
 ) -> Result<Option<IpAddr>, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -436,29 +441,6 @@ pub fn parse_keyed(keyed: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// The host of `203.0.113.7:5060`, `[2001:db8::7]:5060`, or a bare address.
-pub fn host_of(addr: &str) -> Option<IpAddr> {
-    let a = addr.trim();
-    if let Some(rest) = a.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
-    }
-    if let Ok(ip) = a.parse() {
-        return Some(ip);
-    }
-    let (host, port) = a.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    host.parse().ok()
-}
-
-/// The host of a SIP URI: `sip:701@203.0.113.7:5060;transport=udp`.
-pub fn uri_host(uri: &str) -> Option<IpAddr> {
-    let rest = uri.trim().trim_start_matches('<');
-    let rest = rest.strip_prefix("sips:").or_else(|| rest.strip_prefix("sip:"))?;
-    let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-    let end = rest.find([';', '>', '?']).unwrap_or(rest.len());
-    host_of(&rest[..end])
-}
-
 async fn play<S>(s: &mut Session<S>, files: &[String]) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -503,7 +485,11 @@ where
 }
 
 /// "N hours" for whole hours, otherwise "N minutes".
-async fn say_duration<S>(s: &mut Session<S>, settings: &Settings, ttl: Duration) -> Result<(), SessionError>
+async fn say_duration<S>(
+    s: &mut Session<S>,
+    settings: &CallFlowSettings,
+    ttl: Duration,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -542,23 +528,6 @@ mod tests {
     }
 
     #[test]
-    fn hosts_of_addresses_and_uris() {
-        assert_eq!(host_of("203.0.113.7:5060"), "203.0.113.7".parse().ok());
-        assert_eq!(host_of("[2001:db8::7]:5060"), "2001:db8::7".parse().ok());
-        assert_eq!(host_of("2001:db8::7"), "2001:db8::7".parse().ok());
-        assert_eq!(host_of("nonsense"), None);
-        assert_eq!(
-            uri_host("sip:701@203.0.113.7:5060;transport=udp"),
-            "203.0.113.7".parse().ok()
-        );
-        assert_eq!(
-            uri_host("<sip:701@[2001:db8::7]:5060>"),
-            "2001:db8::7".parse().ok()
-        );
-        assert_eq!(uri_host("sip:203.0.113.9"), "203.0.113.9".parse().ok());
-    }
-
-    #[test]
     fn passcode_hides_itself() {
         let p = Passcode::new("000123456789".into());
         assert_eq!(format!("{p:?}"), "Passcode(hidden)");
@@ -572,16 +541,16 @@ mod tests {
     }
 
     impl Backend for TestBackend {
-        async fn verify(&self, _call: &Call, passcode: Passcode) -> Verdict {
+        async fn verify(&self, _call: &Call, passcode: Passcode) -> PasscodeVerdict {
             *self.tries.lock().unwrap() += 1;
             if passcode.expose() == "000123456789" {
-                Verdict::Accepted(Account {
+                PasscodeVerdict::Accepted(Account {
                     name: "ann".into(),
                     endpoint: None,
                     modes: vec![AddressMode::Source, AddressMode::Keyed],
                 })
             } else {
-                Verdict::Rejected
+                PasscodeVerdict::Rejected
             }
         }
         async fn registered(&self, _: &str) -> Vec<IpAddr> {
@@ -635,7 +604,7 @@ mod tests {
             tries: Mutex::new(0),
         };
         let mut s = Session::start(ours, Duration::from_secs(5)).await.unwrap();
-        let out = run(&mut s, &backend, &Settings::default()).await;
+        let out = run(&mut s, &backend, &CallFlowSettings::default()).await;
         drop(s);
         (out, peer.await.unwrap(), backend)
     }

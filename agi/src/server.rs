@@ -18,7 +18,7 @@ use crate::session::{Session, SessionError};
 
 /// Listener limits.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub struct ServerCaps {
     /// Sessions at once; more are closed once their environment has arrived (Asterisk's AGI()
     /// then fails, and the dialplan plays its no-service prompt).
     pub max_sessions: usize,
@@ -39,7 +39,7 @@ pub struct Limits {
 /// gets each started session and the peer's address.
 pub async fn serve<A, H, F>(
     listener: TcpListener,
-    limits: Limits,
+    limits: ServerCaps,
     admit: A,
     handler: H,
     shutdown: CancellationToken,

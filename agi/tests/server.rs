@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use agi::server::{serve, Limits};
+use agi::server::{serve, ServerCaps};
 use agi::session::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 const ENV: &[u8] = b"agi_network: yes\nagi_network_script: disa\nagi_channel: PJSIP/701-1\n\n";
 
-const LIMITS: Limits = Limits {
+const LIMITS: ServerCaps = ServerCaps {
     max_sessions: 2,
     session_deadline: Duration::from_secs(60),
     start_timeout: Duration::from_secs(30),
@@ -30,7 +30,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(limits: Limits) -> Server {
+    async fn start(limits: ServerCaps) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, started) = mpsc::unbounded_channel();
@@ -100,7 +100,7 @@ async fn idle_connections_do_not_hold_session_slots() {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_start_timeout() {
-    let server = Server::start(Limits {
+    let server = Server::start(ServerCaps {
         start_timeout: Duration::from_millis(300),
         ..LIMITS
     })
@@ -131,7 +131,7 @@ async fn the_session_cap_still_holds_once_sessions_start() {
 
 #[tokio::test]
 async fn starting_connections_are_capped_per_peer() {
-    let mut server = Server::start(Limits {
+    let mut server = Server::start(ServerCaps {
         max_starting_per_peer: 3,
         ..LIMITS
     })
@@ -162,7 +162,7 @@ async fn the_global_starting_cap_holds_across_peers() {
     let stop = CancellationToken::new();
     tokio::spawn(serve(
         listener,
-        Limits {
+        ServerCaps {
             max_starting: 4,
             max_starting_per_peer: 2,
             ..LIMITS

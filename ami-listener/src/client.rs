@@ -15,7 +15,7 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::codec::{Action, Decoder, Frame, Limits, Message, GREETING_PREFIX};
+use crate::codec::{Action, Decoder, DecoderCaps, Frame, Message, GREETING_PREFIX};
 use crate::session::{Session, Update};
 
 /// The manager secret. Its `Debug` and `Display` never show it.
@@ -38,6 +38,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Wiped on drop, so a freed buffer does not keep the manager secret.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// How to log in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoginMethod {
@@ -49,7 +56,7 @@ pub enum LoginMethod {
 
 /// Everything the client needs; the daemon builds it from `[ami]`.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct AmiSettings {
     /// `host:port`.
     pub address: String,
     pub username: String,
@@ -63,7 +70,7 @@ pub struct Settings {
     pub keepalive: Duration,
     /// Bound on connecting, the greeting, login, and any one write.
     pub timeout: Duration,
-    pub limits: Limits,
+    pub limits: DecoderCaps,
 }
 
 /// A connection that lasted this long was healthy: the next failure starts the backoff afresh.
@@ -154,7 +161,7 @@ impl Backoff {
 
 /// Runs the client until `shutdown`, sending what it learns to `updates`.
 pub async fn run(
-    settings: Settings,
+    settings: AmiSettings,
     updates: mpsc::Sender<Update>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -205,7 +212,7 @@ pub async fn run(
 }
 
 struct Connection<'a> {
-    settings: &'a Settings,
+    settings: &'a AmiSettings,
     updates: &'a mpsc::Sender<Update>,
     stats: &'a Stats,
     shutdown: &'a CancellationToken,

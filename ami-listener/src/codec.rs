@@ -7,8 +7,8 @@
 //! empty line. Lines end with CRLF; a bare LF is accepted too. Keys are case-insensitive and may
 //! repeat.
 //!
-//! The peer is untrusted: a line longer than [`Limits::max_line`], a block longer than
-//! [`Limits::max_block`] or with more than [`Limits::max_fields`] fields, or a line that is not
+//! The peer is untrusted: a line longer than [`DecoderCaps::max_line`], a block longer than
+//! [`DecoderCaps::max_block`] or with more than [`DecoderCaps::max_fields`] fields, or a line that is not
 //! `Key: Value`, makes the decoder drop that block — without buffering it — and say so with a
 //! [`Frame::Skipped`]; decoding goes on at the next block. "Not enough bytes yet" is `None`, not an
 //! error.
@@ -17,7 +17,7 @@ use std::fmt;
 
 /// Caps on what one peer may make us hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct DecoderCaps {
     /// Longest line, terminator excluded.
     pub max_line: usize,
     /// Longest block: the sum of its lines.
@@ -26,11 +26,11 @@ pub struct Limits {
     pub max_fields: usize,
 }
 
-impl Default for Limits {
+impl Default for DecoderCaps {
     /// Asterisk's own events are a few hundred bytes and a few dozen fields; a `ContactList` item
     /// is under 1 KiB. These leave room for long channel variables and nothing like a flood.
     fn default() -> Self {
-        Limits {
+        DecoderCaps {
             max_line: 8 * 1024,
             max_block: 64 * 1024,
             max_fields: 256,
@@ -122,7 +122,7 @@ pub const GREETING_PREFIX: &str = "Asterisk Call Manager/";
 /// A streaming decoder for one connection.
 #[derive(Debug)]
 pub struct Decoder {
-    limits: Limits,
+    limits: DecoderCaps,
     greeted: bool,
     fields: Vec<(String, String)>,
     block_len: usize,
@@ -135,7 +135,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(limits: Limits) -> Decoder {
+    pub fn new(limits: DecoderCaps) -> Decoder {
         Decoder {
             limits,
             greeted: false,
@@ -148,7 +148,7 @@ impl Decoder {
     }
 
     /// A decoder for a stream that has no greeting (tests, benches).
-    pub fn without_greeting(limits: Limits) -> Decoder {
+    pub fn without_greeting(limits: DecoderCaps) -> Decoder {
         Decoder {
             greeted: true,
             ..Decoder::new(limits)
@@ -335,7 +335,7 @@ mod tests {
                        Event: FullyBooted\nStatus: Fully Booted\n\n";
         // Every split point gives the same frames.
         for cut in 0..stream.len() {
-            let mut dec = Decoder::new(Limits::default());
+            let mut dec = Decoder::new(DecoderCaps::default());
             let mut buf = stream[..cut].to_vec();
             let mut got = all(&mut dec, &mut buf);
             buf.extend_from_slice(&stream[cut..]);
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn values_keep_colons_and_empty_values() {
-        let mut dec = Decoder::without_greeting(Limits::default());
+        let mut dec = Decoder::without_greeting(DecoderCaps::default());
         let mut buf = b"Event: X\r\nURI: sip:701@[2001:db8::1]:5060\r\nRegServer: \r\nPath:\r\n\r\n".to_vec();
         let Some(Frame::Message(m)) = dec.decode(&mut buf) else {
             panic!()
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn huge_line_is_dropped_without_buffering_and_decoding_resumes() {
-        let limits = Limits {
+        let limits = DecoderCaps {
             max_line: 64,
             max_block: 256,
             max_fields: 8,
@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn long_blocks_many_fields_and_garbage_are_skipped() {
-        let limits = Limits {
+        let limits = DecoderCaps {
             max_line: 64,
             max_block: 100,
             max_fields: 3,
@@ -448,7 +448,7 @@ mod proptests {
                 0..40,
             )
         ) {
-            let limits = Limits { max_line: 50, max_block: 120, max_fields: 4 };
+            let limits = DecoderCaps { max_line: 50, max_block: 120, max_fields: 4 };
             let mut dec = Decoder::new(limits);
             let mut buf = Vec::new();
             for c in chunks {
@@ -474,7 +474,7 @@ mod proptests {
             crlf in any::<bool>(),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
-            let limits = Limits { max_line: 24, max_block: 60, max_fields: 3 };
+            let limits = DecoderCaps { max_line: 24, max_block: 60, max_fields: 3 };
             let sep = if crlf { "\r\n" } else { "\n" };
             let stream = format!("Asterisk Call Manager/11.0.0{sep}{}{sep}", lines.join(sep)).into_bytes();
             let whole = frames(limits, [stream.as_slice()]);
@@ -503,7 +503,7 @@ mod proptests {
         ]
     }
 
-    fn frames<'a>(limits: Limits, pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<Frame> {
+    fn frames<'a>(limits: DecoderCaps, pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<Frame> {
         let mut dec = Decoder::new(limits);
         let mut buf = Vec::new();
         let mut out = Vec::new();

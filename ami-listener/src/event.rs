@@ -10,8 +10,10 @@
 //! - Channels (`Newchannel`, `Newstate`, `Hangup`, and `CoreShowChannel` list items): `Channel`,
 //!   `Uniqueid`, `ChannelState` (6 is Up).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
+pub use crate::addr::RemoteAddress;
+use crate::addr::{parse_ip, uri_host};
 use crate::codec::Message;
 
 /// One event, typed when passknock uses it.
@@ -229,67 +231,6 @@ impl SecurityKind {
     }
 }
 
-/// `RemoteAddress: IPV4/UDP/203.0.113.7/5060`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteAddress {
-    /// `UDP`, `TCP`, `TLS`, `WS`, `WSS`.
-    pub transport: String,
-    pub addr: SocketAddr,
-}
-
-impl RemoteAddress {
-    /// Parses `IPV4/UDP/203.0.113.7/5060` and `IPV6/UDP/2001:db8::7/5060` (brackets around the
-    /// IPv6 address accepted). The family must match the address.
-    pub fn parse(s: &str) -> Option<RemoteAddress> {
-        let (family, rest) = s.trim().split_once('/')?;
-        let (transport, rest) = rest.split_once('/')?;
-        let (host, port) = rest.rsplit_once('/')?;
-        let ip = parse_ip(host)?;
-        let ok = match ip {
-            IpAddr::V4(_) => family.eq_ignore_ascii_case("IPV4"),
-            IpAddr::V6(_) => family.eq_ignore_ascii_case("IPV6"),
-        };
-        if !ok || transport.is_empty() {
-            return None;
-        }
-        Some(RemoteAddress {
-            transport: transport.to_string(),
-            addr: SocketAddr::new(ip, port.parse().ok()?),
-        })
-    }
-}
-
-/// An IP address, with or without brackets.
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    let t = s.trim();
-    let t = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(t);
-    t.parse().ok()
-}
-
-/// The address part of `203.0.113.10:5108`, `[2001:db8::7]:5060`, or a bare address — the forms
-/// `CHANNEL(pjsip,remote_addr)` takes.
-pub fn parse_host_port(s: &str) -> Option<IpAddr> {
-    let t = s.trim();
-    t.parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .ok()
-        .or_else(|| parse_ip(t))
-}
-
-/// The host of a SIP URI when it is an IP address: `sip:701@203.0.113.10:5100;ob`,
-/// `sips:701@[2001:db8::7]:5061`, `<sip:203.0.113.10>`.
-pub fn uri_host(uri: &str) -> Option<IpAddr> {
-    let u = uri.trim().trim_start_matches('<');
-    let (_, rest) = u.split_once(':')?; // the scheme
-    let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-    let host = if let Some(v6) = rest.strip_prefix('[') {
-        v6.split_once(']')?.0
-    } else {
-        rest.split([':', ';', '>', '?']).next()?
-    };
-    host.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,47 +242,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
-    }
-
-    #[test]
-    fn remote_address_both_families() {
-        let a = RemoteAddress::parse("IPV4/UDP/203.0.113.7/5060").unwrap();
-        assert_eq!(a.addr, "203.0.113.7:5060".parse().unwrap());
-        assert_eq!(a.transport, "UDP");
-        let b = RemoteAddress::parse("IPV6/TCP/2001:db8::7/5061").unwrap();
-        assert_eq!(b.addr, "[2001:db8::7]:5061".parse().unwrap());
-        let c = RemoteAddress::parse("IPV6/UDP/[2001:db8::7]/5060").unwrap();
-        assert_eq!(c.addr.ip(), "2001:db8::7".parse::<IpAddr>().unwrap());
-        let mapped = RemoteAddress::parse("IPV6/UDP/::ffff:203.0.113.7/5060").unwrap();
-        assert_eq!(mapped.addr.ip(), "::ffff:203.0.113.7".parse::<IpAddr>().unwrap());
-        for bad in [
-            "",
-            "IPV4/UDP/203.0.113.7",
-            "IPV4/UDP/2001:db8::7/5060",
-            "IPV6/UDP/203.0.113.7/5060",
-            "IPV4//203.0.113.7/5060",
-            "IPV4/UDP/example.com/5060",
-            "IPV4/UDP/203.0.113.7/99999",
-            "garbage",
-        ] {
-            assert_eq!(RemoteAddress::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn uri_hosts() {
-        let v4: IpAddr = "203.0.113.10".parse().unwrap();
-        let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        assert_eq!(uri_host("sip:701@203.0.113.10:5100"), Some(v4));
-        assert_eq!(uri_host("sip:701@203.0.113.10;ob"), Some(v4));
-        assert_eq!(uri_host("<sip:203.0.113.10:5060>"), Some(v4));
-        assert_eq!(uri_host("sips:701@[2001:db8::7]:5061;transport=tls"), Some(v6));
-        assert_eq!(uri_host("sip:701@phone.example.com:5060"), None);
-        assert_eq!(uri_host("nonsense"), None);
-        assert_eq!(parse_host_port("203.0.113.10:5108"), Some(v4));
-        assert_eq!(parse_host_port("[2001:db8::7]:5060"), Some(v6));
-        assert_eq!(parse_host_port("2001:db8::7"), Some(v6));
-        assert_eq!(parse_host_port(""), None);
     }
 
     #[test]
@@ -498,9 +398,6 @@ mod fuzz {
         #[test]
         fn address_helpers_take_any_text(s in ".{0,40}") {
             let _ = RemoteAddress::parse(&s);
-            let _ = parse_ip(&s);
-            let _ = parse_host_port(&s);
-            let _ = uri_host(&s);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! AMI client: registered contacts, active calls, security events.
 //!
+//! - [`addr`]: the one SIP host parser (bare, `host:port`, `sip:` URIs), shared with `agi`.
 //! - [`codec`]: bytes in, greeting and `Key: Value` blocks out; actions out. No IO, caps on line
 //!   and block length: the peer is untrusted.
 //! - [`event`]: the events passknock uses, typed (`ContactStatus`, the security class, channels);
@@ -11,11 +12,12 @@
 //!
 //! This crate never touches the store or the firewall: the daemon decides what an update means.
 
+pub mod addr;
 pub mod client;
 pub mod codec;
 pub mod event;
 pub mod session;
 
-pub use client::{run, LoginMethod, Secret, Settings, Stats};
-pub use codec::Limits;
+pub use client::{run, AmiSettings, LoginMethod, Secret, Stats};
+pub use codec::DecoderCaps;
 pub use session::{Call, Update};

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::codec::{Action, Message};
-use crate::event::{self, Channel, Contact, ContactStatus, Event, Security};
+use crate::event::{Channel, Contact, ContactStatus, Event, Security};
 
 /// Most PJSIP channels tracked at once, and most contacts in one re-sync: a bound on what a broken
 /// or hostile peer can make us hold, far above any PBX passknock guards.
@@ -154,7 +154,7 @@ impl Session {
         let Some(aid) = msg.action_id() else { return };
         let ok = msg.is("Response", "Success");
         if let Some(chan) = self.getvars.remove(aid) {
-            let remote = msg.get("Value").filter(|_| ok).and_then(event::parse_host_port);
+            let remote = msg.get("Value").filter(|_| ok).and_then(crate::addr::host_port);
             match (self.pending.get_mut(&chan), remote) {
                 (Some(_), Some(remote)) => {
                     let p = self.pending.remove(&chan).expect("present");
@@ -305,11 +305,11 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Decoder, Frame, Limits};
+    use crate::codec::{Decoder, DecoderCaps, Frame};
 
     /// Feeds AMI text (blocks separated by blank lines) through a decoder into the session.
     fn feed(s: &mut Session, text: &str) -> Output {
-        let mut dec = Decoder::without_greeting(Limits::default());
+        let mut dec = Decoder::without_greeting(DecoderCaps::default());
         let mut buf = text.replace('\n', "\r\n").into_bytes();
         let mut all = Output::default();
         while let Some(f) = dec.decode(&mut buf) {

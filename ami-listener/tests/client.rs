@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ami_listener::client::md5_key;
-use ami_listener::{run, Limits, LoginMethod, Secret, Settings, Stats, Update};
+use ami_listener::{run, AmiSettings, DecoderCaps, LoginMethod, Secret, Stats, Update};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
@@ -150,8 +150,8 @@ where
     (addr, count)
 }
 
-fn settings(address: &str, login: LoginMethod) -> Settings {
-    Settings {
+fn settings(address: &str, login: LoginMethod) -> AmiSettings {
+    AmiSettings {
         address: address.to_string(),
         username: "passknock".into(),
         secret: Secret::new(SECRET),
@@ -160,7 +160,7 @@ fn settings(address: &str, login: LoginMethod) -> Settings {
         backoff_max: Duration::from_millis(200),
         keepalive: Duration::from_millis(300),
         timeout: Duration::from_millis(500),
-        limits: Limits::default(),
+        limits: DecoderCaps::default(),
     }
 }
 
@@ -171,7 +171,7 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(s: Settings) -> Running {
+fn start(s: AmiSettings) -> Running {
     let (tx, rx) = mpsc::channel(64);
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();

@@ -32,15 +32,15 @@ pub const USER_AGENT_MAX: usize = 42;
 
 /// The bounds of an [`AttemptMemory`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct AttemptCaps {
     pub window_ms: i64,
     pub users: usize,
     pub sources_per_user: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
+impl Default for AttemptCaps {
+    fn default() -> AttemptCaps {
+        AttemptCaps {
             window_ms: WINDOW_MS,
             users: USERS_MAX,
             sources_per_user: SOURCES_PER_USER_MAX,
@@ -163,7 +163,7 @@ struct Recent {
 /// The memory itself: users by name, and the same users in the order they were last recorded.
 #[derive(Debug)]
 pub struct AttemptMemory {
-    limits: Limits,
+    limits: AttemptCaps,
     users: HashMap<Arc<str>, UserEntry>,
     /// Users by the order of their latest attempt, least recent first: who is evicted or
     /// expires next.
@@ -176,8 +176,8 @@ pub struct AttemptMemory {
 }
 
 impl AttemptMemory {
-    pub fn new(limits: Limits) -> AttemptMemory {
-        let limits = Limits {
+    pub fn new(limits: AttemptCaps) -> AttemptMemory {
+        let limits = AttemptCaps {
             window_ms: limits.window_ms.max(0),
             users: limits.users.max(1),
             // With room for two, a second address claiming a user always shows beside the
@@ -195,7 +195,7 @@ impl AttemptMemory {
         }
     }
 
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> AttemptCaps {
         self.limits
     }
 
@@ -356,7 +356,7 @@ mod tests {
     }
 
     fn memory() -> AttemptMemory {
-        AttemptMemory::new(Limits::default())
+        AttemptMemory::new(AttemptCaps::default())
     }
 
     fn sources(a: &Attempts) -> Vec<IpAddr> {
@@ -426,9 +426,9 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(m.sources(), 0);
 
-        let mut m = AttemptMemory::new(Limits {
+        let mut m = AttemptMemory::new(AttemptCaps {
             window_ms: 30_000,
-            ..Limits::default()
+            ..AttemptCaps::default()
         });
         m.record(0, ip("203.0.113.10"), "alice", None);
         assert!(m.lookup(30_001, "alice").is_empty(), "the window is configurable");
@@ -449,10 +449,10 @@ mod tests {
         m.forget("alice");
         m.record(WINDOW_MS + 100, ip("203.0.113.10"), "alice", None);
         assert!(m.lookup(WINDOW_MS + 100, "alice").complete);
-        // Limits below two addresses are raised to two: a second claim must show.
-        let mut m = AttemptMemory::new(Limits {
+        // Caps below two addresses are raised to two: a second claim must show.
+        let mut m = AttemptMemory::new(AttemptCaps {
             sources_per_user: 1,
-            ..Limits::default()
+            ..AttemptCaps::default()
         });
         m.record(0, ip("203.0.113.10"), "alice", None);
         m.record(1, ip("203.0.113.66"), "alice", None);
@@ -461,9 +461,9 @@ mod tests {
 
     #[test]
     fn a_full_memory_forgets_the_least_recent_user_and_says_so() {
-        let mut m = AttemptMemory::new(Limits {
+        let mut m = AttemptMemory::new(AttemptCaps {
             users: 3,
-            ..Limits::default()
+            ..AttemptCaps::default()
         });
         m.record(0, ip("203.0.113.1"), "a", None);
         m.record(1, ip("203.0.113.2"), "b", None);
@@ -522,7 +522,7 @@ mod tests {
     /// is `tests/attempts_flood.rs`.)
     #[test]
     fn a_flood_keeps_the_parts_in_step() {
-        let mut m = AttemptMemory::new(Limits {
+        let mut m = AttemptMemory::new(AttemptCaps {
             users: 100,
             sources_per_user: 4,
             window_ms: 1_000,

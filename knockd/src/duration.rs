@@ -1,4 +1,5 @@
-//! Durations in the client config: `250ms`, `30s`, `5m`, `1h`, `1m30s`.
+//! Human durations (`250ms`, `30s`, `5m`, `1h30m`): the one parser the daemon and the knock
+//! client share, and the client config's duration type.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,47 +7,38 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+/// Reads a human duration, the one way daemon and client both do: `humantime` units (`250ms`,
+/// `90s`, `15m`, `2h`, `1d`, `1w`, `1h30m`), or a bare number of seconds (`90`). Signs,
+/// fractions and anything over `max` are refused; the caller words its own error.
+pub fn parse(s: &str, max: Duration) -> Option<Duration> {
+    let t = s.trim();
+    // humantime takes `1.5h` and `µs`; our files and flags speak whole units only.
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ') {
+        return None;
+    }
+    let d = if t.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(t.parse().ok()?)
+    } else {
+        humantime::parse_duration(t).ok()?
+    };
+    (d <= max).then_some(d)
+}
+
+/// A client delay or timeout: whole milliseconds, at most a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
+
+/// Knock steps and waits longer than this are typing mistakes.
+const DUR_MAX: Duration = Duration::from_secs(86_400);
 
 impl FromStr for Dur {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not a duration; write e.g. 250ms, 30s or 5m");
-        let t = s.trim();
-        if t.is_empty() {
-            return Err(bad());
-        }
-        let mut ms: u64 = 0;
-        let mut rest = t;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(bad());
-            }
-            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-            rest = &rest[digits..];
-            let (unit, len) = if rest.starts_with("ms") {
-                (1, 2)
-            } else {
-                match rest.bytes().next() {
-                    Some(b's') => (1000, 1),
-                    Some(b'm') => (60_000, 1),
-                    Some(b'h') => (3_600_000, 1),
-                    // A bare number is seconds.
-                    None => (1000, 0),
-                    _ => return Err(bad()),
-                }
-            };
-            rest = &rest[len..];
-            ms = n
-                .checked_mul(unit)
-                .and_then(|v| ms.checked_add(v))
-                .filter(|v| *v <= 86_400_000)
-                .ok_or_else(bad)?;
-        }
-        Ok(Dur(Duration::from_millis(ms)))
+        parse(s, DUR_MAX)
+            .filter(|d| d.subsec_nanos() % 1_000_000 == 0)
+            .map(Dur)
+            .ok_or_else(|| format!("`{s}` is not a duration; write e.g. 250ms, 30s or 5m"))
     }
 }
 
@@ -84,7 +76,8 @@ mod tests {
         assert_eq!(d("30s"), Ok(30_000));
         assert_eq!(d("1m30s"), Ok(90_000));
         assert_eq!(d("5"), Ok(5_000));
-        for bad in ["", "s", "5x", "-1s", "2d"] {
+        assert_eq!(d("1h 30m"), Ok(5_400_000));
+        for bad in ["", "s", "5x", "-1s", "2d", "1.5s", "1us"] {
             assert!(d(bad).is_err(), "{bad}");
         }
         assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");

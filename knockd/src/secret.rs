@@ -67,10 +67,11 @@ impl Secret {
     /// Reads a secret file, refusing it unless its mode is 0600 or stricter.
     pub fn load(path: &Path) -> Result<Secret, SecretError> {
         check_private(path)?;
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?);
         Secret::from_hex(&text).map_err(|e| SecretError::Format(format!("{}: {e}", path.display())))
     }
 
@@ -81,6 +82,13 @@ impl Secret {
 
     pub fn expose(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Wiped on drop, so a freed buffer does not keep the key.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -98,27 +106,46 @@ impl PartialEq for Secret {
 
 impl Eq for Secret {}
 
-/// Refuses a file that anyone but its owner can read or write (on Unix; elsewhere the OS's own
-/// ACLs are the guard).
-pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Why a file is not fit to hold a secret.
+#[derive(Debug)]
+pub enum NotPrivate {
+    /// Its metadata cannot be read (missing, no permission).
+    Unreadable(std::io::Error),
+    /// Its group or others have some access; the mode (with setuid/sticky bits) as found.
+    Mode(u32),
+}
+
+/// The one 0600 check for every secret file: knock secrets, the DISA key, the AMI secret and
+/// the doctor's secrets check all go through it, each wording the refusal its own way. Refuses
+/// a file that anyone but its owner can read or write (on Unix; elsewhere the OS's own ACLs are
+/// the guard).
+pub fn private_mode(path: &Path) -> Result<(), NotPrivate> {
+    let meta = std::fs::metadata(path).map_err(NotPrivate::Unreadable)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(SecretError::Mode {
-                path: path.to_path_buf(),
-                mode,
-            });
+            return Err(NotPrivate::Mode(mode));
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
     Ok(())
+}
+
+/// [`private_mode`] as a [`SecretError`].
+pub fn check_private(path: &Path) -> Result<(), SecretError> {
+    private_mode(path).map_err(|e| match e {
+        NotPrivate::Unreadable(source) => SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        NotPrivate::Mode(mode) => SecretError::Mode {
+            path: path.to_path_buf(),
+            mode,
+        },
+    })
 }
 
 /// Writes `text` to a new file readable by its owner only; refuses to overwrite.

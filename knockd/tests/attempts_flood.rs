@@ -5,7 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use knockd::attempts::{AttemptMemory, Limits};
+use knockd::attempts::{AttemptCaps, AttemptMemory};
 
 struct Counting;
 
@@ -55,7 +55,7 @@ fn live() -> isize {
 
 #[test]
 fn a_million_spoofed_sources_stay_bounded() {
-    let limits = Limits::default();
+    let limits = AttemptCaps::default();
     let (users, per_user) = (limits.users, limits.sources_per_user);
     let fill = (users * per_user) as u32;
     let now = FLOOD as i64 / 10;

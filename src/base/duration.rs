@@ -1,4 +1,5 @@
-//! Human durations for config and CLI: `90s`, `15m`, `2h`, `1d`, `1h30m`.
+//! Human durations for config and CLI: `90s`, `15m`, `2h`, `1d`, `1h30m`, read by the parser
+//! the knock client shares (`knockd::duration::parse`) under our caps.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +11,9 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ttl(pub Duration);
 
+/// Years are nonsense for access grants and overflow nft's timeouts.
+const TTL_MAX: Duration = Duration::from_secs(10 * 365 * 86400);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("`{0}` is not a duration; write e.g. 90s, 15m, 2h, 1d or 1h30m")]
 pub struct ParseTtlError(String);
@@ -18,46 +22,10 @@ impl FromStr for Ttl {
     type Err = ParseTtlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseTtlError(s.to_string());
-        let t = s.trim();
-        if t.is_empty() {
-            return Err(bad());
-        }
-        let mut total: u64 = 0;
-        let mut num: Option<u64> = None;
-        for c in t.chars() {
-            if let Some(d) = c.to_digit(10) {
-                num = Some(
-                    num.unwrap_or(0)
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(d as u64))
-                        .ok_or_else(bad)?,
-                );
-                continue;
-            }
-            let unit = match c {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86400,
-                'w' => 7 * 86400,
-                _ => return Err(bad()),
-            };
-            let n = num.take().ok_or_else(bad)?;
-            total = n
-                .checked_mul(unit)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(bad)?;
-        }
-        // A bare number means seconds.
-        if let Some(n) = num {
-            total = total.checked_add(n).ok_or_else(bad)?;
-        }
-        // Years are nonsense for access grants and overflow nft's timeouts.
-        if total > 10 * 365 * 86400 {
-            return Err(bad());
-        }
-        Ok(Ttl(Duration::from_secs(total)))
+        knockd::duration::parse(s, TTL_MAX)
+            .filter(|d| d.subsec_nanos() == 0)
+            .map(Ttl)
+            .ok_or_else(|| ParseTtlError(s.to_string()))
     }
 }
 
@@ -109,16 +77,10 @@ impl FromStr for Delay {
     type Err = ParseTtlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        if let Some(ms) = t.strip_suffix("ms") {
-            return ms
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms <= 86_400_000)
-                .map(|ms| Delay(Duration::from_millis(ms)))
-                .ok_or_else(|| ParseTtlError(s.to_string()));
-        }
-        t.parse::<Ttl>().map(|t| Delay(t.0))
+        knockd::duration::parse(s, TTL_MAX)
+            .filter(|d| d.subsec_nanos() % 1_000_000 == 0)
+            .map(Delay)
+            .ok_or_else(|| ParseTtlError(s.to_string()))
     }
 }
 
@@ -163,7 +125,17 @@ mod tests {
         assert_eq!(p("1d"), Ok(86400));
         assert_eq!(p("1h30m"), Ok(5400));
         assert_eq!(p("3600"), Ok(3600));
-        for bad in ["", "h", "2x", "-1h", "1.5h", "99999999999999999999d", "20000d"] {
+        assert_eq!(p("1h 30m"), Ok(5400));
+        for bad in [
+            "",
+            "h",
+            "2x",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+            "20000d",
+            "250ms",
+        ] {
             assert!(p(bad).is_err(), "{bad} should be refused");
         }
     }

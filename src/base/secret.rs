@@ -3,13 +3,15 @@
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
+use knockd::secret::NotPrivate;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -36,6 +38,13 @@ pub enum SecretError {
 /// The server key passcode tags are made with.
 pub struct DisaKey([u8; 32]);
 
+/// Wiped on drop, so a freed page does not keep the key.
+impl Drop for DisaKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for DisaKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("DisaKey(hidden)")
@@ -50,8 +59,9 @@ impl DisaKey {
     /// A key file anyone else can read is refused.
     pub fn load_or_create(path: &Path) -> Result<DisaKey, SecretError> {
         if !path.exists() {
-            let mut key = [0u8; 32];
-            random(&mut key)?;
+            // The fresh key and its hex are wiped once written; only the loaded copy stays.
+            let mut key = Zeroizing::new([0u8; 32]);
+            random(&mut *key)?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|source| SecretError::Create {
                     path: path.to_path_buf(),
@@ -67,7 +77,7 @@ impl DisaKey {
                     path: path.to_path_buf(),
                     source,
                 })?;
-            f.write_all(format!("{}\n", hex(&key)).as_bytes())
+            f.write_all(Zeroizing::new(format!("{}\n", hex(&*key))).as_bytes())
                 .and_then(|_| f.sync_all())
                 .map_err(|source| SecretError::Create {
                     path: path.to_path_buf(),
@@ -75,10 +85,10 @@ impl DisaKey {
                 })?;
         }
         check_private(path)?;
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| SecretError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        })?);
         let malformed = || SecretError::Malformed {
             path: path.to_path_buf(),
         };
@@ -86,11 +96,11 @@ impl DisaKey {
         if t.len() != 64 {
             return Err(malformed());
         }
-        let mut key = [0u8; 32];
-        for (i, b) in key.iter_mut().enumerate() {
+        let mut key = DisaKey([0u8; 32]);
+        for (i, b) in key.0.iter_mut().enumerate() {
             *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| malformed())?;
         }
-        Ok(DisaKey(key))
+        Ok(key)
     }
 
     #[cfg(test)]
@@ -110,20 +120,18 @@ pub fn tags_equal(a: &Tag, b: &Tag) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Refuses a secret file that is not mode 0600 (or stricter).
+/// Refuses a secret file that is not mode 0600 (or stricter), by the knock secrets' own check.
 pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(SecretError::Mode {
+    knockd::secret::private_mode(path).map_err(|e| match e {
+        NotPrivate::Unreadable(source) => SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        NotPrivate::Mode(mode) => SecretError::Mode {
             path: path.to_path_buf(),
             mode,
-        });
-    }
-    Ok(())
+        },
+    })
 }
 
 pub fn random(buf: &mut [u8]) -> Result<(), SecretError> {
@@ -162,6 +170,13 @@ impl ShownOnce {
     }
 }
 
+/// Wiped on drop: the passcode is meant to exist only until it is shown.
+impl Drop for ShownOnce {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for ShownOnce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ShownOnce(hidden)")
@@ -171,6 +186,7 @@ impl fmt::Debug for ShownOnce {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn key_file_is_made_private_and_refused_when_not() {

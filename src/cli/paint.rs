@@ -1,7 +1,8 @@
 //! Colour for what the CLI prints: on a terminal unless NO_COLOR is set, or as `--color` says.
+//! The terminal rules (NO_COLOR, CLICOLOR, TERM=dumb, a pipe) are anstream's, as clap's own
+//! help output follows them; the styles are anstyle's.
 
-use std::io::IsTerminal;
-
+use anstyle::{AnsiColor, Effects, Style};
 use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -19,9 +20,10 @@ impl ColorChoice {
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
-            }
+            ColorChoice::Auto => !matches!(
+                anstream::AutoStream::choice(&std::io::stdout()),
+                anstream::ColorChoice::Never
+            ),
         }
     }
 }
@@ -45,13 +47,29 @@ impl Paint {
         if !self.0 {
             return s.to_string();
         }
-        let code = match tone {
-            Tone::Good => "32",
-            Tone::Warn => "33",
-            Tone::Bad => "31",
-            Tone::Heading => "1",
-            Tone::Dim => "2",
+        let style = match tone {
+            Tone::Good => Style::new().fg_color(Some(AnsiColor::Green.into())),
+            Tone::Warn => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+            Tone::Bad => Style::new().fg_color(Some(AnsiColor::Red.into())),
+            Tone::Heading => Style::new().effects(Effects::BOLD),
+            Tone::Dim => Style::new().effects(Effects::DIMMED),
         };
-        format!("\x1b[{code}m{s}\x1b[0m")
+        format!("{style}{s}{style:#}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tones_are_the_plain_ansi_codes() {
+        let p = Paint(true);
+        assert_eq!(p.tone(Tone::Good, "ok"), "\x1b[32mok\x1b[0m");
+        assert_eq!(p.tone(Tone::Warn, "w"), "\x1b[33mw\x1b[0m");
+        assert_eq!(p.tone(Tone::Bad, "b"), "\x1b[31mb\x1b[0m");
+        assert_eq!(p.tone(Tone::Heading, "h"), "\x1b[1mh\x1b[0m");
+        assert_eq!(p.tone(Tone::Dim, "d"), "\x1b[2md\x1b[0m");
+        assert_eq!(Paint(false).tone(Tone::Bad, "b"), "b");
     }
 }

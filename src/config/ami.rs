@@ -68,7 +68,7 @@ impl Default for AmiConfig {
 impl AmiConfig {
     /// Reads the manager secret from `secret-file`, refusing a file others could read.
     pub fn read_secret(&self, origin: &str) -> Result<ami_listener::Secret, ConfigError> {
-        use std::os::unix::fs::PermissionsExt;
+        use knockd::secret::{private_mode, NotPrivate};
         let invalid = |message: String| ConfigError::Invalid {
             origin: origin.to_string(),
             key: "ami.secret-file".into(),
@@ -78,15 +78,19 @@ impl AmiConfig {
             .secret_file
             .as_ref()
             .ok_or_else(|| invalid("is required when ami.enabled = true".into()))?;
-        let meta = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(invalid(format!(
-                "{} is mode {mode:04o}, readable by others; it holds the manager secret: chmod 600 it",
-                path.display()
-            )));
+        match private_mode(path) {
+            Ok(()) => {}
+            Err(NotPrivate::Unreadable(e)) => return Err(invalid(format!("{}: {e}", path.display()))),
+            Err(NotPrivate::Mode(mode)) => {
+                return Err(invalid(format!(
+                    "{} is mode {mode:04o}, readable by others; it holds the manager secret: chmod 600 it",
+                    path.display()
+                )))
+            }
         }
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?,
+        );
         let secret = text.trim_end_matches(['\r', '\n']);
         if secret.is_empty() {
             return Err(invalid(format!("{} is empty", path.display())));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ami_listener::event::Security;
-use ami_listener::{Limits, LoginMethod, Secret, Settings, Stats, Update};
+use ami_listener::{AmiSettings, DecoderCaps, LoginMethod, Secret, Stats, Update};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -56,7 +56,7 @@ struct ViewState {
 
 impl AmiView {
     fn with<T>(&self, f: impl FnOnce(&mut ViewState) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut crate::base::lock::lock(&self.inner))
     }
 
     pub fn status(&self) -> AmiStatus {
@@ -106,8 +106,8 @@ impl AmiView {
 }
 
 /// The listener's settings from `[ami]`.
-pub fn settings(ami: &AmiConfig, secret: Secret) -> Settings {
-    Settings {
+pub fn settings(ami: &AmiConfig, secret: Secret) -> AmiSettings {
+    AmiSettings {
         address: ami.address.clone(),
         username: ami.username.clone(),
         secret,
@@ -119,7 +119,7 @@ pub fn settings(ami: &AmiConfig, secret: Secret) -> Settings {
         backoff_max: ami.reconnect_max.0,
         keepalive: ami.keepalive.0,
         timeout: ami.timeout.0,
-        limits: Limits::default(),
+        limits: DecoderCaps::default(),
     }
 }
 

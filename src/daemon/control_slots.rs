@@ -55,7 +55,7 @@ impl Slots {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::base::lock::lock(&self.inner)
     }
 }
 

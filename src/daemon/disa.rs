@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agi::disa::{
-    Account as CallAccount, AddressMode, Backend, Call, Outcome, Passcode, Prompts, Settings, Verdict,
+    Account as CallAccount, AddressMode, Backend, Call, CallFlowSettings, Outcome, Passcode, PasscodeVerdict,
+    Prompts,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use crate::base::addr::{self, Net};
 use crate::base::clock::{now_ms, UnixMs};
 use crate::base::defaults;
 use crate::base::duration::Ttl;
+use crate::base::lock::lock;
 use crate::base::secret::{tags_equal, DisaKey};
 use crate::config::Config;
 use crate::engine::{Actor, BanAsk, EngineHandle, GrantAsk, Holder, Owner, Services};
@@ -82,7 +84,7 @@ impl DisaBackend {
     }
 
     fn lookup(&self, tag: &[u8; 32]) -> Option<crate::model::Account> {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = lock(&self.store);
         match store.account_by_tag(tag) {
             // Found by an index on the tag; compared again in constant time all the same.
             Ok(Some((a, stored))) if tags_equal(&stored, tag) => Some(a),
@@ -96,10 +98,10 @@ impl DisaBackend {
 }
 
 impl DisaBackend {
-    /// The SIP source as the limits see it: a trusted one (a trunk, carrying every PSTN caller)
+    /// The SIP peer as the limits see it: a trusted one (a trunk, carrying every PSTN caller)
     /// is no one's address, so it is never locked out.
-    fn untrusted_source(&self, call: &Call) -> Option<IpAddr> {
-        call.source
+    fn untrusted_peer(&self, call: &Call) -> Option<IpAddr> {
+        call.peer
             .map(addr::normalize)
             .filter(|ip| !self.trusted.iter().any(|n| n.contains(*ip)))
     }
@@ -111,7 +113,7 @@ impl DisaBackend {
             return false;
         }
         let lengths = {
-            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            let store = lock(&self.store);
             store.passcode_lengths().unwrap_or_else(|e| {
                 warn!("DISA: cannot read passcode lengths: {e}");
                 vec![None]
@@ -126,7 +128,7 @@ impl DisaBackend {
     }
 
     fn is_owner_number(&self, number: &str) -> bool {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = lock(&self.store);
         store.is_owner_number(number).unwrap_or_else(|e| {
             warn!("DISA: cannot read accounts: {e}");
             false
@@ -142,7 +144,7 @@ impl DisaBackend {
                 (k, r)
             })
             .collect();
-        let mut log = self.limits_log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = lock(&self.limits_log);
         if let Err(e) = log.save(&records, now) {
             warn!("DISA: cannot keep lockout state in the store: {e}");
         }
@@ -150,20 +152,16 @@ impl DisaBackend {
 }
 
 impl Backend for DisaBackend {
-    async fn verify(&self, call: &Call, passcode: Passcode) -> Verdict {
+    async fn verify(&self, call: &Call, passcode: Passcode) -> PasscodeVerdict {
         let now = now_ms();
         // Caller ids that are not numbers (anonymous, withheld) share one key.
         let number = normalize_number(&call.number).ok().flatten().unwrap_or_default();
         let caller = Caller {
             number: &number,
-            address: self.untrusted_source(call),
+            address: self.untrusted_peer(call),
             owner: self.is_owner_number(&number),
         };
-        let gate = self
-            .limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .gate(&caller, now);
+        let gate = lock(&self.limiter).gate(&caller, now);
         let shaped = self.could_be_passcode(passcode.expose());
         // The same work whatever happens next: the tag is made and looked up even when the
         // caller is locked out, so the answer's timing says nothing.
@@ -177,7 +175,7 @@ impl Backend for DisaBackend {
             _ => false,
         };
         // The SIP source as the call reported it: trusted or not, it is where the call came from.
-        let from = call.source.map(addr::normalize);
+        let from = call.peer.map(addr::normalize);
         let event = |kind: Kind| {
             let e = Event::new(kind, now).source(Source::Disa);
             match from {
@@ -187,7 +185,7 @@ impl Backend for DisaBackend {
         };
         if let (true, Some(a)) = (accepted, found.clone()) {
             {
-                let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+                let mut limiter = lock(&self.limiter);
                 limiter.success(&caller);
                 self.persist(&limiter, &caller, now);
             }
@@ -201,7 +199,7 @@ impl Backend for DisaBackend {
                     ""
                 }
             )));
-            return Verdict::Accepted(CallAccount {
+            return PasscodeVerdict::Accepted(CallAccount {
                 name: a.name,
                 endpoint: a.endpoint,
                 modes: a
@@ -222,7 +220,7 @@ impl Backend for DisaBackend {
         };
         // Only a guess counts: an entry that could be a passcode, checked by an open gate.
         let failure = (gate.checks() && shaped).then(|| {
-            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let mut limiter = lock(&self.limiter);
             let f = limiter.failure(&caller, now);
             self.persist(&limiter, &caller, now);
             f
@@ -266,7 +264,7 @@ impl Backend for DisaBackend {
                 }
             }
         }
-        Verdict::Rejected
+        PasscodeVerdict::Rejected
     }
 
     async fn registered(&self, endpoint: &str) -> Vec<IpAddr> {
@@ -291,7 +289,7 @@ impl Backend for DisaBackend {
     async fn grant(&self, account: &CallAccount, ip: IpAddr, call: &Call) -> Result<Duration, String> {
         // Read the account again: it may have been disabled since the passcode was checked.
         let a = {
-            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            let store = lock(&self.store);
             store.account(&account.name).map_err(|e| e.to_string())?
         };
         let Some(a) = a.filter(|a| !a.disabled) else {
@@ -317,11 +315,11 @@ impl Backend for DisaBackend {
 }
 
 /// The call flow's settings from config.
-pub fn settings(config: &Config) -> Settings {
+pub fn settings(config: &Config) -> CallFlowSettings {
     let d = &config.disa;
     let p = &d.prompts;
     let base = Prompts::default();
-    Settings {
+    CallFlowSettings {
         tries: d.tries_per_call,
         digit_timeout: d.digit_timeout.0,
         max_digits: 32,
@@ -365,7 +363,7 @@ pub async fn serve(
 ) {
     let settings = Arc::new(settings(config));
     let trusted = config.firewall.trusted.clone();
-    let limits = agi::server::Limits {
+    let limits = agi::server::ServerCaps {
         max_sessions: config.agi.max_sessions,
         session_deadline: config.agi.session_deadline.0,
         start_timeout: config.agi.start_timeout.0,

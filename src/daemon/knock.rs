@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::base::clock::now_ms;
+use crate::base::lock::lock;
 use crate::config::{Config, ConfigError};
 use crate::engine::{Actor, EngineHandle, GrantAsk, Granted, Holder, Owner, Services};
 use crate::model::Source;
@@ -142,10 +143,6 @@ impl KnockSlot {
         );
         Ok(KnockApplied::Now)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts the knock listener if the config has profiles: binds the NFLOG group now (so a bad

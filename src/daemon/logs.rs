@@ -14,6 +14,8 @@ use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::base::clock::{now_ms, utc};
+// A panic while writing a line leaves the file as usable as before.
+use crate::base::lock::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -237,11 +239,6 @@ fn open_append(path: &Path) -> Result<File, LogError> {
             path: path.to_path_buf(),
             source,
         })
-}
-
-/// A panic while writing a line leaves the file as usable as before.
-fn lock(m: &Mutex<File>) -> MutexGuard<'_, File> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One event's write: holds the file for the whole line.

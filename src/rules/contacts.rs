@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
+use crate::base::lock::{read, write};
+
 /// Shared, cheap to clone; empty until the AMI listener fills it.
 #[derive(Clone, Debug, Default)]
 pub struct Contacts {
@@ -14,7 +16,7 @@ pub struct Contacts {
 impl Contacts {
     /// Addresses `endpoint` is registered from.
     pub fn registered(&self, endpoint: &str) -> Vec<IpAddr> {
-        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let map = read(&self.inner);
         map.get(endpoint)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
@@ -22,16 +24,16 @@ impl Contacts {
 
     /// Endpoints registered from at least one address.
     pub fn endpoints(&self) -> usize {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).len()
+        read(&self.inner).len()
     }
 
     pub fn add(&self, endpoint: &str, ip: IpAddr) {
-        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = write(&self.inner);
         map.entry(endpoint.to_string()).or_default().insert(ip);
     }
 
     pub fn remove(&self, endpoint: &str, ip: IpAddr) {
-        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = write(&self.inner);
         if let Some(set) = map.get_mut(endpoint) {
             set.remove(&ip);
             if set.is_empty() {
@@ -42,11 +44,11 @@ impl Contacts {
 
     /// Replaces everything, as after a full re-sync.
     pub fn replace_all(&self, all: BTreeMap<String, BTreeSet<IpAddr>>) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = all;
+        *write(&self.inner) = all;
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, BTreeSet<IpAddr>> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.inner).clone()
     }
 }
 

@@ -50,7 +50,7 @@ impl BanPolicy {
 
 /// What to do about an address that crossed the threshold.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct BanDecision {
     /// Whole seconds, at least one.
     pub ttl: Duration,
     /// 1 for a first offence; more for a repeat within `forget`.
@@ -99,7 +99,7 @@ impl Offenders {
     /// An address already banned that crosses the threshold again (its packets got through: an
     /// admin unbanned it, or the ban was lost) is banned again for what was left, not as a new
     /// offence — a few events still in flight when a ban lands cross nothing.
-    pub fn record(&mut self, ip: IpAddr, now: UnixMs) -> Option<Verdict> {
+    pub fn record(&mut self, ip: IpAddr, now: UnixMs) -> Option<BanDecision> {
         if !self.table.contains_key(&ip) && self.table.len() >= self.max_tracked {
             self.forget_stale(now);
             if self.table.len() >= self.max_tracked {
@@ -134,7 +134,7 @@ impl Offenders {
         r.hits.clear();
         if r.banned_until > now {
             let left = (r.banned_until - now) as u64;
-            return Some(Verdict {
+            return Some(BanDecision {
                 ttl: Duration::from_secs(left.div_ceil(1000).max(1)),
                 offence: r.offences,
             });
@@ -146,7 +146,7 @@ impl Offenders {
         let ttl = Duration::from_secs(p.ttl(r.offences).as_secs().max(1));
         r.last_ban = Some(now);
         r.banned_until = now + ms(ttl);
-        Some(Verdict {
+        Some(BanDecision {
             ttl,
             offence: r.offences,
         })
@@ -192,7 +192,7 @@ mod tests {
         let v = o.record(a, 11_000).unwrap();
         assert_eq!(
             v,
-            Verdict {
+            BanDecision {
                 ttl: Duration::from_secs(60),
                 offence: 1
             }
@@ -232,7 +232,7 @@ mod tests {
         let v = o.record(a, 5_000).unwrap();
         assert_eq!(
             v,
-            Verdict {
+            BanDecision {
                 ttl: Duration::from_secs(56),
                 offence: 1
             }

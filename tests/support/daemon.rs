@@ -45,6 +45,39 @@ ports = ["udp/4569"]
     )
 }
 
+/// [`test_config`] for benches: the control socket at a [`short_socket`] path, and a long
+/// reconcile interval so the background reconcile does not run into what is measured.
+pub fn bench_config(dir: &Path, extra: &str) -> String {
+    test_config(dir, extra)
+        .replace("reconcile-interval = \"1s\"", "reconcile-interval = \"10m\"")
+        .replace(
+            &format!("{}/control.sock", dir.display()),
+            &short_socket().display().to_string(),
+        )
+}
+
+/// Writes a secret file (the AMI secret, a knock secret) readable by its owner only, as the
+/// daemon demands.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Starts passknockd on `config` in `ns`, expecting it to refuse: waits (at most 20 s) for it to
+/// stop by itself and returns its output.
+pub fn start_refused(ns: &Netns, config: &Path) -> Output {
+    let mut cmd = ns.command(PASSKNOCKD);
+    cmd.arg("--config").arg(config).stdin(Stdio::null());
+    let out = super::chroot::run_bounded(cmd, Duration::from_secs(20)).expect("passknockd stops by itself");
+    assert!(
+        !out.status.success(),
+        "passknockd started with {}",
+        config.display()
+    );
+    out
+}
+
 pub struct Daemon {
     pub dir: PathBuf,
     pub config: PathBuf,

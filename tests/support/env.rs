@@ -86,6 +86,27 @@ impl Env {
         chroot::on_host(&chroot::subdir(&self.dir.inside, "daemon"))
     }
 
+    /// Starts passknockd next to Asterisk with AMI on, logging in as the daemon's AMI user;
+    /// `sections` is more TOML before `[ami]`, `ami_keys` more keys under it. Does not wait for
+    /// the login.
+    pub fn start_ami_daemon(&mut self, sections: &str, ami_keys: &str) -> &Daemon {
+        let dir = self.daemon_dir();
+        let secret = dir.join("ami.secret");
+        super::daemon::write_secret(&secret, &format!("{}\n", asterisk::AMI_SECRET));
+        let extra = format!(
+            "{sections}\n[ami]\nenabled = true\nusername = \"{}\"\nsecret-file = \"{}\"\n{ami_keys}\n",
+            asterisk::AMI_USER,
+            secret.display()
+        );
+        // The per-test directory is deep in the chroot: the socket goes where its path fits.
+        let config = super::daemon::test_config(&dir, &extra).replace(
+            &format!("{}/control.sock", dir.display()),
+            &super::daemon::short_socket().display().to_string(),
+        );
+        self.daemon = Some(Daemon::start(self.pbx(), &dir, &config));
+        self.daemon.as_ref().unwrap()
+    }
+
     /// Road host `i` (from 1).
     pub fn road(&self, i: usize) -> &Road {
         self.topo.road(i)

@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use ami_listener::client::md5_key;
-use ami_listener::codec::{Action, Decoder, Frame, Limits, Message, GREETING_PREFIX};
+use ami_listener::codec::{Action, Decoder, DecoderCaps, Frame, Message, GREETING_PREFIX};
 use ami_listener::Secret;
 
 use crate::config::AmiLogin;
@@ -34,7 +34,7 @@ impl Ami {
                     let mut ami = Ami {
                         stream,
                         buf: Vec::new(),
-                        decoder: Decoder::new(Limits::default()),
+                        decoder: Decoder::new(DecoderCaps::default()),
                         timeout,
                         next_id: 0,
                     };

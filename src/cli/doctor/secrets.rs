@@ -1,6 +1,6 @@
 //! The secret files the config names: readable by their owner only.
 
-use std::os::unix::fs::PermissionsExt;
+use knockd::secret::NotPrivate;
 use std::path::Path;
 
 use super::{fail, ok, Check};
@@ -26,18 +26,16 @@ pub(super) fn secrets(config: &Config) -> Check {
     let mut problems = Vec::new();
     let mut fixes = Vec::new();
     for (key, path, required) in &files {
-        match std::fs::metadata(path) {
-            Ok(m) => {
-                let mode = m.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    problems.push(format!(
-                        "{} ({key}) is mode {mode:04o}: others can read it",
-                        path.display()
-                    ));
-                    fixes.push(format!("chmod 600 {}", path.display()));
-                }
+        match knockd::secret::private_mode(path) {
+            Ok(()) => {}
+            Err(NotPrivate::Mode(mode)) => {
+                problems.push(format!(
+                    "{} ({key}) is mode {mode:04o}: others can read it",
+                    path.display()
+                ));
+                fixes.push(format!("chmod 600 {}", path.display()));
             }
-            Err(e) if *required || e.kind() != std::io::ErrorKind::NotFound => {
+            Err(NotPrivate::Unreadable(e)) if *required || e.kind() != std::io::ErrorKind::NotFound => {
                 problems.push(format!("{} ({key}): {e}", path.display()));
                 fixes.push(format!("create {} with mode 0600", path.display()));
             }
