@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ami_listener::codec::{Decoder, DecoderCaps, Frame};
 use ami_listener::session::{Session, Update};
-use ami_listener::{AmiSettings, LoginMethod, Secret, Stats};
+use ami_listener::{AmiSecret, AmiSettings, LoginMethod, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -148,7 +148,7 @@ fn client_throughput() {
         let settings = AmiSettings {
             address: addr,
             username: "bench".into(),
-            secret: Secret::new("x"),
+            secret: AmiSecret::new("x"),
             login: LoginMethod::Plain,
             backoff_first: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),

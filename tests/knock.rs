@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use knockd::client::{self, Plan, Send};
 use knockd::spa::{self, Requested, Spa, SpaKey};
-use knockd::{rotating, Port, PortRange, Secret};
+use knockd::{rotating, KnockSecret, Port, PortRange};
 use support::daemon::{eventually, test_config, Daemon, PASSKNOCK};
 use support::flood::{allow_spoofed, memory_kib, syn_flood, FloodSpec};
 use support::netns::{tcp_reaches, tcp_server, Netns, Topology};
@@ -34,8 +34,8 @@ struct Setup {
     topo: Topology,
     d: Daemon,
     dir: tempfile::TempDir,
-    rotating: Secret,
-    spa: Secret,
+    rotating: KnockSecret,
+    spa: KnockSecret,
     _probe: std::net::TcpListener,
     _probe6: std::net::TcpListener,
 }
@@ -50,8 +50,8 @@ fn write_private(path: &Path, text: &str) {
 fn setup(roads: usize, extra: &str) -> Setup {
     let topo = Topology::new(roads);
     let dir = tempfile::tempdir().unwrap();
-    let rotating = Secret::generate().unwrap();
-    let spa = Secret::generate().unwrap();
+    let rotating = KnockSecret::generate().unwrap();
+    let spa = KnockSecret::generate().unwrap();
     let rot_file = dir.path().join("phone.secret");
     let spa_file = dir.path().join("office.secret");
     write_private(&rot_file, &rotating.to_hex());

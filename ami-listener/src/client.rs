@@ -20,11 +20,11 @@ use crate::session::{Session, Update};
 
 /// The manager secret. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct AmiSecret(String);
 
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
+impl AmiSecret {
+    pub fn new(s: impl Into<String>) -> AmiSecret {
+        AmiSecret(s.into())
     }
 
     pub fn expose(&self) -> &str {
@@ -32,14 +32,14 @@ impl Secret {
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for AmiSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(hidden)")
+        f.write_str("AmiSecret(hidden)")
     }
 }
 
 /// Wiped on drop, so a freed buffer does not keep the manager secret.
-impl Drop for Secret {
+impl Drop for AmiSecret {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.0);
     }
@@ -60,7 +60,7 @@ pub struct AmiSettings {
     /// `host:port`.
     pub address: String,
     pub username: String,
-    pub secret: Secret,
+    pub secret: AmiSecret,
     pub login: LoginMethod,
     /// First wait before reconnecting; doubles up to `backoff_max`.
     pub backoff_first: Duration,
@@ -444,7 +444,7 @@ impl Connection<'_> {
 }
 
 /// The MD5 login key: lowercase hex of md5(challenge ‖ secret).
-pub fn md5_key(challenge: &str, secret: &Secret) -> String {
+pub fn md5_key(challenge: &str, secret: &AmiSecret) -> String {
     let mut h = Md5::new();
     h.update(challenge.as_bytes());
     h.update(secret.expose().as_bytes());
@@ -459,10 +459,10 @@ mod tests {
     fn md5_key_matches_asterisk() {
         // md5("123456" ‖ "secret"), as Asterisk's manager.c checks it.
         assert_eq!(
-            md5_key("123456", &Secret::new("secret")),
+            md5_key("123456", &AmiSecret::new("secret")),
             "992f3c4e7ec9a0e96173284c816612bd"
         );
-        assert_eq!(format!("{:?}", Secret::new("pw")), "Secret(hidden)");
+        assert_eq!(format!("{:?}", AmiSecret::new("pw")), "AmiSecret(hidden)");
     }
 
     #[test]

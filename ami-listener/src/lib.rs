@@ -18,6 +18,6 @@ pub mod codec;
 pub mod event;
 pub mod session;
 
-pub use client::{run, AmiSettings, LoginMethod, Secret, Stats};
+pub use client::{run, AmiSecret, AmiSettings, LoginMethod, Stats};
 pub use codec::DecoderCaps;
 pub use session::{Call, Update};

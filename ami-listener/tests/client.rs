@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ami_listener::client::md5_key;
-use ami_listener::{run, AmiSettings, DecoderCaps, LoginMethod, Secret, Stats, Update};
+use ami_listener::{run, AmiSecret, AmiSettings, DecoderCaps, LoginMethod, Stats, Update};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
@@ -72,7 +72,7 @@ impl Peer {
             a = self.action().await;
             assert_eq!(get(&a, "Action"), "Login");
             assert_eq!(get(&a, "AuthType"), "MD5");
-            assert_eq!(get(&a, "Key"), md5_key("424242", &Secret::new(SECRET)));
+            assert_eq!(get(&a, "Key"), md5_key("424242", &AmiSecret::new(SECRET)));
             assert!(get(&a, "Secret").is_empty(), "the secret must not cross the wire");
         } else {
             assert_eq!(get(&a, "Secret"), SECRET);
@@ -154,7 +154,7 @@ fn settings(address: &str, login: LoginMethod) -> AmiSettings {
     AmiSettings {
         address: address.to_string(),
         username: "passknock".into(),
-        secret: Secret::new(SECRET),
+        secret: AmiSecret::new(SECRET),
         login,
         backoff_first: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),

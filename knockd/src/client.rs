@@ -388,7 +388,7 @@ pub fn knock(req: &KnockRequest, out: &mut impl Write) -> Result<(), ClientError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::secret::KnockSecret;
     use std::path::Path;
 
     fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
@@ -406,7 +406,7 @@ mod tests {
     #[test]
     fn profiles_of_each_mode_plan_their_packets() {
         let dir = tempfile::tempdir().unwrap();
-        let secret = Secret::generate().unwrap().to_hex();
+        let secret = KnockSecret::generate().unwrap().to_hex();
         let text = format!(
             r#"
 [profiles.office]
@@ -459,7 +459,7 @@ delay = "0ms"
     #[test]
     fn secrets_refused_unless_private_and_keys_named() {
         let dir = tempfile::tempdir().unwrap();
-        let secret = Secret::generate().unwrap().to_hex();
+        let secret = KnockSecret::generate().unwrap().to_hex();
         let text = format!("[profiles.spa]\nmode = \"spa\"\nsecret = \"{secret}\"\n");
         let path = write_config(dir.path(), &text, 0o644);
         let e = ClientConfig::load(&path).unwrap_err().to_string();

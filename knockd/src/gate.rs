@@ -332,7 +332,7 @@ mod tests {
     use crate::packet::{build, parse, TCP_ACK, TCP_SYN};
     use crate::profile::{RotatingSequence, SinglePacket, StaticSequence};
     use crate::spa::Spa;
-    use crate::{Port, PortRange, Secret};
+    use crate::{KnockSecret, Port, PortRange};
 
     const T0: i64 = 1_800_000_000_000;
 
@@ -357,12 +357,12 @@ mod tests {
         g.on_packet(&parse(&pkt).unwrap(), now)
     }
 
-    fn rotating_secret() -> Secret {
-        Secret::from_bytes(&[5u8; 32])
+    fn rotating_secret() -> KnockSecret {
+        KnockSecret::from_bytes(&[5u8; 32])
     }
 
-    fn spa_secret() -> Secret {
-        Secret::from_bytes(&[6u8; 32])
+    fn spa_secret() -> KnockSecret {
+        KnockSecret::from_bytes(&[6u8; 32])
     }
 
     fn rot() -> RotatingSequence {
@@ -538,7 +538,7 @@ mod tests {
         let mut forged = good;
         forged[16] ^= 1;
         assert!(spa_packet(&mut g, src(1), &forged, T0).is_none());
-        let other = SpaKey::derive(&Secret::from_bytes(&[1u8; 32]));
+        let other = SpaKey::derive(&KnockSecret::from_bytes(&[1u8; 32]));
         let wrong_key = spa::seal(&other, &Spa::new(&other, now_s, Requested::Source).unwrap());
         assert!(spa_packet(&mut g, src(1), &wrong_key, T0).is_none());
         let aged = spa::seal(&key, &Spa::new(&key, now_s - 600, Requested::Source).unwrap());

@@ -47,7 +47,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 pub use gate::{Gate, KnockOutcome, Refusal};
 pub use profile::{Mode, Profile, ProfileKind};
-pub use secret::Secret;
+pub use secret::KnockSecret;
 
 /// A transport protocol a knock can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Port, PortRange, Secret};
+use crate::{KnockSecret, Port, PortRange};
 
 /// Time allowed from a sequence's first knock to its last.
 pub const SEQUENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +55,7 @@ pub struct StaticSequence {
 /// Ports drawn from `range` by HMAC-SHA256 over the time step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotatingSequence {
-    pub secret: Secret,
+    pub secret: KnockSecret,
     pub range: PortRange,
     pub length: usize,
     pub step: Duration,
@@ -65,7 +65,7 @@ pub struct RotatingSequence {
 /// One authenticated UDP datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinglePacket {
-    pub secret: Secret,
+    pub secret: KnockSecret,
     pub port: u16,
     pub max_age: Duration,
     /// Whether a packet may ask for an address other than the one it came from.
@@ -145,7 +145,7 @@ pub struct Spec {
     pub allow_address: Option<bool>,
     /// Whether the config named a secret (the caller loads it, so a bad file names its key).
     pub has_secret: bool,
-    pub secret: Option<Secret>,
+    pub secret: Option<KnockSecret>,
     /// The key that names the secret in this config: `secret-file` or `secret`.
     pub secret_key: &'static str,
 }
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(e.key, "secret-file");
         let mut s = spec(Mode::Spa);
         s.has_secret = true;
-        s.secret = Some(Secret::generate().unwrap());
+        s.secret = Some(KnockSecret::generate().unwrap());
         let ProfileKind::Spa(p) = s.build().unwrap() else {
             panic!()
         };
@@ -319,11 +319,11 @@ mod tests {
 
         let mut s = spec(Mode::Rotating);
         s.has_secret = true;
-        s.secret = Some(Secret::generate().unwrap());
+        s.secret = Some(KnockSecret::generate().unwrap());
         assert_eq!(s.build().unwrap_err().key, "range");
         let mut s = spec(Mode::Rotating);
         s.has_secret = true;
-        s.secret = Some(Secret::generate().unwrap());
+        s.secret = Some(KnockSecret::generate().unwrap());
         s.range = Some("udp/40000-40099".parse().unwrap());
         assert_eq!(s.build().unwrap_err().key, "range", "too small");
         assert_eq!(Spec::default().build().unwrap_err().key, "mode");

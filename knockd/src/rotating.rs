@@ -7,7 +7,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Port, PortRange, Secret};
+use crate::{KnockSecret, Port, PortRange};
 
 const LABEL: &[u8] = b"passknock rotating v1";
 
@@ -22,7 +22,7 @@ pub fn step_start(n: u64, step: Duration) -> i64 {
 }
 
 /// The `length` distinct ports of step `n`.
-pub fn sequence(secret: &Secret, range: PortRange, length: usize, n: u64) -> Vec<Port> {
+pub fn sequence(secret: &KnockSecret, range: PortRange, length: usize, n: u64) -> Vec<Port> {
     let mut out: Vec<Port> = Vec::with_capacity(length);
     let size = range.len();
     // A block gives 16 candidates; a range of 256+ ports rarely needs a second.
@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn sequences_are_distinct_in_range_and_change_each_step() {
-        let s = Secret::from_bytes(&[7u8; 32]);
+        let s = KnockSecret::from_bytes(&[7u8; 32]);
         let r: PortRange = "udp/40000-40999".parse().unwrap();
         let a = sequence(&s, r, 4, 1000);
         assert_eq!(a.len(), 4);
@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(sequence(&s, r, 4, 1000), a, "deterministic");
         assert_ne!(sequence(&s, r, 4, 1001), a, "next step differs");
         assert_ne!(
-            sequence(&Secret::from_bytes(&[8u8; 32]), r, 4, 1000),
+            sequence(&KnockSecret::from_bytes(&[8u8; 32]), r, 4, 1000),
             a,
             "other secret differs"
         );

@@ -11,9 +11,9 @@ pub const SECRET_LEN: usize = 32;
 /// The shortest secret accepted (128 bits).
 pub const SECRET_MIN: usize = 16;
 
-/// A shared secret. Compared in constant time; shown by `Debug` as `Secret(..)`.
+/// A shared secret. Compared in constant time; shown by `Debug` as `KnockSecret(..)`.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct KnockSecret(Vec<u8>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -32,20 +32,20 @@ pub enum SecretError {
     Format(String),
 }
 
-impl Secret {
+impl KnockSecret {
     /// A new secret from the OS random source.
-    pub fn generate() -> std::io::Result<Secret> {
+    pub fn generate() -> std::io::Result<KnockSecret> {
         let mut b = vec![0u8; SECRET_LEN];
         crate::os_random(&mut b)?;
-        Ok(Secret(b))
+        Ok(KnockSecret(b))
     }
 
-    pub fn from_bytes(b: &[u8]) -> Secret {
-        Secret(b.to_vec())
+    pub fn from_bytes(b: &[u8]) -> KnockSecret {
+        KnockSecret(b.to_vec())
     }
 
     /// Parses hex digits (whitespace around them ignored).
-    pub fn from_hex(s: &str) -> Result<Secret, SecretError> {
+    pub fn from_hex(s: &str) -> Result<KnockSecret, SecretError> {
         let t = s.trim();
         let bad = || {
             SecretError::Format(format!(
@@ -61,18 +61,18 @@ impl Secret {
             .step_by(2)
             .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| bad()))
             .collect::<Result<Vec<u8>, _>>()?;
-        Ok(Secret(bytes))
+        Ok(KnockSecret(bytes))
     }
 
     /// Reads a secret file, refusing it unless its mode is 0600 or stricter.
-    pub fn load(path: &Path) -> Result<Secret, SecretError> {
+    pub fn load(path: &Path) -> Result<KnockSecret, SecretError> {
         check_private(path)?;
         let text =
             zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| SecretError::Read {
                 path: path.to_path_buf(),
                 source,
             })?);
-        Secret::from_hex(&text).map_err(|e| SecretError::Format(format!("{}: {e}", path.display())))
+        KnockSecret::from_hex(&text).map_err(|e| SecretError::Format(format!("{}: {e}", path.display())))
     }
 
     /// The secret as lowercase hex, for writing it once into a file or a client snippet.
@@ -86,25 +86,25 @@ impl Secret {
 }
 
 /// Wiped on drop, so a freed buffer does not keep the key.
-impl Drop for Secret {
+impl Drop for KnockSecret {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for KnockSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
+        f.write_str("KnockSecret(..)")
     }
 }
 
-impl PartialEq for Secret {
-    fn eq(&self, other: &Secret) -> bool {
+impl PartialEq for KnockSecret {
+    fn eq(&self, other: &KnockSecret) -> bool {
         self.0.len() == other.0.len() && bool::from(self.0.ct_eq(&other.0))
     }
 }
 
-impl Eq for Secret {}
+impl Eq for KnockSecret {}
 
 /// Why a file is not fit to hold a secret.
 #[derive(Debug)]
@@ -169,13 +169,13 @@ mod tests {
 
     #[test]
     fn debug_hides_and_hex_round_trips() {
-        let s = Secret::generate().unwrap();
-        assert_eq!(format!("{s:?}"), "Secret(..)");
+        let s = KnockSecret::generate().unwrap();
+        assert_eq!(format!("{s:?}"), "KnockSecret(..)");
         assert!(!format!("{s:?}").contains(&s.to_hex()[..8]));
-        assert_eq!(Secret::from_hex(&s.to_hex()).unwrap(), s);
-        assert_ne!(Secret::generate().unwrap(), s);
-        assert!(Secret::from_hex("abcd").is_err(), "too short");
-        assert!(Secret::from_hex(&"zz".repeat(16)).is_err());
+        assert_eq!(KnockSecret::from_hex(&s.to_hex()).unwrap(), s);
+        assert_ne!(KnockSecret::generate().unwrap(), s);
+        assert!(KnockSecret::from_hex("abcd").is_err(), "too short");
+        assert!(KnockSecret::from_hex(&"zz".repeat(16)).is_err());
     }
 
     #[cfg(unix)]
@@ -184,12 +184,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.secret");
-        let s = Secret::generate().unwrap();
+        let s = KnockSecret::generate().unwrap();
         write_private(&p, &format!("{}\n", s.to_hex())).unwrap();
-        assert_eq!(Secret::load(&p).unwrap(), s);
+        assert_eq!(KnockSecret::load(&p).unwrap(), s);
         assert!(write_private(&p, "x").is_err(), "never overwrites");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = Secret::load(&p).unwrap_err().to_string();
+        let e = KnockSecret::load(&p).unwrap_err().to_string();
         assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::Secret;
+use crate::KnockSecret;
 
 pub const LEN: usize = 80;
 pub const MAGIC: [u8; 2] = *b"PK";
@@ -33,11 +33,11 @@ const SIGNED: usize = 48;
 #[derive(Clone, Debug)]
 pub struct SpaKey {
     pub id: u32,
-    mac: Secret,
+    mac: KnockSecret,
 }
 
 impl SpaKey {
-    pub fn derive(secret: &Secret) -> SpaKey {
+    pub fn derive(secret: &KnockSecret) -> SpaKey {
         let mac = derive(secret, b"passknock spa mac v1");
         let id = derive(secret, b"passknock spa key id v1");
         SpaKey {
@@ -53,10 +53,10 @@ impl SpaKey {
     }
 }
 
-fn derive(secret: &Secret, label: &[u8]) -> Secret {
+fn derive(secret: &KnockSecret, label: &[u8]) -> KnockSecret {
     let mut m = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes any key length");
     m.update(label);
-    Secret::from_bytes(&m.finalize().into_bytes())
+    KnockSecret::from_bytes(&m.finalize().into_bytes())
 }
 
 /// Which address an SPA asks to open.
@@ -211,7 +211,7 @@ mod tests {
     use super::*;
 
     fn key() -> SpaKey {
-        SpaKey::derive(&Secret::from_bytes(&[9u8; 32]))
+        SpaKey::derive(&KnockSecret::from_bytes(&[9u8; 32]))
     }
 
     #[test]
@@ -244,12 +244,12 @@ mod tests {
         let mut long = b.to_vec();
         long.push(0);
         assert_eq!(open(&k, &long), Err(SpaError::Length));
-        let other = SpaKey::derive(&Secret::from_bytes(&[1u8; 32]));
+        let other = SpaKey::derive(&KnockSecret::from_bytes(&[1u8; 32]));
         assert_eq!(open(&other, &b), Err(SpaError::UnknownKey));
         // Same key id, different MAC key: a forgery that guessed the id.
         let forged = SpaKey {
             id: k.id,
-            mac: Secret::from_bytes(&[2u8; 32]),
+            mac: KnockSecret::from_bytes(&[2u8; 32]),
         };
         let f = seal(
             &forged,
@@ -280,7 +280,7 @@ mod fuzz {
     use proptest::prelude::*;
 
     fn key() -> SpaKey {
-        SpaKey::derive(&Secret::from_bytes(&[9u8; 32]))
+        SpaKey::derive(&KnockSecret::from_bytes(&[9u8; 32]))
     }
 
     fn requested() -> impl Strategy<Value = Requested> {

@@ -159,7 +159,7 @@ fn add(
             knock_client = Some(knock_command(&ports));
         }
         Mode::Rotating | Mode::Spa => {
-            let secret = knockd::Secret::generate()?;
+            let secret = knockd::KnockSecret::generate()?;
             let path =
                 secret_file.unwrap_or_else(|| PathBuf::from(format!("/etc/passknock/knock-{name}.secret")));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

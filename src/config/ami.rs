@@ -67,7 +67,7 @@ impl Default for AmiConfig {
 
 impl AmiConfig {
     /// Reads the manager secret from `secret-file`, refusing a file others could read.
-    pub fn read_secret(&self, origin: &str) -> Result<ami_listener::Secret, ConfigError> {
+    pub fn read_secret(&self, origin: &str) -> Result<ami_listener::AmiSecret, ConfigError> {
         use knockd::secret::{private_mode, NotPrivate};
         let invalid = |message: String| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -95,7 +95,7 @@ impl AmiConfig {
         if secret.is_empty() {
             return Err(invalid(format!("{} is empty", path.display())));
         }
-        Ok(ami_listener::Secret::new(secret))
+        Ok(ami_listener::AmiSecret::new(secret))
     }
 
     pub(super) fn check(&self, bans: &BansConfig) -> Result<(), (String, String)> {

@@ -221,7 +221,7 @@ impl Config {
             ));
         }
         // Shape only: secret files are read when the daemon starts (`knock_profiles`).
-        let placeholder = knockd::Secret::from_bytes(&[0u8; 32]);
+        let placeholder = knockd::KnockSecret::from_bytes(&[0u8; 32]);
         for (name, p) in &knock.profiles {
             let key = |k: &str| format!("knock.profiles.{name}.{k}");
             if !valid_service_name(name) {

@@ -65,7 +65,7 @@ pub struct KnockProfile {
 }
 
 impl KnockProfile {
-    pub(super) fn spec(&self, secret: Option<knockd::Secret>) -> knockd::profile::Spec {
+    pub(super) fn spec(&self, secret: Option<knockd::KnockSecret>) -> knockd::profile::Spec {
         knockd::profile::Spec {
             mode: Some(self.mode),
             ports: self.ports.clone(),
@@ -117,7 +117,7 @@ impl Config {
         for (name, p) in &self.knock.profiles {
             let key = |k: &str| format!("knock.profiles.{name}.{k}");
             let secret = match &p.secret_file {
-                Some(f) => Some(knockd::Secret::load(f).map_err(|e| ConfigError::File {
+                Some(f) => Some(knockd::KnockSecret::load(f).map_err(|e| ConfigError::File {
                     key: key("secret-file"),
                     message: e.to_string(),
                 })?),

@@ -173,7 +173,11 @@ fn knock_secret_files_must_be_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("spa.secret");
-    std::fs::write(&f, format!("{}\n", knockd::Secret::generate().unwrap().to_hex())).unwrap();
+    std::fs::write(
+        &f,
+        format!("{}\n", knockd::KnockSecret::generate().unwrap().to_hex()),
+    )
+    .unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
     let c = Config::parse(
         &format!(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ami_listener::event::Security;
-use ami_listener::{AmiSettings, DecoderCaps, LoginMethod, Secret, Stats, Update};
+use ami_listener::{AmiSecret, AmiSettings, DecoderCaps, LoginMethod, Stats, Update};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -106,7 +106,7 @@ impl AmiView {
 }
 
 /// The listener's settings from `[ami]`.
-pub fn settings(ami: &AmiConfig, secret: Secret) -> AmiSettings {
+pub fn settings(ami: &AmiConfig, secret: AmiSecret) -> AmiSettings {
     AmiSettings {
         address: ami.address.clone(),
         username: ami.username.clone(),
@@ -126,7 +126,7 @@ pub fn settings(ami: &AmiConfig, secret: Secret) -> AmiSettings {
 /// Runs the AMI listener and its policy until `shutdown`.
 pub async fn run(
     config: Config,
-    secret: Secret,
+    secret: AmiSecret,
     engine: EngineHandle,
     contacts: Contacts,
     view: AmiView,
@@ -145,7 +145,7 @@ pub async fn run(
         stats,
         shutdown.clone(),
     ));
-    let mut policy = Policy::new(&config, engine, contacts, view);
+    let mut policy = AmiHandler::new(&config, engine, contacts, view);
     let mut renew = tokio::time::interval(defaults::HOLD_STEP / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -163,7 +163,7 @@ pub async fn run(
 }
 
 /// The decisions: what each update means for contacts, holds and bans.
-struct Policy {
+struct AmiHandler {
     engine: EngineHandle,
     contacts: Contacts,
     view: AmiView,
@@ -175,9 +175,9 @@ struct Policy {
     offenders: Offenders,
 }
 
-impl Policy {
-    fn new(config: &Config, engine: EngineHandle, contacts: Contacts, view: AmiView) -> Policy {
-        Policy {
+impl AmiHandler {
+    fn new(config: &Config, engine: EngineHandle, contacts: Contacts, view: AmiView) -> AmiHandler {
+        AmiHandler {
             engine,
             contacts,
             view,

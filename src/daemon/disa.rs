@@ -27,7 +27,7 @@ use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
 use crate::rules::contacts::Contacts;
-use crate::rules::limiter::{normalize_number, Caller, Gate, Key, Limiter, Policy, Record};
+use crate::rules::limiter::{normalize_number, Admission, Caller, GuessLimits, Key, Limiter, Record};
 use crate::store::{LimitLog, Store, StoreError};
 
 /// Private ranges, granted only when `disa.allow-private` says so.
@@ -57,7 +57,7 @@ impl DisaBackend {
         key: Arc<DisaKey>,
     ) -> Result<DisaBackend, StoreError> {
         let d = &config.disa;
-        let policy = Policy::from(d);
+        let policy = GuessLimits::from(d);
         // Lockouts and the suspension carry on across a restart.
         let now = now_ms();
         let limits_log = LimitLog::open(&config.daemon.store)?;
@@ -169,9 +169,9 @@ impl Backend for DisaBackend {
         drop(passcode);
         let found = self.lookup(&tag);
         let accepted = match (&found, gate) {
-            (Some(a), Gate::Open) => !a.disabled,
+            (Some(a), Admission::Open) => !a.disabled,
             // While entry is suspended, an owner's number opens only the account that lists it.
-            (Some(a), Gate::OwnerOnly) => !a.disabled && a.callers.contains(&number),
+            (Some(a), Admission::OwnerOnly) => !a.disabled && a.callers.contains(&number),
             _ => false,
         };
         // The SIP source as the call reported it: trusted or not, it is where the call came from.
@@ -193,7 +193,7 @@ impl Backend for DisaBackend {
                 "channel={:?} number={:?}{}",
                 call.channel,
                 call.number,
-                if gate == Gate::OwnerOnly {
+                if gate == Admission::OwnerOnly {
                     " (owner's number during a suspension)"
                 } else {
                     ""
@@ -211,11 +211,11 @@ impl Backend for DisaBackend {
         }
         crate::observe::metrics::METRICS.failed_passcode();
         let why = match gate {
-            Gate::LockedOut => "locked out",
-            Gate::Suspended => "suspended",
+            Admission::LockedOut => "locked out",
+            Admission::Suspended => "suspended",
             _ if !shaped => "not a passcode",
             _ if found.as_ref().is_some_and(|a| a.disabled) => "account disabled",
-            Gate::OwnerOnly if found.is_some() => "suspended; not this number's account",
+            Admission::OwnerOnly if found.is_some() => "suspended; not this number's account",
             _ => "wrong passcode",
         };
         // Only a guess counts: an entry that could be a passcode, checked by an open gate.

@@ -50,7 +50,8 @@ struct Earned {
     profile: String,
     mode: Mode,
     address: IpAddr,
-    source: IpAddr,
+    /// Where the knock packets came from (`address` may differ: an SPA packet can name another).
+    sent_from: IpAddr,
 }
 
 /// The gate for `config`'s profiles (secrets read, files refused unless private), with every
@@ -282,13 +283,13 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
                 profile,
                 mode,
                 address,
-                source,
+                sent_from: source,
             };
             if let Err(e) = tx.try_send(earned) {
                 let e = e.into_inner();
                 warn!(
                     "knock from {} (profile {}) not granted: {PENDING} grants are already waiting for the engine",
-                    e.source, e.profile
+                    e.sent_from, e.profile
                 );
             }
         }
@@ -333,10 +334,10 @@ async fn submit_grants(
             continue;
         };
         let who = format!("knock:{}", earned.profile);
-        let note = if earned.address == earned.source {
+        let note = if earned.address == earned.sent_from {
             format!("{} knock", earned.mode.name())
         } else {
-            format!("{} knock sent from {}", earned.mode.name(), earned.source)
+            format!("{} knock sent from {}", earned.mode.name(), earned.sent_from)
         };
         let ask = GrantAsk {
             address: earned.address,
@@ -353,7 +354,7 @@ async fn submit_grants(
                 crate::observe::metrics::METRICS.knock(true);
                 audit::record(
                     Event::new(Kind::KnockAccepted, now_ms())
-                        .address(earned.source)
+                        .address(earned.sent_from)
                         .who(earned.profile.as_str())
                         .source(Source::Knock)
                         .detail(format!("mode={} opened {}", earned.mode.name(), grant.address)),
@@ -367,7 +368,7 @@ async fn submit_grants(
             }
             Err(refused) => warn!(
                 "knock on profile {} from {} not granted: {refused}",
-                earned.profile, earned.source
+                earned.profile, earned.sent_from
             ),
         }
     }

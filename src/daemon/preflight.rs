@@ -31,14 +31,14 @@ pub enum PreflightError {
 /// one, so the daemon cannot start without the checks.
 #[derive(Debug)]
 pub struct Ready {
-    ami_secret: Option<ami_listener::Secret>,
+    ami_secret: Option<ami_listener::AmiSecret>,
     disa_key: Option<Arc<DisaKey>>,
 }
 
 impl Ready {
     /// The AMI secret (when AMI is on), and the DISA key when DISA is on and the key exists (a
     /// missing one was found creatable, and is made at the start).
-    pub fn into_parts(self) -> (Option<ami_listener::Secret>, Option<Arc<DisaKey>>) {
+    pub fn into_parts(self) -> (Option<ami_listener::AmiSecret>, Option<Arc<DisaKey>>) {
         (self.ami_secret, self.disa_key)
     }
 }

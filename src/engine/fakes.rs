@@ -9,7 +9,7 @@ use super::ports::{Comparison, Records, Table};
 use crate::base::clock::UnixMs;
 use crate::config::Config;
 use crate::model::{Account, Ban, Grant, Source};
-use crate::nft::{Changes, Desired, Elements, Layout, NftError, Reconciled, Verdict};
+use crate::nft::{Changes, Desired, Elements, Layout, NftError, Reconciled, TableState};
 use crate::store::{GrantWrite, GrantsWritten, StoreError};
 
 /// The store's rules over vectors: a grant ends at `max(expires, hold)`, writes are counted.
@@ -355,7 +355,7 @@ impl Table for FakeTable {
             return Ok(Comparison {
                 present: false,
                 elements: 0,
-                verdict: Verdict::Rebuild("the table is missing".into()),
+                verdict: TableState::Rebuild("the table is missing".into()),
             });
         };
         let want = desired.elements();
@@ -371,24 +371,24 @@ impl Table for FakeTable {
             present: true,
             elements: have.len(),
             verdict: if changes.is_empty() {
-                Verdict::InSync
+                TableState::InSync
             } else {
-                Verdict::Fix(changes)
+                TableState::Fix(changes)
             },
         })
     }
 
     fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError> {
         match self.compare(desired, now)?.verdict {
-            Verdict::InSync => Ok(Reconciled::InSync),
-            Verdict::Fix(c) => {
+            TableState::InSync => Ok(Reconciled::InSync),
+            TableState::Fix(c) => {
                 self.change(&c, now)?;
                 Ok(Reconciled::Fixed {
                     set: c.set.len(),
                     removed: c.remove.len(),
                 })
             }
-            Verdict::Rebuild(reason) => {
+            TableState::Rebuild(reason) => {
                 self.elements = Some(desired.elements().clone());
                 self.rebuilds += 1;
                 Ok(Reconciled::Rebuilt {

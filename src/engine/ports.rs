@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::base::clock::UnixMs;
 use crate::config::Config;
 use crate::model::{Account, Ban, Grant, Source};
-use crate::nft::{Changes, Desired, Firewall, Layout, Nft, NftError, Reconciled, Verdict};
+use crate::nft::{Changes, Desired, Firewall, Layout, Nft, NftError, Reconciled, TableState};
 use crate::store::{GrantWrite, GrantsWritten, Store, StoreError};
 
 /// The expiry store as the engine uses it: grants, bans and accounts, each write durable when it
@@ -66,7 +66,7 @@ pub trait Records {
 pub struct Comparison {
     pub present: bool,
     pub elements: usize,
-    pub verdict: Verdict,
+    pub verdict: TableState,
 }
 
 /// The table as the engine uses it: element changes as one batch, a read-back compare, and a

@@ -5,7 +5,7 @@ use super::ports::{Records, Table};
 use super::upkeep::give_back_memory;
 use super::{refused, Engine};
 use crate::base::clock::Now;
-use crate::nft::Verdict;
+use crate::nft::TableState;
 
 impl<R: Records, T: Table> Engine<R, T> {
     pub(super) fn list(&self, limit: Option<usize>, now: Now) -> Result<Listing, Refused> {
@@ -24,15 +24,15 @@ impl<R: Records, T: Table> Engine<R, T> {
         let (present, in_sync, detail, elements) = match self.firewall.compare(&desired, now.wall) {
             Ok(c) => {
                 let detail = match &c.verdict {
-                    Verdict::InSync => String::new(),
-                    Verdict::Fix(changes) => format!(
+                    TableState::InSync => String::new(),
+                    TableState::Fix(changes) => format!(
                         "{} element(s) to set, {} to remove",
                         changes.set.len(),
                         changes.remove.len()
                     ),
-                    Verdict::Rebuild(why) => why.clone(),
+                    TableState::Rebuild(why) => why.clone(),
                 };
-                (c.present, c.verdict == Verdict::InSync, detail, c.elements)
+                (c.present, c.verdict == TableState::InSync, detail, c.elements)
             }
             Err(e) => (false, false, e.to_string(), 0),
         };

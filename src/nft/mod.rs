@@ -8,7 +8,7 @@ pub mod render;
 pub mod runner;
 
 pub use desired::{ban_key, lift_bans, Desired};
-pub use readback::{Observed, Verdict};
+pub use readback::{Observed, TableState};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
 
@@ -102,7 +102,11 @@ impl Firewall {
     }
 
     /// Compares the table with `desired` without changing anything.
-    pub fn compare(&self, desired: &Elements, now: UnixMs) -> Result<(Option<Observed>, Verdict), NftError> {
+    pub fn compare(
+        &self,
+        desired: &Elements,
+        now: UnixMs,
+    ) -> Result<(Option<Observed>, TableState), NftError> {
         let obs = self.observe()?;
         let v = readback::compare(&self.layout, desired, obs.as_ref(), now);
         Ok((obs, v))
@@ -112,15 +116,15 @@ impl Firewall {
     /// elements, removes ones the store does not know.
     pub fn reconcile(&self, desired: &Elements, now: UnixMs) -> Result<Reconciled, NftError> {
         match self.compare(desired, now)?.1 {
-            Verdict::InSync => Ok(Reconciled::InSync),
-            Verdict::Fix(c) => {
+            TableState::InSync => Ok(Reconciled::InSync),
+            TableState::Fix(c) => {
                 self.change(&c, now)?;
                 Ok(Reconciled::Fixed {
                     set: c.set.len(),
                     removed: c.remove.len(),
                 })
             }
-            Verdict::Rebuild(reason) => {
+            TableState::Rebuild(reason) => {
                 self.rebuild(desired, now)?;
                 Ok(Reconciled::Rebuilt {
                     reason,
@@ -229,7 +233,7 @@ mod tests {
             &serde_json::to_value(render::render_changes(layout, &changes, now.wall)).unwrap(),
             &mut out,
         );
-        if let Verdict::Fix(c) = readback::compare(layout, elems, Some(obs), now.wall) {
+        if let TableState::Fix(c) = readback::compare(layout, elems, Some(obs), now.wall) {
             out.extend(c.set.iter().map(|(_, end)| timeout_secs(*end, now.wall)));
         }
         out
@@ -282,7 +286,7 @@ mod tests {
                 assert!(!timeouts.is_empty());
                 assert_eq!(
                     readback::compare(&l, &now_wants, Some(&obs), later.wall),
-                    Verdict::InSync
+                    TableState::InSync
                 );
             } else {
                 // Over on the wall clock: the store ends it, and the reconcile takes it out.

@@ -158,7 +158,7 @@ struct PrefixWrap {
 
 /// What a reconcile must do.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum TableState {
     /// The table is what the store wants.
     InSync,
     /// Some elements are missing, stale or unknown: fix them in one batch.
@@ -168,12 +168,12 @@ pub enum Verdict {
 }
 
 /// Compares the observed table with the layout and the desired elements.
-pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>, now: UnixMs) -> Verdict {
+pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>, now: UnixMs) -> TableState {
     let Some(obs) = observed else {
-        return Verdict::Rebuild(format!("table inet {} is missing", layout.table));
+        return TableState::Rebuild(format!("table inet {} is missing", layout.table));
     };
     if let Some(why) = structure_differs(layout, obs) {
-        return Verdict::Rebuild(why);
+        return TableState::Rebuild(why);
     }
     let mut changes = Changes::default();
     for (set, _) in layout.dynamic_sets() {
@@ -205,9 +205,9 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
         }
     }
     if changes.is_empty() {
-        Verdict::InSync
+        TableState::InSync
     } else {
-        Verdict::Fix(changes)
+        TableState::Fix(changes)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::config::DisaConfig;
 const HOUR_MS: i64 = 3_600_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub struct GuessLimits {
     /// Guesses from one number (or one address) within `window` that lock it out.
     pub failures: u32,
     pub window: Duration,
@@ -27,9 +27,9 @@ pub struct Policy {
     pub suspend: Duration,
 }
 
-impl Default for Policy {
+impl Default for GuessLimits {
     fn default() -> Self {
-        Policy {
+        GuessLimits {
             failures: 5,
             window: Duration::from_secs(15 * 60),
             lockout: Duration::from_secs(3600),
@@ -39,9 +39,9 @@ impl Default for Policy {
     }
 }
 
-impl From<&DisaConfig> for Policy {
-    fn from(d: &DisaConfig) -> Policy {
-        Policy {
+impl From<&DisaConfig> for GuessLimits {
+    fn from(d: &DisaConfig) -> GuessLimits {
+        GuessLimits {
             failures: d.lockout_failures,
             window: d.lockout_window.0,
             lockout: d.lockout.0,
@@ -88,7 +88,7 @@ pub fn normalize_number(raw: &str) -> Result<Option<String>, String> {
 
 /// What the gate says before a passcode is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gate {
+pub enum Admission {
     /// Check the passcode.
     Open,
     /// Entry is suspended for everyone, but this is an owner's number: check the passcode, and
@@ -100,9 +100,9 @@ pub enum Gate {
     Suspended,
 }
 
-impl Gate {
+impl Admission {
     pub fn checks(self) -> bool {
-        matches!(self, Gate::Open | Gate::OwnerOnly)
+        matches!(self, Admission::Open | Admission::OwnerOnly)
     }
 }
 
@@ -180,7 +180,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
     }
 
     /// Records a guess; true when this one locks the key out.
-    fn fail(&mut self, k: &K, p: &Policy, now: UnixMs) -> bool {
+    fn fail(&mut self, k: &K, p: &GuessLimits, now: UnixMs) -> bool {
         if self.map.len() >= MAX_TRACKED && !self.map.contains_key(k) {
             self.evict(now);
         }
@@ -240,7 +240,7 @@ pub struct Failure {
 }
 
 pub struct Limiter {
-    policy: Policy,
+    policy: GuessLimits,
     numbers: Table<String>,
     addrs: Table<IpAddr>,
     global: VecDeque<UnixMs>,
@@ -248,7 +248,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(policy: Policy) -> Limiter {
+    pub fn new(policy: GuessLimits) -> Limiter {
         Limiter {
             policy,
             numbers: Table::new(),
@@ -259,7 +259,11 @@ impl Limiter {
     }
 
     /// A limiter that carries on from `records` (as the store kept them).
-    pub fn restore(policy: Policy, records: impl IntoIterator<Item = (Key, Record)>, now: UnixMs) -> Limiter {
+    pub fn restore(
+        policy: GuessLimits,
+        records: impl IntoIterator<Item = (Key, Record)>,
+        now: UnixMs,
+    ) -> Limiter {
         let mut l = Limiter::new(policy);
         for (k, r) in records {
             match k {
@@ -297,20 +301,20 @@ impl Limiter {
 
     /// Whether this caller's passcode is checked now. A refused caller is still prompted and
     /// hears "incorrect": only this gate knows.
-    pub fn gate(&self, caller: &Caller<'_>, now: UnixMs) -> Gate {
+    pub fn gate(&self, caller: &Caller<'_>, now: UnixMs) -> Admission {
         if self.numbers.locked(&caller.number.to_string(), now)
             || caller.address.is_some_and(|a| self.addrs.locked(&a, now))
         {
-            return Gate::LockedOut;
+            return Admission::LockedOut;
         }
         if self.suspended(now) || self.recent_global(now) as u32 >= self.policy.global_per_hour {
             return if caller.owner {
-                Gate::OwnerOnly
+                Admission::OwnerOnly
             } else {
-                Gate::Suspended
+                Admission::Suspended
             };
         }
-        Gate::Open
+        Admission::Open
     }
 
     fn recent_global(&self, now: UnixMs) -> usize {
@@ -381,7 +385,7 @@ const YEAR_HOURS: f64 = 8766.0;
 
 impl Odds {
     /// The odds in words, for `doctor` and the README.
-    pub fn describe(&self, p: &Policy, accounts: u64, owner_pairs: u64, digits: u32) -> String {
+    pub fn describe(&self, p: &GuessLimits, accounts: u64, owner_pairs: u64, digits: u32) -> String {
         format!(
             "{accounts} account(s) with {digits}-digit passcodes, {owner_pairs} owner number(s): at most \
              {} wrong passcodes an hour reach a check ({} a year), plus {} a year through owners' \
@@ -399,7 +403,7 @@ impl Odds {
 /// While suspended, only owners' numbers get through; one number yields at most `failures`
 /// guesses per `min(window, lockout)` before it is locked out (a guesser who keeps under the
 /// lockout gets at most `failures - 1` per window), each against only the accounts listing it.
-pub fn odds(p: &Policy, accounts: u64, owner_pairs: u64, digits: u32) -> Odds {
+pub fn odds(p: &GuessLimits, accounts: u64, owner_pairs: u64, digits: u32) -> Odds {
     let space = 10f64.powi(digits as i32);
     let open_guesses = p.global_per_hour as f64 * YEAR_HOURS;
     let period_h = p.window.min(p.lockout).as_secs_f64().max(1.0) / 3600.0;
@@ -429,10 +433,10 @@ mod tests {
 
     #[test]
     fn number_and_address_lock_out_after_repeated_failures() {
-        let mut l = Limiter::new(Policy::default());
+        let mut l = Limiter::new(GuessLimits::default());
         let a: IpAddr = "203.0.113.9".parse().unwrap();
         for i in 0..4 {
-            assert_eq!(l.gate(&caller("5551234", Some(a)), i * MIN), Gate::Open);
+            assert_eq!(l.gate(&caller("5551234", Some(a)), i * MIN), Admission::Open);
             assert_eq!(
                 l.failure(&caller("5551234", Some(a)), i * MIN),
                 Failure::default()
@@ -440,47 +444,47 @@ mod tests {
         }
         let f = l.failure(&caller("5551234", Some(a)), 4 * MIN);
         assert!(f.number_locked && f.address_locked);
-        assert_eq!(l.gate(&caller("5551234", None), 5 * MIN), Gate::LockedOut);
+        assert_eq!(l.gate(&caller("5551234", None), 5 * MIN), Admission::LockedOut);
         assert_eq!(
             l.gate(&caller("5550000", Some(a)), 5 * MIN),
-            Gate::LockedOut,
+            Admission::LockedOut,
             "the address is locked whatever the number"
         );
         assert_eq!(
             l.gate(&caller("5550000", None), 5 * MIN),
-            Gate::Open,
+            Admission::Open,
             "another number from elsewhere is not"
         );
         assert_eq!(
             l.gate(&caller("5551234", Some(a)), 4 * MIN + 3_600_001),
-            Gate::Open,
+            Admission::Open,
             "a lockout ends"
         );
     }
 
     #[test]
     fn a_trunk_passed_as_no_address_locks_out_only_the_number() {
-        let mut l = Limiter::new(Policy::default());
+        let mut l = Limiter::new(GuessLimits::default());
         for i in 0..5 {
             l.failure(&caller("111", None), i);
         }
-        assert_eq!(l.gate(&caller("111", None), 10), Gate::LockedOut);
-        assert_eq!(l.gate(&caller("222", None), 10), Gate::Open);
+        assert_eq!(l.gate(&caller("111", None), 10), Admission::LockedOut);
+        assert_eq!(l.gate(&caller("222", None), 10), Admission::Open);
     }
 
     #[test]
     fn failures_outside_the_window_do_not_add_up() {
-        let mut l = Limiter::new(Policy::default());
+        let mut l = Limiter::new(GuessLimits::default());
         for i in 0..20 {
             // One failure every 4 minutes: never 5 within 15 minutes.
             assert!(!l.failure(&caller("555", None), i * 4 * MIN).number_locked);
         }
-        assert_eq!(l.gate(&caller("555", None), 80 * MIN), Gate::Open);
+        assert_eq!(l.gate(&caller("555", None), 80 * MIN), Admission::Open);
     }
 
     #[test]
     fn success_clears_the_count() {
-        let mut l = Limiter::new(Policy::default());
+        let mut l = Limiter::new(GuessLimits::default());
         for i in 0..4 {
             l.failure(&caller("555", None), i);
         }
@@ -490,36 +494,36 @@ mod tests {
 
     #[test]
     fn owners_numbers_pass_a_suspension_but_not_their_own_lockout() {
-        let p = Policy {
+        let p = GuessLimits {
             global_per_hour: 3,
-            ..Policy::default()
+            ..GuessLimits::default()
         };
         let mut l = Limiter::new(p);
         for n in ["9001", "9002", "9003"] {
             l.failure(&caller(n, None), MIN);
         }
         assert!(l.suspended(MIN));
-        assert_eq!(l.gate(&caller("9004", None), 2 * MIN), Gate::Suspended);
+        assert_eq!(l.gate(&caller("9004", None), 2 * MIN), Admission::Suspended);
         let owner = Caller {
             number: "5550100",
             address: None,
             owner: true,
         };
-        assert_eq!(l.gate(&owner, 2 * MIN), Gate::OwnerOnly);
+        assert_eq!(l.gate(&owner, 2 * MIN), Admission::OwnerOnly);
         for i in 0..5 {
             l.failure(&owner, 2 * MIN + i);
         }
-        assert_eq!(l.gate(&owner, 3 * MIN), Gate::LockedOut);
+        assert_eq!(l.gate(&owner, 3 * MIN), Admission::LockedOut);
         // The cap holds over the rolling hour even once the suspension's 30 minutes are over.
-        assert_eq!(l.gate(&caller("9004", None), 40 * MIN), Gate::Suspended);
-        assert_eq!(l.gate(&caller("9004", None), 63 * MIN), Gate::Open);
+        assert_eq!(l.gate(&caller("9004", None), 40 * MIN), Admission::Suspended);
+        assert_eq!(l.gate(&caller("9004", None), 63 * MIN), Admission::Open);
     }
 
     #[test]
     fn the_state_round_trips_through_records() {
-        let p = Policy {
+        let p = GuessLimits {
             global_per_hour: 3,
-            ..Policy::default()
+            ..GuessLimits::default()
         };
         let mut l = Limiter::new(p);
         let a: IpAddr = "203.0.113.9".parse().unwrap();
@@ -533,8 +537,8 @@ mod tests {
             assert_eq!(Key::from_parts(kind, &key).as_ref(), Some(k));
         }
         let back = Limiter::restore(p, records, 10);
-        assert_eq!(back.gate(&caller("111", None), 10), Gate::LockedOut);
-        assert_eq!(back.gate(&caller("222", Some(a)), 10), Gate::LockedOut);
+        assert_eq!(back.gate(&caller("111", None), 10), Admission::LockedOut);
+        assert_eq!(back.gate(&caller("222", Some(a)), 10), Admission::LockedOut);
         assert!(back.suspended(10));
         for k in &keys {
             assert_eq!(back.record(k), l.record(k));
@@ -545,7 +549,7 @@ mod tests {
     /// passcode checks get through the gate, and what chance do they have?
     #[test]
     fn guessing_from_many_numbers_is_hopeless() {
-        let p = Policy::default();
+        let p = GuessLimits::default();
         let mut l = Limiter::new(p);
         let (mut checked, mut attempts) = (0u64, 0u64);
         let week = 7 * 24 * 60 * MIN;
@@ -591,7 +595,7 @@ mod tests {
     /// adds at most what [`odds`] says.
     #[test]
     fn a_forged_owner_number_gets_no_more_than_the_stated_bound() {
-        let p = Policy::default();
+        let p = GuessLimits::default();
         let mut l = Limiter::new(p);
         let days = 2;
         let span = days * 24 * 60 * MIN;
@@ -609,11 +613,11 @@ mod tests {
                 owner: n % 2 == 0,
             };
             match l.gate(&c, now) {
-                Gate::OwnerOnly => {
+                Admission::OwnerOnly => {
                     owner_checks += 1;
                     l.failure(&c, now);
                 }
-                Gate::Open => {
+                Admission::Open => {
                     l.failure(&c, now);
                 }
                 _ => {}
@@ -640,7 +644,7 @@ mod tests {
 
     #[test]
     fn odds_with_the_defaults_are_hopeless() {
-        let o = odds(&Policy::default(), 100, 100, 12);
+        let o = odds(&GuessLimits::default(), 100, 100, 12);
         assert_eq!(o.open_guesses, 30.0 * YEAR_HOURS);
         assert!(o.p_year < 1e-4, "{o:?}");
         assert!(o.p_year > 1e-6, "{o:?}");

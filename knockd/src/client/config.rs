@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::ClientError;
 use crate::duration::Dur;
 use crate::profile::{self, KeyError, ProfileKind, Spec};
-use crate::secret::{check_private, Secret};
+use crate::secret::{check_private, KnockSecret};
 use crate::{Mode, Port, PortRange};
 
 #[derive(Debug, Deserialize)]
@@ -115,11 +115,11 @@ impl ClientConfig {
             let (secret_key, secret) = match (&p.secret, &p.secret_file) {
                 (Some(s), _) => (
                     "secret",
-                    Some(Secret::from_hex(s).map_err(|e| invalid(k("secret"), e.to_string()))?),
+                    Some(KnockSecret::from_hex(s).map_err(|e| invalid(k("secret"), e.to_string()))?),
                 ),
                 (None, Some(f)) => (
                     "secret-file",
-                    Some(Secret::load(f).map_err(|e| invalid(k("secret-file"), e.to_string()))?),
+                    Some(KnockSecret::load(f).map_err(|e| invalid(k("secret-file"), e.to_string()))?),
                 ),
                 (None, None) => ("secret", None),
             };

@@ -9,7 +9,7 @@ use crate::base::duration::left;
 use crate::config::Config;
 use crate::control::client::call;
 use crate::control::{Reply, Request};
-use crate::rules::limiter::{odds, Policy};
+use crate::rules::limiter::{odds, GuessLimits};
 
 /// A yearly chance of a guessed passcode above this is worth a warning.
 const GUESS_ODDS_WARN: f64 = 1e-3;
@@ -32,7 +32,7 @@ pub(super) fn guessing(config: &Config, socket: &Path) -> Check {
         .min()
         .unwrap_or(config.disa.passcode_digits) as u32;
     let owners: u64 = live.iter().map(|a| a.callers.len() as u64).sum();
-    let policy = Policy::from(&config.disa);
+    let policy = GuessLimits::from(&config.disa);
     let odds = odds(&policy, live.len() as u64, owners, digits);
     let detail = odds.describe(&policy, live.len() as u64, owners, digits);
     if odds.p_year < GUESS_ODDS_WARN {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ami_listener::client::md5_key;
 use ami_listener::codec::{Action, Decoder, DecoderCaps, Frame, Message, GREETING_PREFIX};
-use ami_listener::Secret;
+use ami_listener::AmiSecret;
 
 use crate::config::AmiLogin;
 
@@ -120,7 +120,7 @@ impl Ami {
     }
 
     /// Logs in as the daemon does; `Err` carries Asterisk's reason.
-    pub fn login(&mut self, user: &str, secret: &Secret, method: AmiLogin) -> Result<(), String> {
+    pub fn login(&mut self, user: &str, secret: &AmiSecret, method: AmiLogin) -> Result<(), String> {
         let reply = match method {
             AmiLogin::Md5 => {
                 let (ch, _) = self.request("Challenge", &[("AuthType", "MD5")])?;

@@ -37,7 +37,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum Health {
     Ok,
     /// Works, but something an admin should know.
     Warn,
@@ -46,13 +46,13 @@ pub enum Verdict {
     Skip,
 }
 
-impl Verdict {
+impl Health {
     pub fn word(self) -> &'static str {
         match self {
-            Verdict::Ok => "ok",
-            Verdict::Warn => "warn",
-            Verdict::Fail => "FAIL",
-            Verdict::Skip => "skip",
+            Health::Ok => "ok",
+            Health::Warn => "warn",
+            Health::Fail => "FAIL",
+            Health::Skip => "skip",
         }
     }
 }
@@ -60,7 +60,7 @@ impl Verdict {
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
     pub name: &'static str,
-    pub verdict: Verdict,
+    pub verdict: Health,
     pub detail: String,
     pub fix: Option<String>,
 }
@@ -68,7 +68,7 @@ pub struct Check {
 fn ok(name: &'static str, detail: impl Into<String>) -> Check {
     Check {
         name,
-        verdict: Verdict::Ok,
+        verdict: Health::Ok,
         detail: detail.into(),
         fix: None,
     }
@@ -77,13 +77,13 @@ fn ok(name: &'static str, detail: impl Into<String>) -> Check {
 fn skip(name: &'static str, detail: impl Into<String>) -> Check {
     Check {
         name,
-        verdict: Verdict::Skip,
+        verdict: Health::Skip,
         detail: detail.into(),
         fix: None,
     }
 }
 
-fn bad(name: &'static str, verdict: Verdict, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+fn bad(name: &'static str, verdict: Health, detail: impl Into<String>, fix: impl Into<String>) -> Check {
     Check {
         name,
         verdict,
@@ -93,11 +93,11 @@ fn bad(name: &'static str, verdict: Verdict, detail: impl Into<String>, fix: imp
 }
 
 fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    bad(name, Verdict::Fail, detail, fix)
+    bad(name, Health::Fail, detail, fix)
 }
 
 fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    bad(name, Verdict::Warn, detail, fix)
+    bad(name, Health::Warn, detail, fix)
 }
 
 /// What the doctor looks at.
@@ -166,7 +166,7 @@ pub fn examine(opts: &Options) -> Vec<Check> {
     };
     checks.push(secrets(&config));
     let nft = nft(&config);
-    let nft_ok = nft.verdict == Verdict::Ok;
+    let nft_ok = nft.verdict == Health::Ok;
     checks.push(nft);
     let socket = opts
         .socket
@@ -184,7 +184,7 @@ pub fn examine(opts: &Options) -> Vec<Check> {
 
 /// Whether the admin should worry: any failure.
 pub fn healthy(checks: &[Check]) -> bool {
-    checks.iter().all(|c| c.verdict != Verdict::Fail)
+    checks.iter().all(|c| c.verdict != Health::Fail)
 }
 
 /// The default config path, for messages.

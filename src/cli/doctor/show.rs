@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::cli::doctor::{examine, healthy, Check, Options, Verdict};
+use crate::cli::doctor::{examine, healthy, Check, Health, Options};
 
 use crate::cli::paint::{Paint, Tone};
 use crate::cli::CliError;
@@ -24,7 +24,7 @@ pub fn run(opts: &Options, json: bool, paint: Paint, out: &mut impl Write) -> Re
     } else {
         report(out, &checks, paint)?;
     }
-    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    let failed = checks.iter().filter(|c| c.verdict == Health::Fail).count();
     if failed > 0 {
         return Err(CliError::Refused(format!(
             "{failed} check(s) failed; the fixes are above"
@@ -33,13 +33,13 @@ pub fn run(opts: &Options, json: bool, paint: Paint, out: &mut impl Write) -> Re
     Ok(())
 }
 
-fn verdict(p: Paint, v: Verdict) -> String {
+fn verdict(p: Paint, v: Health) -> String {
     let word = format!("{:<4}", v.word());
     let tone = match v {
-        Verdict::Ok => Tone::Good,
-        Verdict::Warn => Tone::Warn,
-        Verdict::Fail => Tone::Bad,
-        Verdict::Skip => Tone::Dim,
+        Health::Ok => Tone::Good,
+        Health::Warn => Tone::Warn,
+        Health::Fail => Tone::Bad,
+        Health::Skip => Tone::Dim,
     };
     p.tone(tone, &word)
 }
@@ -57,10 +57,10 @@ pub fn report(out: &mut impl Write, checks: &[Check], p: Paint) -> std::io::Resu
         out,
         "{} checks: {} ok, {} warning(s), {} failed, {} skipped",
         checks.len(),
-        count(Verdict::Ok),
-        count(Verdict::Warn),
-        count(Verdict::Fail),
-        count(Verdict::Skip)
+        count(Health::Ok),
+        count(Health::Warn),
+        count(Health::Fail),
+        count(Health::Skip)
     )
 }
 
@@ -72,13 +72,13 @@ mod tests {
         vec![
             Check {
                 name: "nft",
-                verdict: Verdict::Ok,
+                verdict: Health::Ok,
                 detail: "nftables v1.1.1".into(),
                 fix: None,
             },
             Check {
                 name: "fastagi",
-                verdict: Verdict::Fail,
+                verdict: Health::Fail,
                 detail: "cannot connect".into(),
                 fix: Some("start passknockd".into()),
             },
