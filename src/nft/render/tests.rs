@@ -1,0 +1,185 @@
+//! The table rendering's unit tests.
+
+use super::*;
+
+fn layout() -> Layout {
+    let p = |s: &str| s.parse::<PortRange>().unwrap();
+    Layout::new(
+        "passknock",
+        vec![
+            ("rtp".into(), vec![p("udp/10000-20000")]),
+            ("sip".into(), vec![p("udp/5060"), p("tcp/5060"), p("udp/5061")]),
+        ],
+        &[
+            "10.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+            "::1".parse().unwrap(),
+        ],
+    )
+}
+
+#[test]
+fn merges_ports_and_nested_trusted() {
+    let l = layout();
+    assert_eq!(l.protected(Proto::Udp), vec![(5060, 5061), (10000, 20000)]);
+    assert_eq!(l.protected(Proto::Tcp), vec![(5060, 5060)]);
+    assert_eq!(l.trusted.len(), 2, "10.1/16 sits inside 10/8");
+}
+
+#[test]
+fn table_has_every_set_and_rules_in_order() {
+    let l = layout();
+    let mut e = Elements::new();
+    e.insert(
+        ElemKey {
+            set: "allow_sip_v4".into(),
+            addr: "203.0.113.7".parse().unwrap(),
+        },
+        10_500,
+    );
+    let json = serde_json::to_string(&l.render_table(&e, 1_000)).unwrap();
+    for set in [
+        "trusted_v4",
+        "trusted_v6",
+        "ban_v4",
+        "ban_v6",
+        "allow_sip_v4",
+        "allow_sip_v6",
+        "allow_rtp_v4",
+        "allow_rtp_v6",
+    ] {
+        assert!(json.contains(&format!("\"name\":\"{set}\"")), "{set} in {json}");
+    }
+    // 9.5 s remaining rounds up to 10 s.
+    assert!(json.contains("\"val\":\"203.0.113.7\",\"timeout\":10"), "{json}");
+    let lo = json.find("\"lo\"").unwrap();
+    let trusted = json.find("@trusted_v4").unwrap();
+    let ban = json.find("@ban_v4").unwrap();
+    let reply = json.find("\"reply\"").unwrap();
+    let allow = json.find("@allow_sip_v4").unwrap();
+    assert!(
+        lo < trusted && trusted < ban && ban < reply && reply < allow,
+        "{json}"
+    );
+    assert!(json.rfind("\"drop\"").unwrap() > allow);
+}
+
+#[test]
+fn json_fast_path_matches_schema_rendering() {
+    let l = layout();
+    let mut e = Elements::new();
+    for (set, a) in [
+        ("allow_sip_v4", "203.0.113.7"),
+        ("allow_sip_v4", "203.0.113.8"),
+        ("ban_v6", "2001:db8::6"),
+    ] {
+        e.insert(
+            ElemKey {
+                set: set.into(),
+                addr: a.parse().unwrap(),
+            },
+            10_500,
+        );
+    }
+    let fast: serde_json::Value = serde_json::from_slice(&l.render_table_json(&e, 1_000).unwrap()).unwrap();
+    let slow = without_nulls(serde_json::to_value(l.render_table(&e, 1_000)).unwrap());
+    assert!(
+        fast == slow,
+        "the JSON fast path differs from the schema rendering"
+    );
+    let empty: serde_json::Value =
+        serde_json::from_slice(&l.render_table_json(&Elements::new(), 0).unwrap()).unwrap();
+    assert!(empty == without_nulls(serde_json::to_value(l.render_table(&Elements::new(), 0)).unwrap()));
+}
+
+/// The schema writes absent element options as `null`; nft reads that as absent.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let absent = |k: &str, v: &serde_json::Value| {
+                v.is_null() && matches!(k, "comment" | "counter" | "expires")
+            };
+            m.into_iter()
+                .filter(|(k, v)| !absent(k, v))
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect()
+        }
+        serde_json::Value::Array(a) => a.into_iter().map(without_nulls).collect(),
+        v => v,
+    }
+}
+
+#[test]
+fn fingerprint_follows_layout() {
+    let a = layout();
+    let mut b = layout();
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    b.trusted.push("192.0.2.0/24".parse().unwrap());
+    assert_ne!(a.fingerprint(), b.fingerprint());
+    let k = |ports: &[&str], group| {
+        layout().with_knock(ports.iter().map(|p| p.parse().unwrap()).collect(), group)
+    };
+    let base = k(&["tcp/7000", "udp/8000"], 7);
+    assert_ne!(base.fingerprint(), a.fingerprint());
+    assert_ne!(base.fingerprint(), k(&["tcp/7000", "udp/8001"], 7).fingerprint());
+    assert_ne!(base.fingerprint(), k(&["tcp/7000", "udp/8000"], 8).fingerprint());
+    assert_eq!(base.fingerprint(), k(&["tcp/7000", "udp/8000"], 7).fingerprint());
+}
+
+#[test]
+fn knock_ports_log_and_drop_right_after_the_bans() {
+    let l = layout().with_knock(
+        vec![
+            "tcp/7000".parse().unwrap(),
+            "udp/8000".parse().unwrap(),
+            "udp/40000-40999".parse().unwrap(),
+        ],
+        7,
+    );
+    let json = serde_json::to_string(&l.render_table(&Elements::new(), 0)).unwrap();
+    let ban = json.rfind("@ban_v6").unwrap();
+    let log = json.find("\"log\":{\"group\":7").unwrap();
+    let reply = json.find("\"reply\"").unwrap();
+    assert!(ban < log && log < reply, "{json}");
+    assert!(json.contains("\"original\""), "{json}");
+    assert!(
+        json.contains("[\"fin\",\"syn\",\"rst\",\"ack\"]"),
+        "TCP knocks are SYNs only: {json}"
+    );
+    // A banned source's knocks drop before they are logged.
+    assert_eq!(l.banned_ports(Proto::Tcp), vec![(5060, 5060), (7000, 7000)]);
+    assert_eq!(
+        l.banned_ports(Proto::Udp),
+        vec![(5060, 5061), (8000, 8000), (10000, 20000), (40000, 40999)]
+    );
+    // udp log+drop, tcp SYN log+drop, tcp drop.
+    assert_eq!(l.rules().len(), layout().rules().len() + 3);
+}
+
+#[test]
+fn changes_add_delete_add() {
+    let l = layout();
+    let k = ElemKey {
+        set: "allow_sip_v4".into(),
+        addr: "203.0.113.7".parse().unwrap(),
+    };
+    let gone = ElemKey {
+        set: "ban_v6".into(),
+        addr: "2001:db8::6".parse().unwrap(),
+    };
+    let c = Changes {
+        set: vec![(k, 61_000)],
+        remove: vec![gone],
+    };
+    let json = serde_json::to_value(render_changes(&l, &c, 1_000)).unwrap();
+    let verbs: Vec<String> = json["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_object().unwrap().keys().next().unwrap().clone())
+        .collect();
+    assert_eq!(verbs, ["add", "add", "delete", "delete", "add"]);
+    assert_eq!(timeout_secs(61_000, 1_000), 60);
+    assert_eq!(timeout_secs(1_001, 1_000), 1);
+    assert_eq!(timeout_secs(500, 1_000), 1);
+}
