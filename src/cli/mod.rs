@@ -28,12 +28,6 @@ use render::{grant_row, table_lines};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("cannot reach passknockd at {path}: {source} (is it running, and are you root?)")]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("lost the connection to passknockd: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
