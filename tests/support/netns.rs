@@ -168,6 +168,21 @@ impl Topology {
     }
 }
 
+/// Binds a port a check just released. Another test thread that spawns a process at that moment
+/// holds a copy of every descriptor until its child execs, so for a few milliseconds the port can
+/// still be taken: try again for up to two seconds before calling it a failure.
+fn bind_again<S>(bind: impl Fn() -> std::io::Result<S>, what: &str) -> S {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match bind() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            r => return r.unwrap_or_else(|e| panic!("{what}: {e}")),
+        }
+    }
+}
+
 /// A UDP receiver bound in a namespace; `received()` drains what has arrived.
 pub struct UdpSink {
     sock: UdpSocket,
@@ -175,7 +190,7 @@ pub struct UdpSink {
 
 impl UdpSink {
     pub fn bind(ns: &Netns, addr: SocketAddr) -> UdpSink {
-        let sock = ns.within(move || UdpSocket::bind(addr).expect("bind udp sink"));
+        let sock = ns.within(move || bind_again(|| UdpSocket::bind(addr), "bind udp sink"));
         sock.set_nonblocking(true).unwrap();
         UdpSink { sock }
     }
@@ -215,7 +230,7 @@ pub fn udp_reaches(ns: &Netns, from: IpAddr, to: SocketAddr, sink: &UdpSink, wai
 
 /// A TCP listener in a namespace that accepts and answers "ok" on a thread of its own.
 pub fn tcp_server(ns: &Netns, addr: SocketAddr) -> TcpListener {
-    let listener = ns.within(move || TcpListener::bind(addr).expect("bind tcp"));
+    let listener = ns.within(move || bind_again(|| TcpListener::bind(addr), "bind tcp"));
     let l2 = listener.try_clone().unwrap();
     std::thread::spawn(move || {
         for mut s in l2.incoming().flatten() {
