@@ -3,7 +3,7 @@
 //! drive it the same way.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::packet::Knock;
@@ -33,7 +33,12 @@ pub enum KnockOutcome {
         mode: Mode,
         address: IpAddr,
         source: IpAddr,
+        /// The sender's address of the other family, carried in an SPA packet of a profile
+        /// that consents (`dual-stack`): open it too, once the daemon's own checks pass.
+        also: Option<IpAddr>,
         mark: Option<ReplayMark>,
+        /// Where and how to answer, when an SPA sender asked for one answer.
+        answer: Option<AnswerTo>,
     },
     /// An authenticated knock that must not open anything (worth an audit line; forged and
     /// junk packets are only counted).
@@ -45,6 +50,24 @@ pub enum KnockOutcome {
     },
 }
 
+/// The one answer an accepted SPA packet asked for: sent from the port it was sent to, back to
+/// the port it came from, sealed with its profile's key for its nonce.
+#[derive(Clone, Debug)]
+pub struct AnswerTo {
+    pub to: SocketAddr,
+    pub from: SocketAddr,
+    pub key: SpaKey,
+    pub nonce: [u8; 16],
+}
+
+impl PartialEq for AnswerTo {
+    fn eq(&self, o: &AnswerTo) -> bool {
+        (self.to, self.from, self.key.id, self.nonce) == (o.to, o.from, o.key.id, o.nonce)
+    }
+}
+
+impl Eq for AnswerTo {}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("it was used before (a replay)")]
@@ -55,6 +78,10 @@ pub enum Refusal {
     Future(Duration),
     #[error("it asks for {0}, and this profile opens only the sender's own address")]
     AddressNotAllowed(IpAddr),
+    #[error("it carries {0} to open besides its source, and this profile is not dual-stack")]
+    DualStackNotAllowed(IpAddr),
+    #[error("it carries {0} as the other family's address, and that is the source's family")]
+    NotOtherFamily(IpAddr),
     #[error("the replay cache is full of live entries")]
     ReplayCacheFull,
 }
@@ -249,21 +276,50 @@ impl Gate {
         let ProfileKind::Spa(profile) = &self.profiles[i].kind else {
             unreachable!("SPA keys come from SPA profiles")
         };
-        let (max_age, allow_address) = (profile.max_age, profile.allow_address);
+        let (max_age, allow_address, dual_stack) =
+            (profile.max_age, profile.allow_address, profile.dual_stack);
         match spa::age(spa.timestamp, now, max_age) {
             Age::Fresh => {}
             Age::Aged(by) => return self.refuse(i, k.source, Refusal::Aged(by)),
             Age::Future(by) => return self.refuse(i, k.source, Refusal::Future(by)),
         }
-        let address = match spa.requested {
-            Requested::Source => k.source,
-            Requested::Address(a) if a == k.source || allow_address => a,
+        // An address the packet carries is honoured only with the profile's consent; without
+        // it the whole packet is refused, so a forged field opens nothing at all.
+        let (address, also) = match spa.requested {
+            Requested::Source => (k.source, None),
+            Requested::Address(a) if a == k.source || allow_address => (a, None),
             Requested::Address(a) => return self.refuse(i, k.source, Refusal::AddressNotAllowed(a)),
+            Requested::Also(a) if !dual_stack => {
+                return self.refuse(i, k.source, Refusal::DualStackNotAllowed(a))
+            }
+            Requested::Also(a) if a.is_ipv4() == k.source.is_ipv4() => {
+                return self.refuse(i, k.source, Refusal::NotOtherFamily(a))
+            }
+            Requested::Also(a) => (k.source, Some(a)),
         };
         let key = spa.replay_key();
         let until = spa::remember_until(spa.timestamp, max_age);
         match self.replay.remember(&key, until, now) {
-            Remembered::New => self.grant(i, address, k.source, Some(ReplayMark { key, until })),
+            Remembered::New => {
+                let answer = spa.answer.then(|| AnswerTo {
+                    to: SocketAddr::new(k.source, k.source_port),
+                    from: SocketAddr::new(k.dest, k.port.port),
+                    key: self.spa_keys[&id].1.clone(),
+                    nonce: spa.nonce,
+                });
+                let mark = Some(ReplayMark { key, until });
+                self.stats.grants += 1;
+                let p = &self.profiles[i];
+                Some(KnockOutcome::Grant {
+                    profile: p.name.clone(),
+                    mode: p.kind.mode(),
+                    address,
+                    source: k.source,
+                    also,
+                    mark,
+                    answer,
+                })
+            }
             Remembered::Replayed => self.refuse(i, k.source, Refusal::Replayed),
             Remembered::Full => self.refuse(i, k.source, Refusal::ReplayCacheFull),
         }
@@ -283,7 +339,9 @@ impl Gate {
             mode: p.kind.mode(),
             address,
             source,
+            also: None,
             mark,
+            answer: None,
         })
     }
 
@@ -396,6 +454,7 @@ mod tests {
                         port: 62201,
                         max_age: Duration::from_secs(60),
                         allow_address: false,
+                        dual_stack: true,
                     }),
                 },
             ],
@@ -578,6 +637,86 @@ mod tests {
         assert!(s.spa_bad_length >= 6);
     }
 
+    fn spa_gate(dual_stack: bool) -> Gate {
+        Gate::new(
+            vec![Profile {
+                name: "spa".into(),
+                kind: ProfileKind::Spa(SinglePacket {
+                    secret: spa_secret(),
+                    port: 62201,
+                    max_age: Duration::from_secs(60),
+                    allow_address: false,
+                    dual_stack,
+                }),
+            }],
+            10,
+            10,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dual_stack_opens_the_source_and_the_carried_address_only_with_consent() {
+        let key = SpaKey::derive(&spa_secret());
+        let now_s = (T0 / 1000) as u64;
+        let v6: IpAddr = "2001:db8:113::10".parse().unwrap();
+        let packet = |req, answer| {
+            spa::seal(
+                &key,
+                &Spa {
+                    answer,
+                    ..Spa::new(&key, now_s, req).unwrap()
+                },
+            )
+        };
+        let mut g = spa_gate(true);
+        match spa_packet(&mut g, src(1), &packet(Requested::Also(v6), true), T0) {
+            Some(KnockOutcome::Grant {
+                address,
+                source,
+                also,
+                answer: Some(a),
+                ..
+            }) => {
+                assert_eq!((address, source, also), (src(1), src(1), Some(v6)));
+                assert_eq!(a.to, SocketAddr::new(src(1), 40000), "back to the sender's port");
+                assert_eq!(
+                    a.from,
+                    SocketAddr::new(pbx(), 62201),
+                    "from the port it was sent to"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The carried address must be of the other family.
+        assert!(matches!(
+            spa_packet(&mut g, src(1), &packet(Requested::Also(src(9)), false), T0),
+            Some(KnockOutcome::Refused {
+                reason: Refusal::NotOtherFamily(_),
+                ..
+            })
+        ));
+        // Without consent, a packet carrying another address opens nothing, not even its source.
+        let mut g = spa_gate(false);
+        assert!(matches!(
+            spa_packet(&mut g, src(1), &packet(Requested::Also(v6), false), T0),
+            Some(KnockOutcome::Refused {
+                reason: Refusal::DualStackNotAllowed(a),
+                ..
+            }) if a == v6
+        ));
+        assert_eq!(g.stats().grants, 0);
+        // A plain packet still opens its source, and asks no answer unless it says so.
+        assert!(matches!(
+            spa_packet(&mut g, src(1), &packet(Requested::Source, false), T0),
+            Some(KnockOutcome::Grant {
+                also: None,
+                answer: None,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn same_spa_key_twice_is_refused() {
         let spa = |name: &str, port| Profile {
@@ -587,6 +726,7 @@ mod tests {
                 port,
                 max_age: Duration::from_secs(60),
                 allow_address: false,
+                dual_stack: false,
             }),
         };
         let e = Gate::new(vec![spa("a", 1), spa("b", 2)], 10, 10).unwrap_err();

@@ -27,6 +27,8 @@ const IPV6_MAX_EXT: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Knock<'a> {
     pub source: IpAddr,
+    /// The sender's port: where an SPA answer goes back to.
+    pub source_port: u16,
     pub dest: IpAddr,
     pub port: Port,
     /// TCP flags; 0 for UDP.
@@ -97,6 +99,7 @@ fn l4(proto: u8, b: &[u8], source: IpAddr, dest: IpAddr) -> Option<Knock<'_>> {
     match proto {
         IPPROTO_TCP if b.len() >= 14 => Some(Knock {
             source,
+            source_port: u16::from_be_bytes([b[0], b[1]]),
             dest,
             port: Port::tcp(u16::from_be_bytes([b[2], b[3]])),
             tcp_flags: b[13],
@@ -107,6 +110,7 @@ fn l4(proto: u8, b: &[u8], source: IpAddr, dest: IpAddr) -> Option<Knock<'_>> {
             let end = udp_len.clamp(8, b.len());
             Some(Knock {
                 source,
+                source_port: u16::from_be_bytes([b[0], b[1]]),
                 dest,
                 port: Port::udp(u16::from_be_bytes([b[2], b[3]])),
                 tcp_flags: 0,

@@ -70,6 +70,9 @@ pub struct SinglePacket {
     pub max_age: Duration,
     /// Whether a packet may ask for an address other than the one it came from.
     pub allow_address: bool,
+    /// Whether a packet may carry the sender's address of the other family, to be opened with
+    /// its source (one knock, both IPv4 and IPv6).
+    pub dual_stack: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +146,7 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     pub max_age: Option<Duration>,
     pub allow_address: Option<bool>,
+    pub dual_stack: Option<bool>,
     /// Whether the config named a secret (the caller loads it, so a bad file names its key).
     pub has_secret: bool,
     pub secret: Option<KnockSecret>,
@@ -178,6 +182,7 @@ impl Spec {
             only(self.port.is_some(), "port", "spa")?;
             only(self.max_age.is_some(), "max-age", "spa")?;
             only(self.allow_address.is_some(), "allow-address", "spa")?;
+            only(self.dual_stack.is_some(), "dual-stack", "spa")?;
         }
         if mode == Mode::Spa {
             only(self.timeout.is_some(), "timeout", "static and rotating")?;
@@ -269,6 +274,7 @@ impl Spec {
                     port: self.port.unwrap_or(SPA_PORT),
                     max_age,
                     allow_address: self.allow_address.unwrap_or(false),
+                    dual_stack: self.dual_stack.unwrap_or(false),
                 })
             }
         })

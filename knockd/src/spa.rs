@@ -7,12 +7,38 @@
 //! offset size field
 //!      0    2 magic "PK"
 //!      2    1 version (1)
-//!      3    1 requested address: 0 = the packet's source, 4 = IPv4, 6 = IPv6
+//!      3    1 request: low bits say which address to open — 0 = the packet's source,
+//!               4 = this IPv4 instead, 6 = this IPv6 instead, 0x14 / 0x16 = the source *and*
+//!               this IPv4 / IPv6 (dual stack: the other family's address); bit 0x80 asks
+//!               for one answer (below)
 //!      4    4 key id, big-endian (from the profile secret; picks the profile)
 //!      8    8 timestamp, Unix seconds, big-endian
 //!     16   16 random nonce
 //!     32   16 requested address (IPv4 in the first 4 bytes), zeros when 0 above
 //!     48   32 HMAC-SHA256 over bytes 0..48, keyed by a key derived from the secret
+//! ```
+//!
+//! Version 1 is kept: a version-1 client's packets (request 0, 4 or 6) mean what they always
+//! did; a daemon older than the dual-stack and answer bits refuses a packet with them (an
+//! unknown request byte), so such a client sees access not open rather than half of it.
+//!
+//! The answer, sent by the daemon only for a packet that verified and was granted, once, from
+//! the port it was sent to back to the port it came from: as long as the request, so never an
+//! amplifier, and never sent for a packet that did not verify, so never a reflector.
+//!
+//! ```text
+//! offset size field
+//!      0    2 magic "PK"
+//!      2    1 version (1)
+//!      3    1 kind: 0x81 access open, 0x82 open and the phone registered from it, 0x83 open
+//!               and the phone did not register within the wait
+//!      4    4 key id
+//!      8   16 the request's nonce (an answer is good for one request only)
+//!     24   16 the address the daemon opened, as it saw the packet's source
+//!     40    1 that address's family: 4 or 6
+//!     41    3 zeros
+//!     44    4 seconds the grant has left, big-endian
+//!     48   32 HMAC-SHA256 over bytes 0..48, keyed by another key derived from the secret
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -29,28 +55,40 @@ pub const MAGIC: [u8; 2] = *b"PK";
 pub const VERSION: u8 = 1;
 const SIGNED: usize = 48;
 
-/// Keys derived from a profile secret: the MAC key and the public key id.
+/// Request bits: the carried address comes besides the source (dual stack).
+const ALSO: u8 = 0x10;
+/// Request bit: answer once.
+const ANSWER: u8 = 0x80;
+
+/// Keys derived from a profile secret: the MAC key, the answer's MAC key and the public key id.
 #[derive(Clone, Debug)]
 pub struct SpaKey {
     pub id: u32,
     mac: KnockSecret,
+    answer: KnockSecret,
 }
 
 impl SpaKey {
     pub fn derive(secret: &KnockSecret) -> SpaKey {
         let mac = derive(secret, b"passknock spa mac v1");
+        let answer = derive(secret, b"passknock spa answer v1");
         let id = derive(secret, b"passknock spa key id v1");
         SpaKey {
             id: u32::from_be_bytes([id.expose()[0], id.expose()[1], id.expose()[2], id.expose()[3]]),
             mac,
+            answer,
         }
     }
 
     fn tag(&self, signed: &[u8]) -> [u8; 32] {
-        let mut m = Hmac::<Sha256>::new_from_slice(self.mac.expose()).expect("HMAC takes any key length");
-        m.update(signed);
-        m.finalize().into_bytes().into()
+        tag_with(&self.mac, signed)
     }
+}
+
+fn tag_with(key: &KnockSecret, signed: &[u8]) -> [u8; 32] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key.expose()).expect("HMAC takes any key length");
+    m.update(signed);
+    m.finalize().into_bytes().into()
 }
 
 fn derive(secret: &KnockSecret, label: &[u8]) -> KnockSecret {
@@ -64,7 +102,10 @@ fn derive(secret: &KnockSecret, label: &[u8]) -> KnockSecret {
 pub enum Requested {
     /// Whatever address the packet arrives from (through NAT, the laptop rarely knows its own).
     Source,
+    /// This address instead of the source (the profile's `allow-address`).
     Address(IpAddr),
+    /// The source and this address of the other family (the profile's `dual-stack`).
+    Also(IpAddr),
 }
 
 /// The fields of an SPA datagram.
@@ -74,6 +115,8 @@ pub struct Spa {
     pub timestamp: u64,
     pub nonce: [u8; 16],
     pub requested: Requested,
+    /// Whether the sender waits for one answer.
+    pub answer: bool,
 }
 
 impl Spa {
@@ -86,6 +129,7 @@ impl Spa {
             timestamp: unix_secs,
             nonce,
             requested,
+            answer: false,
         })
     }
 
@@ -118,16 +162,25 @@ pub fn seal(key: &SpaKey, spa: &Spa) -> [u8; LEN] {
     b[4..8].copy_from_slice(&spa.key_id.to_be_bytes());
     b[8..16].copy_from_slice(&spa.timestamp.to_be_bytes());
     b[16..32].copy_from_slice(&spa.nonce);
-    match spa.requested {
-        Requested::Source => b[3] = 0,
-        Requested::Address(IpAddr::V4(a)) => {
-            b[3] = 4;
+    let (kind, address) = match spa.requested {
+        Requested::Source => (0, None),
+        Requested::Address(a) => (0, Some(a)),
+        Requested::Also(a) => (ALSO, Some(a)),
+    };
+    b[3] = kind;
+    match address {
+        None => {}
+        Some(IpAddr::V4(a)) => {
+            b[3] |= 4;
             b[32..36].copy_from_slice(&a.octets());
         }
-        Requested::Address(IpAddr::V6(a)) => {
-            b[3] = 6;
+        Some(IpAddr::V6(a)) => {
+            b[3] |= 6;
             b[32..48].copy_from_slice(&a.octets());
         }
+    }
+    if spa.answer {
+        b[3] |= ANSWER;
     }
     let tag = key.tag(&b[..SIGNED]);
     b[SIGNED..].copy_from_slice(&tag);
@@ -156,12 +209,14 @@ pub fn open(key: &SpaKey, b: &[u8]) -> Result<Spa, SpaError> {
         return Err(SpaError::Tag);
     }
     let zero = |r: std::ops::Range<usize>| b[r].iter().all(|x| *x == 0);
-    let requested = match b[3] {
+    let v4 = || IpAddr::V4(Ipv4Addr::new(b[32], b[33], b[34], b[35]));
+    let v6 = || IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[32..48]).unwrap()));
+    let requested = match b[3] & !ANSWER {
         0 if zero(32..48) => Requested::Source,
-        4 if zero(36..48) => Requested::Address(IpAddr::V4(Ipv4Addr::new(b[32], b[33], b[34], b[35]))),
-        6 => Requested::Address(IpAddr::V6(Ipv6Addr::from(
-            <[u8; 16]>::try_from(&b[32..48]).unwrap(),
-        ))),
+        4 if zero(36..48) => Requested::Address(v4()),
+        6 => Requested::Address(v6()),
+        0x14 if zero(36..48) => Requested::Also(v4()),
+        0x16 => Requested::Also(v6()),
         _ => return Err(SpaError::Address),
     };
     Ok(Spa {
@@ -169,6 +224,88 @@ pub fn open(key: &SpaKey, b: &[u8]) -> Result<Spa, SpaError> {
         timestamp: u64::from_be_bytes(b[8..16].try_into().unwrap()),
         nonce: b[16..32].try_into().unwrap(),
         requested,
+        answer: b[3] & ANSWER != 0,
+    })
+}
+
+/// What an answer says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Said {
+    /// Access is open (the profile names no phone to wait for).
+    Open,
+    /// Access is open and the phone registered from the opened address.
+    PhoneConnected,
+    /// Access is open; the phone did not register within the wait.
+    PhoneNotYet,
+}
+
+/// The daemon's one answer to a granted request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub said: Said,
+    /// The address opened, as the daemon saw the packet's source (behind NAT, the public one).
+    pub address: IpAddr,
+    /// Seconds the grant has left.
+    pub left_secs: u32,
+}
+
+/// Writes the answer to the request with `nonce`.
+pub fn seal_answer(key: &SpaKey, nonce: &[u8; 16], answer: &Answer) -> [u8; LEN] {
+    let mut b = [0u8; LEN];
+    b[0..2].copy_from_slice(&MAGIC);
+    b[2] = VERSION;
+    b[3] = match answer.said {
+        Said::Open => 0x81,
+        Said::PhoneConnected => 0x82,
+        Said::PhoneNotYet => 0x83,
+    };
+    b[4..8].copy_from_slice(&key.id.to_be_bytes());
+    b[8..24].copy_from_slice(nonce);
+    match answer.address {
+        IpAddr::V4(a) => {
+            b[24..28].copy_from_slice(&a.octets());
+            b[40] = 4;
+        }
+        IpAddr::V6(a) => {
+            b[24..40].copy_from_slice(&a.octets());
+            b[40] = 6;
+        }
+    }
+    b[44..48].copy_from_slice(&answer.left_secs.to_be_bytes());
+    let tag = tag_with(&key.answer, &b[..SIGNED]);
+    b[SIGNED..].copy_from_slice(&tag);
+    b
+}
+
+/// Opens an answer to the request with `nonce`: anything else (another request's answer, a
+/// forgery, junk) is an error.
+pub fn open_answer(key: &SpaKey, nonce: &[u8; 16], b: &[u8]) -> Result<Answer, SpaError> {
+    if b.len() != LEN {
+        return Err(SpaError::Length);
+    }
+    if b[0..2] != MAGIC || b[2] != VERSION || !(0x81..=0x83).contains(&b[3]) {
+        return Err(SpaError::Version);
+    }
+    if b[4..8] != key.id.to_be_bytes() {
+        return Err(SpaError::UnknownKey);
+    }
+    let want = tag_with(&key.answer, &b[..SIGNED]);
+    if !bool::from(want.ct_eq(&b[SIGNED..])) || b[8..24] != nonce[..] {
+        return Err(SpaError::Tag);
+    }
+    let address = match b[40] {
+        4 => IpAddr::V4(Ipv4Addr::new(b[24], b[25], b[26], b[27])),
+        6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[24..40]).unwrap())),
+        _ => return Err(SpaError::Address),
+    };
+    Ok(Answer {
+        said: match b[3] {
+            0x81 => Said::Open,
+            0x82 => Said::PhoneConnected,
+            _ => Said::PhoneNotYet,
+        },
+        address,
+        left_secs: u32::from_be_bytes(b[44..48].try_into().unwrap()),
     })
 }
 
@@ -221,11 +358,67 @@ mod tests {
             Requested::Source,
             Requested::Address("203.0.113.7".parse().unwrap()),
             Requested::Address("2001:db8::7".parse().unwrap()),
+            Requested::Also("203.0.113.7".parse().unwrap()),
+            Requested::Also("2001:db8::7".parse().unwrap()),
         ] {
-            let spa = Spa::new(&k, 1_800_000_000, req).unwrap();
-            let b = seal(&k, &spa);
-            assert_eq!(key_id(&b), Ok(k.id));
-            assert_eq!(open(&k, &b), Ok(spa));
+            for answer in [false, true] {
+                let spa = Spa {
+                    answer,
+                    ..Spa::new(&k, 1_800_000_000, req).unwrap()
+                };
+                let b = seal(&k, &spa);
+                assert_eq!(key_id(&b), Ok(k.id));
+                assert_eq!(open(&k, &b), Ok(spa));
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_one_packet_of_an_older_client_still_opens() {
+        // Written by hand as the first clients wrote it: request byte 4, an IPv4 address.
+        let k = key();
+        let mut b = [0u8; LEN];
+        b[0..3].copy_from_slice(b"PK\x01");
+        b[3] = 4;
+        b[4..8].copy_from_slice(&k.id.to_be_bytes());
+        b[8..16].copy_from_slice(&1_800_000_000u64.to_be_bytes());
+        b[32..36].copy_from_slice(&[203, 0, 113, 7]);
+        let t = k.tag(&b[..SIGNED]);
+        b[SIGNED..].copy_from_slice(&t);
+        let spa = open(&k, &b).unwrap();
+        assert_eq!(spa.requested, Requested::Address("203.0.113.7".parse().unwrap()));
+        assert!(!spa.answer);
+    }
+
+    #[test]
+    fn answers_open_only_for_their_request_and_key() {
+        let k = key();
+        let nonce = [7u8; 16];
+        for (said, address) in [
+            (Said::Open, "203.0.113.7"),
+            (Said::PhoneConnected, "2001:db8::7"),
+            (Said::PhoneNotYet, "198.51.100.3"),
+        ] {
+            let a = Answer {
+                said,
+                address: address.parse().unwrap(),
+                left_secs: 3600,
+            };
+            let b = seal_answer(&k, &nonce, &a);
+            assert_eq!(b.len(), LEN, "no larger than the request");
+            assert_eq!(open_answer(&k, &nonce, &b), Ok(a));
+            assert_eq!(open_answer(&k, &[8u8; 16], &b), Err(SpaError::Tag));
+            let other = SpaKey::derive(&KnockSecret::from_bytes(&[1u8; 32]));
+            assert!(open_answer(&other, &nonce, &b).is_err());
+            for i in 0..LEN {
+                let mut f = b;
+                f[i] ^= 0x10;
+                assert!(open_answer(&k, &nonce, &f).is_err(), "byte {i}");
+            }
+            // An answer is never a request, nor a request an answer.
+            assert!(open(&k, &b).is_err());
+            let req = seal(&k, &Spa::new(&k, 1_800_000_000, Requested::Source).unwrap());
+            assert!(open_answer(&k, &nonce, &req).is_err());
         }
     }
 
@@ -250,6 +443,7 @@ mod tests {
         let forged = SpaKey {
             id: k.id,
             mac: KnockSecret::from_bytes(&[2u8; 32]),
+            answer: KnockSecret::from_bytes(&[2u8; 32]),
         };
         let f = seal(
             &forged,
@@ -288,6 +482,8 @@ mod fuzz {
             Just(Requested::Source),
             any::<[u8; 4]>().prop_map(|a| Requested::Address(IpAddr::from(a))),
             any::<[u8; 16]>().prop_map(|a| Requested::Address(IpAddr::from(a))),
+            any::<[u8; 4]>().prop_map(|a| Requested::Also(IpAddr::from(a))),
+            any::<[u8; 16]>().prop_map(|a| Requested::Also(IpAddr::from(a))),
         ]
     }
 
@@ -308,7 +504,7 @@ mod fuzz {
             let mut b = [0u8; LEN];
             b[0..2].copy_from_slice(&MAGIC);
             b[2] = VERSION;
-            b[3] = body[0] % 8;
+            b[3] = body[0];
             b[4..8].copy_from_slice(&k.id.to_be_bytes());
             b[8..].copy_from_slice(&body[..LEN - 8]);
             prop_assert_eq!(open(&k, &b), Err(SpaError::Tag));
@@ -319,11 +515,12 @@ mod fuzz {
             timestamp in any::<u64>(),
             nonce in any::<[u8; 16]>(),
             requested in requested(),
+            answer in any::<bool>(),
             at in 0..LEN,
             bit in 0..8u8,
         ) {
             let k = key();
-            let spa = Spa { key_id: k.id, timestamp, nonce, requested };
+            let spa = Spa { key_id: k.id, timestamp, nonce, requested, answer };
             let b = seal(&k, &spa);
             prop_assert_eq!(open(&k, &b), Ok(spa));
             let mut f = b;

@@ -59,6 +59,15 @@ pub struct KnockProfile {
     pub max_age: Option<Ttl>,
     /// spa: whether a packet may ask to open another address than its own.
     pub allow_address: Option<bool>,
+    /// spa: whether a packet may carry the sender's address of the other family, opened with
+    /// its source (default false: such a packet is refused and opens nothing).
+    pub dual_stack: Option<bool>,
+    /// spa: whether an address a packet carries besides its source may be a private one
+    /// (10/8, 172.16/12, 192.168/16, fc00::/7; default false).
+    pub allow_private: Option<bool>,
+    /// spa: the phone (PJSIP endpoint) this profile's softphone registers as; a client that
+    /// asks to wait is answered once AMI sees it register from the opened address.
+    pub endpoint: Option<String>,
     /// Whether a knock from a new address ends the profile's grants at other addresses (default
     /// true: the road warrior moved); false keeps them side by side.
     pub replace: Option<bool>,
@@ -76,6 +85,7 @@ impl KnockProfile {
             timeout: self.timeout.map(|t| t.0),
             max_age: self.max_age.map(|t| t.0),
             allow_address: self.allow_address,
+            dual_stack: self.dual_stack,
             has_secret: self.secret_file.is_some(),
             secret,
             secret_key: "secret-file",

@@ -133,6 +133,7 @@ impl ClientConfig {
                 timeout: p.timeout.map(|d| d.0),
                 max_age: None,
                 allow_address: None,
+                dual_stack: None,
                 has_secret: secret.is_some(),
                 secret,
                 secret_key,
