@@ -5,6 +5,8 @@
 //! The client config file is read in `client/config.rs`.
 
 mod config;
+pub mod keep;
+mod keep_loop;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -38,6 +40,17 @@ pub struct KnockArgs {
     /// Do not probe for access afterwards.
     #[arg(long)]
     pub no_probe: bool,
+    /// Stay running: knock again before the grant ends (after 2/3 of the profile's `ttl`, or
+    /// at its `renew`), and at once when this laptop's addresses change or the probe stops
+    /// answering; back off after failures. Ctrl-C (or SIGTERM) stops; access stays open until
+    /// the grant ends.
+    #[arg(long, conflicts_with_all = ["dry_run", "address"])]
+    pub keep: bool,
+    /// SPA only: ask the daemon for one answer and wait for it: "your phone is connected" once
+    /// the PBX sees the profile's phone (its `endpoint` in the daemon's config) register from
+    /// the opened address, or "not yet" after the daemon's wait (access is open anyway).
+    #[arg(long)]
+    pub wait_phone: bool,
 }
 
 impl KnockArgs {
@@ -56,6 +69,8 @@ impl KnockArgs {
             },
             address: self.address,
             no_probe: self.no_probe,
+            keep: self.keep,
+            wait_phone: self.wait_phone,
         }
     }
 }
@@ -186,6 +201,13 @@ impl std::fmt::Display for Plan {
 
 /// Sends the plan's packets in order.
 pub fn send(plan: &Plan) -> Result<(), ClientError> {
+    send_keeping(plan).map(drop)
+}
+
+/// Sends the plan's packets in order; returns the socket the last datagram went from, where
+/// an SPA answer comes back to.
+fn send_keeping(plan: &Plan) -> Result<Option<UdpSocket>, ClientError> {
+    let mut last = None;
     for (i, s) in plan.sends.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(plan.delay);
@@ -201,10 +223,11 @@ pub fn send(plan: &Plan) -> Result<(), ClientError> {
                 let sock = UdpSocket::bind(local).map_err(|source| ClientError::Send { to: *to, source })?;
                 sock.send_to(d, to)
                     .map_err(|source| ClientError::Send { to: *to, source })?;
+                last = Some(sock);
             }
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Sends one SYN: a non-blocking connect that is abandoned at once, as the `knock` client does.
@@ -304,16 +327,31 @@ pub struct KnockRequest {
     pub address: Option<IpAddr>,
     /// Do not probe afterwards.
     pub no_probe: bool,
+    /// Stay running and keep access open (`--keep`).
+    pub keep: bool,
+    /// Ask for the daemon's answer and wait for it (`--wait-phone`).
+    pub wait_phone: bool,
 }
 
-/// Knocks, then probes; an error says why access did not open.
+/// Knocks, then probes; an error says why access did not open. With `keep`, stays running.
 pub fn knock(req: &KnockRequest, out: &mut impl Write) -> Result<(), ClientError> {
     let path = req.config.clone().unwrap_or_else(default_config_path);
     let config = ClientConfig::load(&path)?;
     let profile = config.profile(&req.profile)?;
     let target = resolve(&req.host, req.family)?;
-    let requested = match (req.address, profile.kind.mode()) {
-        (None, _) => Requested::Source,
+    let mode = profile.kind.mode();
+    if req.wait_phone && mode != Mode::Spa {
+        return Err(ClientError::Usage(format!(
+            "--wait-phone is for spa profiles; {} is {}",
+            profile.name,
+            mode.name()
+        )));
+    }
+    if req.keep {
+        return keep_loop::run(req, profile, target, out);
+    }
+    let requested = match (req.address, mode) {
+        (None, _) => requested_for(profile, target, out)?,
         (Some(a), Mode::Spa) => Requested::Address(a),
         (Some(_), m) => {
             return Err(ClientError::Usage(format!(
@@ -323,17 +361,14 @@ pub fn knock(req: &KnockRequest, out: &mut impl Write) -> Result<(), ClientError
             )))
         }
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let plan = plan(profile, target, now, requested)?;
+    let now = unix_ms();
+    let (plan, nonce) = plan_request(profile, target, now, requested, req.wait_phone)?;
     if req.dry_run {
         writeln!(
             out,
             "would knock on {target} with profile {} ({}), sending:",
             profile.name,
-            profile.kind.mode().name()
+            mode.name()
         )?;
         write!(out, "{plan}")?;
         match profile.probe {
@@ -344,45 +379,220 @@ pub fn knock(req: &KnockRequest, out: &mut impl Write) -> Result<(), ClientError
         }
         return Ok(());
     }
-    send(&plan)?;
+    let socket = send_keeping(&plan)?;
     let probe_port = match profile.probe {
-        Some(p) if !req.no_probe && req.address.is_none() => p,
-        _ => {
-            writeln!(
-                out,
-                "knocked on {target} with profile {}; not verified (no probe port in the profile)",
-                profile.name
-            )?;
-            return Ok(());
-        }
+        Some(p) if !req.no_probe && req.address.is_none() => Some(p),
+        _ => None,
     };
-    if probe_port.proto != Proto::Tcp {
-        return Err(ClientError::Usage(format!(
-            "probe {probe_port}: only TCP ports can be probed"
-        )));
+    match probe_port {
+        None => writeln!(
+            out,
+            "knocked on {target} with profile {}; not verified (no probe port in the profile)",
+            profile.name
+        )?,
+        Some(p) => {
+            let line = probe_line(p, target, profile.wait)?;
+            writeln!(out, "{line}")?;
+        }
     }
-    let to = SocketAddr::new(target, probe_port.port);
-    match probe(to, profile.wait) {
-        Probe::Open(t) => writeln!(
-            out,
-            "access open: {probe_port} on {target} answered {:.2}s after the knock",
-            t.as_secs_f32()
-        )?,
-        Probe::Reached(t) => writeln!(
-            out,
-            "access open: {probe_port} on {target} let the connection through {:.2}s after the knock \
-             (refused: nothing listens there)",
-            t.as_secs_f32()
-        )?,
-        Probe::Closed => {
-            return Err(ClientError::NotOpened(format!(
-                "{probe_port} on {target} still drops {}s after the knock (wrong profile or secret, \
-                 a clock more than the SPA window off, or this address is banned)",
-                profile.wait.as_secs()
-            )))
+    if let (Some(sock), Some(nonce)) = (socket, nonce) {
+        writeln!(out, "waiting for the PBX to see your phone register…")?;
+        let key = spa_key(profile).expect("an answer is asked for spa profiles only");
+        match wait_answer(&sock, &key, &nonce, profile.answer_wait) {
+            Some(a) => writeln!(out, "{}", answer_line(&a))?,
+            None => writeln!(
+                out,
+                "no answer from the PBX within {}s (it may be older than --wait-phone, or the \
+                 answer was lost); access is open anyway",
+                profile.answer_wait.as_secs()
+            )?,
         }
     }
     Ok(())
+}
+
+/// The time now, Unix ms.
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The packets for `profile`, and the SPA nonce when an answer is asked for.
+pub fn plan_request(
+    profile: &ClientProfile,
+    target: IpAddr,
+    now_ms: i64,
+    requested: Requested,
+    answer: bool,
+) -> io::Result<(Plan, Option<[u8; 16]>)> {
+    let ProfileKind::Spa(s) = &profile.kind else {
+        return Ok((plan(profile, target, now_ms, requested)?, None));
+    };
+    let key = SpaKey::derive(&s.secret);
+    let spa = Spa {
+        answer,
+        ..Spa::new(&key, (now_ms.max(0) / 1000) as u64, requested)?
+    };
+    let plan = Plan {
+        sends: vec![Send::Datagram(
+            SocketAddr::new(target, s.port),
+            spa::seal(&key, &spa).to_vec(),
+        )],
+        delay: profile.delay,
+    };
+    Ok((plan, answer.then_some(spa.nonce)))
+}
+
+fn spa_key(profile: &ClientProfile) -> Option<SpaKey> {
+    match &profile.kind {
+        ProfileKind::Spa(s) => Some(SpaKey::derive(&s.secret)),
+        _ => None,
+    }
+}
+
+/// What an SPA knock asks to open: its source, and with the profile's `dual-stack` this
+/// laptop's global address of the other family too (found by asking the OS which source it
+/// would use towards the PBX's other address; nothing is sent for that).
+fn requested_for(
+    profile: &ClientProfile,
+    target: IpAddr,
+    out: &mut impl Write,
+) -> Result<Requested, ClientError> {
+    if !profile.dual_stack {
+        return Ok(Requested::Source);
+    }
+    match other_family_source(profile, target) {
+        Some(a) => Ok(Requested::Also(a)),
+        None => {
+            writeln!(
+                out,
+                "dual-stack: this laptop has no global IPv{} address towards the PBX; opening the \
+                 knock's own address only",
+                if target.is_ipv4() { 6 } else { 4 }
+            )?;
+            Ok(Requested::Source)
+        }
+    }
+}
+
+/// The laptop's global address of the other family than `target`'s, as the OS would pick it
+/// towards the PBX's other address (`other-host`, or HOST's other address).
+pub fn other_family_source(profile: &ClientProfile, target: IpAddr) -> Option<IpAddr> {
+    let family = if target.is_ipv4() { 6 } else { 4 };
+    let other = match &profile.other_host {
+        Some(h) => resolve(h, Some(family)).ok()?,
+        None => return None,
+    };
+    source_towards(other).filter(|a| is_global(*a))
+}
+
+/// The source address the OS would use towards `to`: a UDP socket connected, nothing sent.
+pub fn source_towards(to: IpAddr) -> Option<IpAddr> {
+    let local: SocketAddr = if to.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(local).ok()?;
+    sock.connect(SocketAddr::new(to, 9)).ok()?;
+    sock.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|a| !a.is_unspecified())
+}
+
+/// Whether another host could reach this address: not loopback, link-local, private (RFC 1918,
+/// ULA) or unspecified. Documentation ranges count as global (tests use them).
+pub fn is_global(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            !(v.is_unspecified()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.is_private()
+                || v.is_multicast())
+        }
+        IpAddr::V6(v) => {
+            let s0 = v.segments()[0];
+            !(v.is_unspecified()
+                || v.is_loopback()
+                || v.is_multicast()
+                || s0 & 0xffc0 == 0xfe80
+                || s0 & 0xfe00 == 0xfc00
+                || v.to_ipv4_mapped().is_some())
+        }
+    }
+}
+
+/// Probes `port` on `target` for up to `wait`: the line to print, or why access did not open.
+fn probe_line(port: Port, target: IpAddr, wait: Duration) -> Result<String, ClientError> {
+    if port.proto != Proto::Tcp {
+        return Err(ClientError::Usage(format!(
+            "probe {port}: only TCP ports can be probed"
+        )));
+    }
+    match probe(SocketAddr::new(target, port.port), wait) {
+        Probe::Open(t) => Ok(format!(
+            "access open: {port} on {target} answered {:.2}s after the knock",
+            t.as_secs_f32()
+        )),
+        Probe::Reached(t) => Ok(format!(
+            "access open: {port} on {target} let the connection through {:.2}s after the knock \
+             (refused: nothing listens there)",
+            t.as_secs_f32()
+        )),
+        Probe::Closed => Err(ClientError::NotOpened(format!(
+            "{port} on {target} still drops {}s after the knock (wrong profile or secret, \
+             a clock more than the SPA window off, or this address is banned)",
+            wait.as_secs()
+        ))),
+    }
+}
+
+/// Waits on the knock's socket for the daemon's answer to the request with `nonce`; anything
+/// else arriving there is ignored.
+pub fn wait_answer(sock: &UdpSocket, key: &SpaKey, nonce: &[u8; 16], wait: Duration) -> Option<spa::Answer> {
+    let start = Instant::now();
+    let mut buf = [0u8; 2 * spa::LEN];
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left)).ok()?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                if let Ok(a) = spa::open_answer(key, nonce, &buf[..n]) {
+                    return Some(a);
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return None,
+            // An ICMP error from an earlier send, say: keep listening.
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// What the answer says, for the person at the laptop.
+pub fn answer_line(a: &spa::Answer) -> String {
+    let left = a.left_secs / 60;
+    match a.said {
+        spa::Said::PhoneConnected => format!(
+            "your phone is connected: the PBX sees it registered from {} ({left} min of access left)",
+            a.address
+        ),
+        spa::Said::PhoneNotYet => format!(
+            "not yet: the PBX has not seen your phone register from {}; access is open anyway \
+             ({left} min left)",
+            a.address
+        ),
+        spa::Said::Open => format!(
+            "access open from {} ({left} min left); the PBX's profile names no phone to wait for",
+            a.address
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ pub const SPA_MAX_AGE: Duration = Duration::from_secs(60);
 pub const CLIENT_DELAY: Duration = Duration::from_millis(20);
 /// How long the client probes for access before it says access did not open.
 pub const CLIENT_WAIT: Duration = Duration::from_secs(5);
+/// How long a grant lasts when the client config does not say: the daemon's own default
+/// (`grants.ttl-default`), checked against it by a test in the daemon's crate.
+pub const CLIENT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// How long `--wait-phone` waits for the daemon's answer: longer than the daemon waits for the
+/// phone ([`ANSWER_WAIT_MAX`]), so a "not yet" still arrives.
+pub const CLIENT_ANSWER_WAIT: Duration = Duration::from_secs(15);
+/// The daemon waits at most this long for a phone to register before it answers "not yet".
+pub const ANSWER_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Sequence lengths allowed.
 pub const SEQUENCE_MIN: usize = 2;
 pub const SEQUENCE_MAX: usize = 16;

@@ -12,6 +12,12 @@
 //! probe = "tcp/5061"           # a port of a granted service: tried after knocking
 //! wait = "5s"                  # how long to keep trying it
 //! delay = "20ms"               # pause between the knocks of a sequence
+//! ttl = "2h"                   # --keep: how long the daemon's grant lasts (its profile's ttl);
+//!                              #   the client knocks again after 2/3 of it
+//! renew = "40m"                # --keep: or say when to knock again outright
+//! dual-stack = true            # spa: carry this laptop's address of the other family too
+//! other-host = "2001:db8::1"   # the PBX's other-family address, to find ours (default: HOST's)
+//! answer-wait = "15s"          # --wait-phone: how long to wait for the daemon's answer
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +55,11 @@ struct ProfileFile {
     probe: Option<Port>,
     wait: Option<Dur>,
     delay: Option<Dur>,
+    ttl: Option<Dur>,
+    renew: Option<Dur>,
+    dual_stack: Option<bool>,
+    other_host: Option<String>,
+    answer_wait: Option<Dur>,
 }
 
 /// One profile from the client config, checked.
@@ -60,6 +71,16 @@ pub struct ClientProfile {
     pub probe: Option<Port>,
     pub wait: Duration,
     pub delay: Duration,
+    /// How long a grant lasts, as the daemon's profile says (for `--keep`).
+    pub ttl: Duration,
+    /// When `--keep` knocks again; `None`: after 2/3 of `ttl`.
+    pub renew: Option<Duration>,
+    /// spa: carry the laptop's address of the other family.
+    pub dual_stack: bool,
+    /// The PBX's address of the other family, to find the laptop's towards it.
+    pub other_host: Option<String>,
+    /// How long `--wait-phone` waits for the daemon's answer.
+    pub answer_wait: Duration,
 }
 
 /// The client config: profiles by name.
@@ -141,6 +162,32 @@ impl ClientConfig {
             let kind = spec
                 .build()
                 .map_err(|KeyError { key, message }| invalid(k(key), message))?;
+            let is_spa = kind.mode() == Mode::Spa;
+            for (present, key) in [
+                (p.dual_stack.is_some(), "dual-stack"),
+                (p.other_host.is_some(), "other-host"),
+                (p.answer_wait.is_some(), "answer-wait"),
+            ] {
+                if present && !is_spa {
+                    return Err(invalid(
+                        k(key),
+                        format!("is for spa profiles, and this one is {}", kind.mode().name()),
+                    ));
+                }
+            }
+            let ttl = p.ttl.map(|d| d.0).unwrap_or(profile::CLIENT_TTL);
+            if ttl < Duration::from_secs(1) {
+                return Err(invalid(k("ttl"), "must be at least 1s".into()));
+            }
+            let renew = p.renew.map(|d| d.0);
+            if let Some(r) = renew {
+                if r < Duration::from_secs(1) || r >= ttl {
+                    return Err(invalid(
+                        k("renew"),
+                        format!("must be from 1s to less than the ttl ({}s)", ttl.as_secs()),
+                    ));
+                }
+            }
             profiles.insert(
                 name.clone(),
                 ClientProfile {
@@ -149,6 +196,11 @@ impl ClientConfig {
                     probe: p.probe,
                     wait: p.wait.map(|d| d.0).unwrap_or(profile::CLIENT_WAIT),
                     delay: p.delay.map(|d| d.0).unwrap_or(profile::CLIENT_DELAY),
+                    ttl,
+                    renew,
+                    dual_stack: p.dual_stack.unwrap_or(false),
+                    other_host: p.other_host,
+                    answer_wait: p.answer_wait.map(|d| d.0).unwrap_or(profile::CLIENT_ANSWER_WAIT),
                 },
             );
         }
