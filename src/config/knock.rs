@@ -137,6 +137,17 @@ impl Config {
                 key: key(e.key),
                 message: e.message,
             })?;
+            for (present, k) in [
+                (p.allow_private.is_some(), "allow-private"),
+                (p.endpoint.is_some(), "endpoint"),
+            ] {
+                if present && p.mode != knockd::Mode::Spa {
+                    return Err(ConfigError::File {
+                        key: key(k),
+                        message: format!("is for spa profiles, and this one is {}", p.mode.name()),
+                    });
+                }
+            }
             out.push(knockd::Profile {
                 name: name.clone(),
                 kind,
@@ -163,5 +174,15 @@ impl Config {
             .get(name)
             .and_then(|p| p.replace)
             .unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::base::defaults;
+
+    #[test]
+    fn the_client_reckons_with_the_daemons_default_ttl() {
+        assert_eq!(knockd::profile::CLIENT_TTL, defaults::GRANT_TTL);
     }
 }

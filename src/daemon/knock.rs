@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use knockd::gate::{Gate, KnockOutcome, REPLAY_MAX};
+use knockd::gate::{AnswerTo, Gate, KnockOutcome, REPLAY_MAX};
 use knockd::replay::ReplayMark;
 use knockd::Mode;
 use tokio::sync::mpsc;
@@ -24,7 +24,11 @@ use crate::engine::{Actor, EngineHandle, GrantAsk, Granted, Holder, Owner, Servi
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
-use crate::store::{ReplayLog, StoreError};
+use crate::rules::contacts::Contacts;
+use crate::store::{ReplayLog, Store, StoreError};
+
+mod answer;
+mod beside;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KnockError {
@@ -52,6 +56,10 @@ struct Earned {
     address: IpAddr,
     /// Where the knock packets came from (`address` may differ: an SPA packet can name another).
     sent_from: IpAddr,
+    /// A dual-stack SPA's address of the other family, to be opened too if it passes the checks.
+    also: Option<IpAddr>,
+    /// Where the one answer goes, when the SPA asked for it.
+    answer: Option<AnswerTo>,
 }
 
 /// The gate for `config`'s profiles (secrets read, files refused unless private), with every
@@ -152,6 +160,7 @@ impl KnockSlot {
 pub fn spawn(
     config: &Config,
     engine: EngineHandle,
+    contacts: Contacts,
     shutdown: CancellationToken,
 ) -> Result<Option<(JoinHandle<()>, KnockReload)>, KnockError> {
     if config.knock.profiles.is_empty() {
@@ -187,8 +196,16 @@ pub fn spawn(
         stop: stop.clone(),
         config: current.clone(),
     };
+    let bans = Store::open(&config.daemon.store)?;
     let task = tokio::spawn(async move {
-        submit_grants(current, engine, rx, shutdown).await;
+        let ctx = Submit {
+            config: current,
+            engine,
+            contacts,
+            bans: Arc::new(Mutex::new(bans)),
+            answers: Arc::new(tokio::sync::Semaphore::new(answer::AT_ONCE)),
+        };
+        submit_grants(ctx, rx, shutdown).await;
         // The thread notices within a wake interval; wait, so its last words are logged.
         ending.store(true, Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
@@ -271,7 +288,9 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
             mode,
             address,
             source,
+            also,
             mark,
+            answer,
         } => {
             if let Some(m) = mark {
                 if let Err(e) = log.remember(&m.key, m.until) {
@@ -284,6 +303,8 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
                 mode,
                 address,
                 sent_from: source,
+                also,
+                answer,
             };
             if let Err(e) = tx.try_send(earned) {
                 let e = e.into_inner();
@@ -315,12 +336,18 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
     }
 }
 
-async fn submit_grants(
+/// What the grant submitter works with.
+struct Submit {
     config: Arc<Mutex<Arc<Config>>>,
     engine: EngineHandle,
-    mut rx: mpsc::Receiver<Earned>,
-    shutdown: CancellationToken,
-) {
+    contacts: Contacts,
+    /// A read connection, for the bans a dual-stack address is checked against.
+    bans: Arc<Mutex<Store>>,
+    /// Answers waiting for a phone, at most [`answer::AT_ONCE`].
+    answers: Arc<tokio::sync::Semaphore>,
+}
+
+async fn submit_grants(ctx: Submit, mut rx: mpsc::Receiver<Earned>, shutdown: CancellationToken) {
     loop {
         let earned = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -329,18 +356,42 @@ async fn submit_grants(
                 None => break,
             },
         };
-        let current = lock(&config).clone();
+        let current = lock(&ctx.config).clone();
         let Some((services, ttl)) = current.knock_grant(&earned.profile) else {
             continue;
         };
+        // The other family's address, only if nothing speaks against it; the source is opened
+        // whatever becomes of it.
+        let also = earned
+            .also
+            .and_then(|a| match beside::check(&current, &earned.profile, a, &ctx.bans) {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    warn!(
+                        "knock on profile {} from {}: not opening {a} besides it: {why}",
+                        earned.profile, earned.sent_from
+                    );
+                    audit::record(
+                        Event::new(Kind::KnockRefused, now_ms())
+                            .address(earned.sent_from)
+                            .who(earned.profile.as_str())
+                            .source(Source::Knock)
+                            .detail(format!(
+                                "mode={}: not opening {a} besides: {why}",
+                                earned.mode.name()
+                            )),
+                    );
+                    None
+                }
+            });
         let who = format!("knock:{}", earned.profile);
         let note = if earned.address == earned.sent_from {
             format!("{} knock", earned.mode.name())
         } else {
             format!("{} knock sent from {}", earned.mode.name(), earned.sent_from)
         };
-        let ask = GrantAsk {
-            address: earned.address,
+        let ask = |address: IpAddr, note: String| GrantAsk {
+            address,
             services: Services::from_names(&services),
             ttl,
             note,
@@ -349,22 +400,63 @@ async fn submit_grants(
                 replace: current.knock_replaces(&earned.profile),
             }),
         };
-        match engine.grant(&Actor::new(who, Source::Knock), ask).await {
+        let actor = Actor::new(who, Source::Knock);
+        let main = ask(earned.address, note.clone());
+        let granted = match also {
+            None => ctx.engine.grant(&actor, main).await,
+            Some(a) => {
+                // Both asked at once, each sparing the other: neither replaces its twin.
+                let other = ask(a, format!("{note} (dual stack, with {})", earned.address));
+                let (first, second) = tokio::join!(
+                    ctx.engine.grant_beside(&actor, main, a),
+                    ctx.engine.grant_beside(&actor, other, earned.address)
+                );
+                if let Err(refused) = &second {
+                    warn!(
+                        "knock on profile {}: {a} (dual stack) not granted: {refused}",
+                        earned.profile
+                    );
+                }
+                first
+            }
+        };
+        match granted {
             Ok(Granted { grant, .. }) => {
                 crate::observe::metrics::METRICS.knock(true);
+                let opened = match also {
+                    Some(a) => format!("{} and {a}", grant.address),
+                    None => grant.address.to_string(),
+                };
                 audit::record(
                     Event::new(Kind::KnockAccepted, now_ms())
                         .address(earned.sent_from)
                         .who(earned.profile.as_str())
                         .source(Source::Knock)
-                        .detail(format!("mode={} opened {}", earned.mode.name(), grant.address)),
+                        .detail(format!("mode={} opened {opened}", earned.mode.name())),
                 );
                 debug!(
-                    "knock on profile {} opened {} for {}",
+                    "knock on profile {} opened {opened} for {}",
                     earned.profile,
-                    grant.address,
                     grant.services.join(",")
-                )
+                );
+                if let Some(to) = earned.answer {
+                    let endpoint = current
+                        .knock
+                        .profiles
+                        .get(&earned.profile)
+                        .and_then(|p| p.endpoint.clone());
+                    answer::spawn(
+                        to,
+                        answer::Opened {
+                            address: grant.address,
+                            also,
+                            end: grant.end(),
+                        },
+                        endpoint,
+                        ctx.contacts.clone(),
+                        ctx.answers.clone(),
+                    );
+                }
             }
             Err(refused) => warn!(
                 "knock on profile {} from {} not granted: {refused}",

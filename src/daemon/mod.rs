@@ -146,7 +146,8 @@ pub async fn run(
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
     // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
-    let knock = match crate::daemon::knock::spawn(&config, handle.clone(), shutdown.clone()) {
+    let knock = match crate::daemon::knock::spawn(&config, handle.clone(), contacts.clone(), shutdown.clone())
+    {
         Ok(Some((task, reload))) => {
             knock_slot.set(reload);
             Some(task)

@@ -227,6 +227,9 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, Refused>>;
 /// One engine operation and where its answer goes.
 pub(crate) enum Command {
     Grant(GrantAsk, Reply<Granted>),
+    /// An owned grant that, replacing, spares the holder's grant at the other address: one
+    /// dual-stack knock opens its IPv4 and its IPv6 address, and neither replaces the other.
+    GrantBeside(GrantAsk, IpAddr, Reply<Granted>),
     Revoke(IpAddr, Reply<Revoked>),
     Ban(BanAsk, Reply<Banned>),
     Unban(IpAddr, Reply<Unbanned>),

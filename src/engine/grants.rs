@@ -60,7 +60,7 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// has a grant at extends that grant in place; from a new address it replaces the holder's
     /// grants elsewhere (their rows and elements go in the same transaction and batch) unless
     /// the owner keeps several. Asks are taken in order, so within a batch the later one wins.
-    pub(super) fn grant_batch(&mut self, asks: Vec<(Actor, GrantAsk, Reply<Granted>)>, now: Now) {
+    pub(super) fn grant_batch(&mut self, asks: Vec<BatchAsk>, now: Now) {
         let slots = self.shape_batch(asks, now);
         let mut write = GrantWrite::default();
         for s in &slots {
@@ -163,11 +163,11 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// Refuses what fails its checks and sorts the rest into slots: each owned ask finds its
     /// holder's live grants, extends the one at its address or adds a new one, and (unless the
     /// owner keeps several) marks the holder's others replaced. Later asks see earlier ones.
-    fn shape_batch(&mut self, asks: Vec<(Actor, GrantAsk, Reply<Granted>)>, now: Now) -> Vec<Slot> {
+    fn shape_batch(&mut self, asks: Vec<BatchAsk>, now: Now) -> Vec<Slot> {
         let mut slots: Vec<Slot> = Vec::new();
         // Holders whose live grants are loaded into `slots`.
         let mut loaded: BTreeSet<String> = BTreeSet::new();
-        for (actor, ask, reply) in asks {
+        for (actor, ask, beside, reply) in asks {
             let checked = self.check_grant(&ask, &actor, now.wall).and_then(|g| {
                 let Some(owner) = &ask.owner else {
                     return Ok((g, None));
@@ -216,10 +216,9 @@ impl<R: Records, T: Table> Engine<R, T> {
                 None => slots.push(Slot::new(g, Some(who.clone()), reply)),
             }
             if replace {
-                for s in slots
-                    .iter_mut()
-                    .filter(|s| s.standing_for(&who) && s.grant.address != address)
-                {
+                for s in slots.iter_mut().filter(|s| {
+                    s.standing_for(&who) && s.grant.address != address && Some(s.grant.address) != beside
+                }) {
                     s.replaced_by = Some(address);
                 }
             }
@@ -275,6 +274,10 @@ impl<R: Records, T: Table> Engine<R, T> {
         })
     }
 }
+
+/// A grant asked for: who asks, what, the address its replacing spares (the other half of a
+/// dual-stack knock), and where the answer goes.
+pub(super) type BatchAsk = (Actor, GrantAsk, Option<IpAddr>, Reply<Granted>);
 
 /// One grant as a batch of asks shapes it: a row the store has (an owner's live grant) or one to
 /// insert, the asks it answers, and whether a grant from another address replaces it.

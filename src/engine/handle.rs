@@ -48,6 +48,17 @@ impl EngineHandle {
         self.ask(actor, |r| Command::Grant(ask, r)).await
     }
 
+    /// [`grant`](Self::grant), sparing the holder's grant at `beside` from replacement: for
+    /// the two addresses of one dual-stack knock.
+    pub async fn grant_beside(
+        &self,
+        actor: &Actor,
+        ask: GrantAsk,
+        beside: IpAddr,
+    ) -> Result<Granted, Refused> {
+        self.ask(actor, |r| Command::GrantBeside(ask, beside, r)).await
+    }
+
     pub async fn revoke(&self, actor: &Actor, address: IpAddr) -> Result<Revoked, Refused> {
         self.ask(actor, |r| Command::Revoke(address, r)).await
     }

@@ -195,7 +195,11 @@ impl<R: Records, T: Table> Engine<R, T> {
         for Job { actor, command } in batch {
             let command = match command {
                 Command::Grant(ask, reply) => {
-                    grants.push((actor, ask, reply));
+                    grants.push((actor, ask, None, reply));
+                    continue;
+                }
+                Command::GrantBeside(ask, beside, reply) => {
+                    grants.push((actor, ask, Some(beside), reply));
                     continue;
                 }
                 other => other,
@@ -204,7 +208,7 @@ impl<R: Records, T: Table> Engine<R, T> {
                 self.grant_batch(std::mem::take(&mut grants), now);
             }
             match command {
-                Command::Grant(..) => unreachable!("grants are batched above"),
+                Command::Grant(..) | Command::GrantBeside(..) => unreachable!("grants are batched above"),
                 Command::Revoke(ip, r) => drop(r.send(self.revoke(ip, &actor, now))),
                 Command::Ban(ask, r) => drop(r.send(self.ban(ask, &actor, now))),
                 Command::Unban(ip, r) => drop(r.send(self.unban(ip, &actor, now))),

@@ -241,7 +241,7 @@ pub fn backoff(failures: u32, jitter: u32) -> Duration {
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 && s % 60 == 0 {
+    if s >= 3600 && s.is_multiple_of(60) {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     } else if s >= 120 {
         format!("{}m{:02}s", s / 60, s % 60)

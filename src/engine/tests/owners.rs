@@ -220,3 +220,35 @@ fn a_hold_counts_when_a_held_grant_is_extended() {
         "the hold, capped at hold-max past the first expiry"
     );
 }
+
+#[test]
+fn a_dual_stack_pair_spares_its_twin_and_replaces_the_rest_in_a_batch_or_apart() {
+    const V6: &str = "2001:db8:113::10";
+    const V6_NEW: &str = "2001:db8:113::99";
+    let pair = |v4: &'static str, v6: &'static str| {
+        let (j1, r1) = job(move |r| Command::GrantBeside(owned(v4, laptop(), true, None), ip(v6), r));
+        let (j2, r2) = job(move |r| Command::GrantBeside(owned(v6, laptop(), true, None), ip(v4), r));
+        (j1, r1, j2, r2)
+    };
+    let mut rig = Rig::new();
+    let (j1, r1, j2, r2) = pair(A, V6);
+    rig.batch(SEC, vec![j1, j2]);
+    assert!(answer(r1).is_ok() && answer(r2).is_ok());
+    assert_eq!(rig.store().grants.len(), 2, "both halves stand");
+    let ids: Vec<_> = rig.store().grants.iter().map(|g| g.id).collect();
+    // The same pair again, in two batches: both rows extended in place.
+    let (j1, r1, j2, r2) = pair(A, V6);
+    rig.batch(2 * SEC, vec![j1]);
+    rig.batch(2 * SEC, vec![j2]);
+    assert!(answer(r1).is_ok() && answer(r2).is_ok());
+    let again: Vec<_> = rig.store().grants.iter().map(|g| g.id).collect();
+    assert_eq!(ids, again, "one row each, extended");
+    // The laptop moves: a new pair replaces both old halves.
+    let (j1, r1, j2, r2) = pair(B, V6_NEW);
+    rig.batch(3 * SEC, vec![j1, j2]);
+    assert!(answer(r1).is_ok() && answer(r2).is_ok());
+    let mut now: Vec<IpAddr> = rig.store().grants.iter().map(|g| g.address).collect();
+    now.sort();
+    assert_eq!(now, [ip(B), ip(V6_NEW)]);
+    assert!(!rig.table().has(ip(A)) && !rig.table().has(ip(V6)));
+}
