@@ -113,3 +113,77 @@ fn send(from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
     sock.send_to(bytes, &to.into())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knockd::KnockSecret;
+    use std::net::UdpSocket;
+
+    fn ticket(client: &UdpSocket) -> (AnswerTo, knockd::spa::SpaKey) {
+        let key = knockd::spa::SpaKey::derive(&KnockSecret::from_bytes(&[3u8; 32]));
+        // The "SPA port": any free one on loopback.
+        let from = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        (
+            AnswerTo {
+                to: client.local_addr().unwrap(),
+                from,
+                key: key.clone(),
+                nonce: [5u8; 16],
+            },
+            key,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_answer_comes_once_the_phone_registers_from_the_opened_address() {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (to, key) = ticket(&client);
+        let contacts = Contacts::default();
+        let a: IpAddr = "203.0.113.10".parse().unwrap();
+        let opened = Opened {
+            address: a,
+            also: Some("2001:db8::10".parse().unwrap()),
+            end: now_ms() + 3_600_000,
+        };
+        spawn(to, opened, Some("701".into()), contacts.clone(), Arc::new(Semaphore::new(1)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Another address is not this phone; the IPv6 half of a dual-stack knock is.
+        contacts.add("701", "198.51.100.50".parse().unwrap());
+        contacts.add("701", "2001:db8::10".parse().unwrap());
+        let got = tokio::task::spawn_blocking(move || {
+            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 200];
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.len(), spa::LEN);
+        let answer = spa::open_answer(&key, &[5u8; 16], &got).unwrap();
+        assert_eq!(answer.said, Said::PhoneConnected);
+        assert_eq!(answer.address, a);
+        assert!((3590..=3600).contains(&answer.left_secs));
+    }
+
+    #[tokio::test]
+    async fn without_a_named_phone_the_answer_is_at_once() {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (to, key) = ticket(&client);
+        let opened = Opened {
+            address: "203.0.113.10".parse().unwrap(),
+            also: None,
+            end: now_ms() + 60_000,
+        };
+        spawn(to, opened, None, Contacts::default(), Arc::new(Semaphore::new(1)));
+        let got = tokio::task::spawn_blocking(move || {
+            client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 200];
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .await
+        .unwrap();
+        assert_eq!(spa::open_answer(&key, &[5u8; 16], &got).unwrap().said, Said::Open);
+    }
+}
