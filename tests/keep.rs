@@ -237,7 +237,7 @@ fn keep_renews_in_place_and_follows_an_address_change_without_anyone_typing() {
 
     let k = Keeper::start(
         road,
-        s.topo.pbx_addr(false).into(),
+        s.topo.pbx_addr(false),
         &s.client_config(),
         s.dir.path().join("keep.out"),
     );

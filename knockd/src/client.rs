@@ -4,6 +4,8 @@
 //!
 //! The client config file is read in `client/config.rs`.
 
+mod addresses;
+mod answer;
 mod config;
 pub mod keep;
 mod keep_loop;
@@ -14,8 +16,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs,
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// What `--help` adds below the options: the client profile keys `--keep` and dual stack use.
+const KNOCK_AFTER_HELP: &str = "\
+Client profile keys for these (in the client config, [profiles.NAME]):
+  ttl = \"8h\"                   the daemon profile's grant TTL; --keep knocks again after 2/3 of it
+                               (default 2h, the daemon's default)
+  renew = \"5h\"                 or when --keep knocks again, outright
+  dual-stack = true            spa: carry this laptop's global address of the other family, so
+                               one knock opens IPv4 and IPv6; the daemon's profile must say
+                               dual-stack = true too, or the knock opens nothing at all
+  other-host = \"2001:db8::1\"   the PBX's address of the other family, to find ours towards it
+  answer-wait = \"15s\"          how long --wait-phone waits for the daemon's answer";
+
 /// The knock client's command line, shared by `passknock knock` and `passknock-knock`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = KNOCK_AFTER_HELP)]
 pub struct KnockArgs {
     /// The PBX: a name or an address.
     pub host: String,
@@ -81,7 +96,8 @@ impl KnockArgs {
 #[command(
     name = "passknock-knock",
     version,
-    about = "Knock on a passknock PBX with a profile from the client config, then check access opened"
+    about = "Knock on a passknock PBX with a profile from the client config, then check access opened",
+    after_help = KNOCK_AFTER_HELP
 )]
 pub struct KnockCli {
     #[command(flatten)]
@@ -92,6 +108,9 @@ use crate::profile::ProfileKind;
 use crate::spa::{self, Requested, Spa, SpaKey};
 use crate::{rotating, Mode, Port, Proto};
 
+use addresses::requested_for;
+pub use addresses::{is_global, other_family_source, source_towards};
+pub use answer::{answer_line, wait_answer};
 pub use config::{default_config_path, ClientConfig, ClientProfile};
 
 #[derive(Debug, thiserror::Error)]
@@ -452,80 +471,6 @@ fn spa_key(profile: &ClientProfile) -> Option<SpaKey> {
     }
 }
 
-/// What an SPA knock asks to open: its source, and with the profile's `dual-stack` this
-/// laptop's global address of the other family too (found by asking the OS which source it
-/// would use towards the PBX's other address; nothing is sent for that).
-fn requested_for(
-    profile: &ClientProfile,
-    target: IpAddr,
-    out: &mut impl Write,
-) -> Result<Requested, ClientError> {
-    if !profile.dual_stack {
-        return Ok(Requested::Source);
-    }
-    match other_family_source(profile, target) {
-        Some(a) => Ok(Requested::Also(a)),
-        None => {
-            writeln!(
-                out,
-                "dual-stack: this laptop has no global IPv{} address towards the PBX; opening the \
-                 knock's own address only",
-                if target.is_ipv4() { 6 } else { 4 }
-            )?;
-            Ok(Requested::Source)
-        }
-    }
-}
-
-/// The laptop's global address of the other family than `target`'s, as the OS would pick it
-/// towards the PBX's other address (`other-host`, or HOST's other address).
-pub fn other_family_source(profile: &ClientProfile, target: IpAddr) -> Option<IpAddr> {
-    let family = if target.is_ipv4() { 6 } else { 4 };
-    let other = match &profile.other_host {
-        Some(h) => resolve(h, Some(family)).ok()?,
-        None => return None,
-    };
-    source_towards(other).filter(|a| is_global(*a))
-}
-
-/// The source address the OS would use towards `to`: a UDP socket connected, nothing sent.
-pub fn source_towards(to: IpAddr) -> Option<IpAddr> {
-    let local: SocketAddr = if to.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(local).ok()?;
-    sock.connect(SocketAddr::new(to, 9)).ok()?;
-    sock.local_addr()
-        .ok()
-        .map(|a| a.ip())
-        .filter(|a| !a.is_unspecified())
-}
-
-/// Whether another host could reach this address: not loopback, link-local, private (RFC 1918,
-/// ULA) or unspecified. Documentation ranges count as global (tests use them).
-pub fn is_global(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(v) => {
-            !(v.is_unspecified()
-                || v.is_loopback()
-                || v.is_link_local()
-                || v.is_private()
-                || v.is_multicast())
-        }
-        IpAddr::V6(v) => {
-            let s0 = v.segments()[0];
-            !(v.is_unspecified()
-                || v.is_loopback()
-                || v.is_multicast()
-                || s0 & 0xffc0 == 0xfe80
-                || s0 & 0xfe00 == 0xfc00
-                || v.to_ipv4_mapped().is_some())
-        }
-    }
-}
-
 /// Probes `port` on `target` for up to `wait`: the line to print, or why access did not open.
 fn probe_line(port: Port, target: IpAddr, wait: Duration) -> Result<String, ClientError> {
     if port.proto != Proto::Tcp {
@@ -551,167 +496,5 @@ fn probe_line(port: Port, target: IpAddr, wait: Duration) -> Result<String, Clie
     }
 }
 
-/// Waits on the knock's socket for the daemon's answer to the request with `nonce`; anything
-/// else arriving there is ignored.
-pub fn wait_answer(sock: &UdpSocket, key: &SpaKey, nonce: &[u8; 16], wait: Duration) -> Option<spa::Answer> {
-    let start = Instant::now();
-    let mut buf = [0u8; 2 * spa::LEN];
-    loop {
-        let left = wait.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return None;
-        }
-        sock.set_read_timeout(Some(left)).ok()?;
-        match sock.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                if let Ok(a) = spa::open_answer(key, nonce, &buf[..n]) {
-                    return Some(a);
-                }
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return None,
-            // An ICMP error from an earlier send, say: keep listening.
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// What the answer says, for the person at the laptop.
-pub fn answer_line(a: &spa::Answer) -> String {
-    let left = a.left_secs / 60;
-    match a.said {
-        spa::Said::PhoneConnected => format!(
-            "your phone is connected: the PBX sees it registered from {} ({left} min of access left)",
-            a.address
-        ),
-        spa::Said::PhoneNotYet => format!(
-            "not yet: the PBX has not seen your phone register from {}; access is open anyway \
-             ({left} min left)",
-            a.address
-        ),
-        spa::Said::Open => format!(
-            "access open from {} ({left} min left); the PBX's profile names no phone to wait for",
-            a.address
-        ),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::secret::KnockSecret;
-    use std::path::Path;
-
-    fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
-        let p = dir.join("client.toml");
-        std::fs::write(&p, text).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-        let _ = mode;
-        p
-    }
-
-    #[test]
-    fn profiles_of_each_mode_plan_their_packets() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = KnockSecret::generate().unwrap().to_hex();
-        let text = format!(
-            r#"
-[profiles.office]
-mode = "static"
-ports = ["tcp/7000", "udp/8000", "tcp/9000"]
-probe = "tcp/5061"
-
-[profiles.phone]
-mode = "rotating"
-secret = "{secret}"
-range = "udp/40000-40999"
-
-[profiles.spa]
-mode = "spa"
-secret = "{secret}"
-delay = "0ms"
-"#
-        );
-        let path = write_config(dir.path(), &text, 0o600);
-        let c = ClientConfig::load(&path).unwrap();
-        let target: IpAddr = "198.51.100.1".parse().unwrap();
-        let p = plan(c.profile("office").unwrap(), target, 0, Requested::Source).unwrap();
-        assert_eq!(p.sends.len(), 3);
-        assert_eq!(p.sends[0], Send::Syn("198.51.100.1:7000".parse().unwrap()));
-        assert!(p.to_string().contains("udp      -> 198.51.100.1:8000"));
-        let p = plan(
-            c.profile("phone").unwrap(),
-            target,
-            1_800_000_000_000,
-            Requested::Source,
-        )
-        .unwrap();
-        assert_eq!(p.sends.len(), 4);
-        let p = plan(
-            c.profile("spa").unwrap(),
-            target,
-            1_800_000_000_000,
-            Requested::Source,
-        )
-        .unwrap();
-        let Send::Datagram(to, d) = &p.sends[0] else {
-            panic!()
-        };
-        assert_eq!((to.port(), d.len()), (62201, spa::LEN));
-        let e = c.profile("nope").unwrap_err().to_string();
-        assert!(e.contains("office, phone, spa"), "{e}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn secrets_refused_unless_private_and_keys_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = KnockSecret::generate().unwrap().to_hex();
-        let text = format!("[profiles.spa]\nmode = \"spa\"\nsecret = \"{secret}\"\n");
-        let path = write_config(dir.path(), &text, 0o644);
-        let e = ClientConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("chmod 600"), "{e}");
-        // A config without secrets may be readable by others.
-        let path = write_config(
-            dir.path(),
-            "[profiles.o]\nmode = \"static\"\nports = [\"tcp/1\", \"tcp/2\"]\n",
-            0o644,
-        );
-        assert!(ClientConfig::load(&path).is_ok());
-        let path = write_config(dir.path(), "[profiles.o]\nmode = \"spa\"\n", 0o600);
-        let e = ClientConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("profiles.o.secret"), "{e}");
-        let path = write_config(dir.path(), "[profiles.o]\nmode = \"static\"\nprots = []\n", 0o600);
-        let e = ClientConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("prots"), "{e}");
-    }
-
-    #[test]
-    fn resolves_literals_and_picks_a_family() {
-        assert_eq!(
-            resolve("[2001:db8::1]", None).unwrap(),
-            "2001:db8::1".parse::<IpAddr>().unwrap()
-        );
-        assert!(resolve("198.51.100.1", Some(6)).is_err());
-        assert!(resolve("localhost", Some(4)).unwrap().is_loopback());
-    }
-
-    #[test]
-    fn probe_says_open_reached_or_closed() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(matches!(
-            probe(l.local_addr().unwrap(), Duration::from_secs(2)),
-            Probe::Open(_)
-        ));
-        let port = l.local_addr().unwrap().port();
-        drop(l);
-        assert!(matches!(
-            probe(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)),
-            Probe::Reached(_)
-        ));
-        // A dropped SYN (closed) is tested on real packets in tests/knock.rs.
-    }
-}
+mod tests;

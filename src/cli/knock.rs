@@ -237,6 +237,11 @@ fn add(
             "# probe = \"tcp/PORT\"   # no TCP port among the services; add one to verify access".into(),
         ),
     }
+    // `--keep` knocks again after 2/3 of the grant's time: the client needs to know it.
+    let client_ttl = ttl_text
+        .clone()
+        .unwrap_or_else(|| exact(config.grants.ttl_default));
+    client.push(format!("ttl = \"{client_ttl}\""));
     // A reload swaps profiles into the running knock listener; only a daemon with no profile
     // yet has no listener to take them, and starts one at its next start.
     let then = if config.knock.profiles.is_empty() {

@@ -239,7 +239,8 @@ pub fn backoff(failures: u32, jitter: u32) -> Duration {
     Duration::from_millis(raw - spread + off)
 }
 
-fn secs(d: Duration) -> String {
+/// A wait as people read it: `40m00s`, `5h20m`, `1.6s`.
+pub fn secs(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 3600 && s.is_multiple_of(60) {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::keep::{renew_after, Keeper, Knocked, Next};
+use super::keep::{renew_after, secs, Keeper, Knocked, Next};
 use super::{
     answer_line, plan_request, probe, requested_for, send_keeping, source_towards, spa_key, unix_ms,
     wait_answer, ClientError, ClientProfile, KnockRequest, Probe,
@@ -47,10 +47,10 @@ pub fn run(
     };
     writeln!(
         out,
-        "keeping access to {target} open with profile {} (knocking again every {}s, and when \
+        "keeping access to {target} open with profile {} (knocking again every {}, and when \
          this laptop's addresses change{}); Ctrl-C stops",
         profile.name,
-        renew_after(ttl).as_secs(),
+        secs(renew_after(ttl)),
         if probe_to.is_some() {
             " or the probe stops answering"
         } else {

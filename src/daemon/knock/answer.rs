@@ -146,7 +146,13 @@ mod tests {
             also: Some("2001:db8::10".parse().unwrap()),
             end: now_ms() + 3_600_000,
         };
-        spawn(to, opened, Some("701".into()), contacts.clone(), Arc::new(Semaphore::new(1)));
+        spawn(
+            to,
+            opened,
+            Some("701".into()),
+            contacts.clone(),
+            Arc::new(Semaphore::new(1)),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Another address is not this phone; the IPv6 half of a dual-stack knock is.
         contacts.add("701", "198.51.100.50".parse().unwrap());
