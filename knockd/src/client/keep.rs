@@ -128,6 +128,12 @@ impl Keeper {
             // The loop is still knocking: it reports before asking again.
             return Next::Wait(now);
         }
+        // The first look at the interfaces comes before the first knock, so a change while that
+        // knock is under way is seen as one.
+        if self.addresses.is_none() && self.next_watch <= now {
+            self.next_watch = now + self.watch_every;
+            return Next::Watch;
+        }
         if let Some((at, _)) = &self.due {
             if *at <= now && self.not_before <= now {
                 let (_, why) = self.due.take().expect("checked above");
@@ -158,6 +164,9 @@ impl Keeper {
     pub fn on_knocked(&mut self, now: i64, how: Knocked, not_before: i64, jitter: u32) -> String {
         self.knocking = false;
         self.not_before = not_before;
+        // Look at the interfaces at once: an address that changed while this knock was under
+        // way (it may have gone out from the old one) knocks again now, not after a backoff.
+        self.next_watch = now;
         match how {
             Knocked::Open { seen, left, detail } => {
                 self.opened(now, left);
@@ -263,6 +272,10 @@ mod tests {
     }
 
     fn open(k: &mut Keeper, now: i64) -> String {
+        if k.addresses.is_none() {
+            assert_eq!(k.poll(now), Next::Watch, "the interfaces first");
+            k.on_addresses(now, vec![a("203.0.113.10")]);
+        }
         assert!(matches!(k.poll(now), Next::Knock(_)));
         k.on_knocked(
             now,
@@ -378,6 +391,30 @@ mod tests {
         let (at, why) = next_knock(&mut k, T0 + 2000, true, T0 + 60_000).unwrap();
         assert_eq!(at, T0 + 20_000);
         assert!(matches!(why, Why::AddressChanged { .. }));
+    }
+
+    #[test]
+    fn a_change_during_a_failed_knock_knocks_again_at_once_not_after_the_backoff() {
+        let mut k = Keeper::new(T0, true);
+        assert_eq!(k.poll(T0), Next::Watch);
+        k.on_addresses(T0, vec![a("203.0.113.10")]);
+        assert_eq!(k.poll(T0), Next::Knock(Why::First));
+        let _ = k.on_knocked(T0, Knocked::NotOpen("x".into()), T0, 0);
+        assert_eq!(k.poll(T0 + 5), Next::Watch);
+        k.on_addresses(T0 + 5, vec![a("203.0.113.10")]);
+        let _ = k.poll(T0 + 10);
+        assert!(matches!(k.poll(T0 + 10), Next::Wait(_)));
+        assert!(matches!(
+            k.poll(T0 + 1700),
+            Next::Knock(Why::Retry { attempt: 2 })
+        ));
+        let _ = k.on_knocked(T0 + 4700, Knocked::NotOpen("probe closed".into()), T0, 0);
+        assert_eq!(k.poll(T0 + 4700), Next::Watch, "right after the knock");
+        k.on_addresses(T0 + 4700, vec![a("203.0.113.77")]);
+        assert!(matches!(
+            k.poll(T0 + 4700),
+            Next::Knock(Why::AddressChanged { .. })
+        ));
     }
 
     #[test]
