@@ -1,7 +1,8 @@
 //! Access that follows the laptop, on real packets: the real daemon and nft in a PBX namespace,
 //! `passknock knock --keep` in a road namespace whose address the test changes under it; one
 //! dual-stack SPA knock opening IPv4 and IPv6, and a packet naming another address without the
-//! profile's consent opening nothing; the daemon's one answer to `--wait-phone`.
+//! profile's consent opening nothing; the daemon's one answer to `--wait-phone`, and with real
+//! Asterisk 22 and SIPp, "your phone is connected" once the softphone registers through the knock.
 
 mod support;
 
@@ -14,7 +15,9 @@ use std::time::Duration;
 use knockd::spa::{self, Requested, Spa, SpaKey};
 use knockd::KnockSecret;
 use support::daemon::{eventually, test_config, Daemon, PASSKNOCK};
+use support::env::{Env, EnvConfig, WAIT};
 use support::netns::{tcp_reaches, tcp_server, udp_reaches, Netns, Topology, UdpSink};
+use support::sipp::Registration;
 
 /// A TCP port of the `sip` service: the probe port.
 const PROBE: u16 = 5061;
@@ -450,5 +453,88 @@ fn wait_phone_gets_one_answer_open_at_once_or_not_yet_after_the_wait() {
             && text.contains("access is open anyway"),
         "{text}\n{}",
         s.d.log_text()
+    );
+}
+
+#[test]
+fn wait_phone_says_connected_once_asterisk_sees_the_softphone_register_through_the_knock() {
+    let mut env = Env::with(EnvConfig {
+        roads: 1,
+        ..EnvConfig::default()
+    });
+    let dir = env.daemon_dir();
+    let secret = KnockSecret::generate().unwrap();
+    let file = dir.join("phone.secret");
+    write_private(&file, &secret.to_hex());
+    env.start_ami_daemon(
+        &format!(
+            "[knock.profiles.phone]\nmode = \"spa\"\nsecret-file = \"{}\"\nport = {PHONE_PORT}\n\
+             services = [\"sip\"]\nendpoint = \"701\"\n",
+            file.display()
+        ),
+        "",
+    );
+    let d = env.daemon.as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || d.json(&["contacts"])["ami"]["connected"] == true),
+        "the daemon never logged in to AMI:\n{}",
+        d.log_text()
+    );
+    // The softphone's SIP is dropped before the knock.
+    assert!(
+        !env.sip_reaches(1, false, Duration::from_millis(500)),
+        "SIP open before any knock"
+    );
+    let client = dir.join("client.toml");
+    write_private(
+        &client,
+        &format!(
+            "[profiles.phone]\nmode = \"spa\"\nsecret = \"{}\"\nport = {PHONE_PORT}\n",
+            secret.to_hex()
+        ),
+    );
+    let out = dir.join("knock.out");
+    let file_out = std::fs::File::create(&out).unwrap();
+    let mut knock = env
+        .road(1)
+        .ns
+        .command(PASSKNOCK)
+        .args([
+            "knock",
+            &env.topo.pbx_v4.to_string(),
+            "--profile",
+            "phone",
+            "--wait-phone",
+        ])
+        .arg("--client-config")
+        .arg(&client)
+        .stdin(Stdio::null())
+        .stdout(file_out.try_clone().unwrap())
+        .stderr(file_out)
+        .spawn()
+        .unwrap();
+    let road: IpAddr = env.road(1).v4.into();
+    let granted = || {
+        d.json(&["list"])["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["address"] == road.to_string())
+    };
+    assert!(eventually(WAIT, granted), "{}", d.log_text());
+    // The phone registers now that its address is open: the answer follows.
+    assert_eq!(env.register(1, "701"), Registration::Registered);
+    let done = eventually(Duration::from_secs(20), || {
+        matches!(knock.try_wait(), Ok(Some(_)))
+    });
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = knock.kill();
+    assert!(done, "the client is still waiting:\n{text}");
+    assert!(
+        text.contains(&format!(
+            "your phone is connected: the PBX sees it registered from {road}"
+        )),
+        "{text}\n{}",
+        d.log_text()
     );
 }
