@@ -138,7 +138,7 @@ pub fn spawn(
                             None => SIP_ATTEMPTS.malformed(1),
                         }
                         n += 1;
-                        if n % GAUGES_EVERY == 0 {
+                        if n.is_multiple_of(GAUGES_EVERY) {
                             gauges(&seen);
                         }
                     },
