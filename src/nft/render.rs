@@ -504,7 +504,8 @@ impl Layout {
     /// A SIP request on the capture's UDP ports that reaches here is dropped: not trusted, not
     /// banned (dropped silently above), not allowed for any service. Within a per-source limit
     /// (a meter keyed by source address, entries timing out when idle, at most nft's default
-    /// 65535 sources) and then a global one, it is logged with its payload first; over either
+    /// 65535 sources: when it is full a new source is not logged, so a flood from more sources
+    /// than that costs nothing but goes unseen until entries time out) and then a global one, it is logged with its payload first; over either
     /// limit it falls through to the silent drop below. Original direction only, like knocks.
     fn sip_capture_rules(&self) -> Vec<Vec<Statement<'static>>> {
         let Some(c) = &self.sip_capture else {
@@ -546,7 +547,7 @@ impl Layout {
                         name: Layout::sip_meter(f).into(),
                         key: Expression::Named(NamedExpression::Elem(Elem {
                             val: Box::new(saddr),
-                            timeout: Some(defaults::SIP_LOG_SOURCE_TIMEOUT_SECS),
+                            timeout: Some(meter_timeout(c)),
                             expires: None,
                             comment: None,
                             counter: None,
@@ -598,6 +599,13 @@ fn saddr_in(f: Family, set: &str) -> Statement<'static> {
         }))),
         s(&format!("@{set}")),
     )
+}
+
+/// Seconds an idle source keeps its place in the SIP capture's meter: until its bucket would be
+/// full again, and at least [`defaults::SIP_LOG_SOURCE_TIMEOUT_MIN_SECS`].
+fn meter_timeout(c: &SipCapture) -> u32 {
+    (c.per_source_burst.div_ceil(c.per_source_rate.max(1)) + 1)
+        .max(defaults::SIP_LOG_SOURCE_TIMEOUT_MIN_SECS)
 }
 
 /// nft's payload protocol for a family's addresses.
