@@ -604,8 +604,7 @@ fn saddr_in(f: Family, set: &str) -> Statement<'static> {
 /// Seconds an idle source keeps its place in the SIP capture's meter: until its bucket would be
 /// full again, and at least [`defaults::SIP_LOG_SOURCE_TIMEOUT_MIN_SECS`].
 fn meter_timeout(c: &SipCapture) -> u32 {
-    (c.per_source_burst.div_ceil(c.per_source_rate.max(1)) + 1)
-        .max(defaults::SIP_LOG_SOURCE_TIMEOUT_MIN_SECS)
+    (c.per_source_burst.div_ceil(c.per_source_rate.max(1)) + 1).max(defaults::SIP_LOG_SOURCE_TIMEOUT_MIN_SECS)
 }
 
 /// nft's payload protocol for a family's addresses.
