@@ -5,7 +5,7 @@
 //!
 //! Only users that are account endpoints are remembered, so a flood of made-up names costs
 //! nothing but a counter. The set of endpoints is read from the store through the engine at
-//! start and every [`ENDPOINTS_REFRESH`] after (and at once after a reload): an account added
+//! start and every [`ENDPOINTS_REFRESH`] after: an account added
 //! or given an endpoint is recognised within that; one removed stops being recorded, and its
 //! remembered attempts are forgotten. Nothing is logged per packet: every datagram lands in
 //! exactly one counter ([`SIP_ATTEMPTS`]).
