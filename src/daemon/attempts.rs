@@ -156,7 +156,7 @@ pub fn spawn(
             .map_err(|e| format!("SIP attempt reader: {e}"))?
     };
     info!(
-        "SIP attempts: dropped requests on udp {} read from NFLOG group {}",
+        "SIP attempts: dropped requests on {} read from NFLOG group {}",
         capture
             .ports
             .iter()
