@@ -17,7 +17,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use crate::base::addr::{Family, Net};
 use crate::base::clock::UnixMs;
 use crate::base::defaults;
-use crate::config::{Config, PortRange, Proto};
+use crate::config::{Config, PortRange, Proto, SipCapture};
 
 // Element changes live in changes.rs; their paths stay `render::…` for the callers. An element
 // with its timeout is written the same way in the table and in a change.
@@ -38,6 +38,8 @@ pub struct Layout {
     /// Knock ports: logged to the NFLOG group `knock_group` and dropped, so they look closed.
     pub knock: Vec<PortRange>,
     pub knock_group: u16,
+    /// Dropped SIP requests on these UDP ports are logged (rate-limited) before the drop.
+    pub sip_capture: Option<SipCapture>,
 }
 
 /// A set element: which set, which address.
@@ -74,6 +76,13 @@ impl Layout {
             &config.firewall.trusted,
         )
         .with_knock(config.knock.ports(), config.knock.nflog_group)
+        .with_sip_capture(config.sip_capture())
+    }
+
+    /// The same layout, logging dropped SIP requests as `capture` says (or not, for `None`).
+    pub fn with_sip_capture(mut self, capture: Option<SipCapture>) -> Layout {
+        self.sip_capture = capture;
+        self
     }
 
     /// The same layout, logging `ports` to NFLOG group `group`.
@@ -104,6 +113,7 @@ impl Layout {
             trusted: outer,
             knock: Vec::new(),
             knock_group: defaults::KNOCK_NFLOG_GROUP,
+            sip_capture: None,
         }
     }
 
@@ -177,6 +187,21 @@ impl Layout {
             eat("knock");
             eat(&self.knock_group.to_string());
             for p in &self.knock {
+                eat(&p.to_string());
+            }
+        }
+        if let Some(c) = &self.sip_capture {
+            eat("sip-capture");
+            for v in [
+                c.group as u32,
+                c.per_source_rate,
+                c.per_source_burst,
+                c.rate,
+                c.burst,
+            ] {
+                eat(&v.to_string());
+            }
+            for p in &c.ports {
                 eat(&p.to_string());
             }
         }
@@ -340,7 +365,8 @@ impl Layout {
 
     /// The input chain, in order: loopback and trusted accept; banned drop (protected and knock
     /// ports only); knock ports log to NFLOG and drop; replies to connections the PBX started
-    /// accept; each service accepts its allow set; every protected port drops. Everything else
+    /// accept; each service accepts its allow set; SIP requests on the SIP service's UDP ports log
+    /// to their NFLOG group within limits (`capture.rs`); every protected port drops. Everything else
     /// falls through to the host's own firewall.
     pub(crate) fn rules(&self) -> Vec<Vec<Statement<'static>>> {
         let mut rules = Vec::new();
@@ -394,6 +420,7 @@ impl Layout {
                 }
             }
         }
+        rules.extend(self.sip_capture_rules());
         for proto in [Proto::Udp, Proto::Tcp] {
             let ports = self.protected(proto);
             if !ports.is_empty() {
@@ -491,17 +518,21 @@ fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'
 }
 
 fn saddr_in(f: Family, set: &str) -> Statement<'static> {
-    let protocol = match f {
-        Family::V4 => "ip",
-        Family::V6 => "ip6",
-    };
     matches(
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-            protocol: protocol.into(),
+            protocol: ip_protocol(f).into(),
             field: "saddr".into(),
         }))),
         s(&format!("@{set}")),
     )
+}
+
+/// nft's payload protocol for a family's addresses.
+fn ip_protocol(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
 }
 
 fn dport_in(proto: Proto, ports: &[(u16, u16)]) -> Statement<'static> {
@@ -539,6 +570,9 @@ fn merge<'a>(ports: impl Iterator<Item = &'a PortRange>) -> Vec<(u16, u16)> {
     }
     out
 }
+
+// The SIP capture's rules live beside this file.
+mod capture;
 
 #[cfg(test)]
 mod tests;
