@@ -29,6 +29,7 @@ use crate::daemon::preflight::Ready;
 use crate::daemon::reload::Reloader;
 use crate::engine::Engine;
 use crate::nft::{Firewall, Layout, Nft};
+use crate::rules::attempts::SeenAttempts;
 use crate::rules::contacts::Contacts;
 use crate::store::history::History;
 use crate::store::{Store, StoreError};
@@ -143,6 +144,8 @@ pub async fn run(
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
     // Filled by the AMI listener; read by the DISA flow ("registered" address) and the CLI.
     let contacts = Contacts::default();
+    // Filled by the SIP NFLOG reader (REGISTERs the table dropped); read by the DISA flow.
+    let attempts = SeenAttempts::default();
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
     // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
@@ -165,6 +168,7 @@ pub async fn run(
             &config,
             handle.clone(),
             contacts.clone(),
+            attempts.clone(),
             key,
         )?);
         let cfg = config.clone();
