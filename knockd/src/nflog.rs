@@ -1,6 +1,7 @@
 //! The NFLOG listener: the table logs knock ports to a netlink group (and drops them, so they look
 //! closed); this socket receives those packets and feeds them to the gate. No listening socket is
-//! ever open on a knock port.
+//! ever open on a knock port. The same socket, bound to another group with a larger copy range,
+//! hands dropped UDP datagrams (source and payload) to any reader ([`Nflog::run_udp`]).
 //!
 //! The group is configured with `netlink-packet-netfilter`; packets are read by a zero-copy walk
 //! over the received datagram ([`for_each_packet`]), so a flood costs no allocation per packet.
@@ -49,6 +50,7 @@ pub enum NflogError {
 pub struct Nflog {
     sock: Socket,
     group: u16,
+    setting: &'static str,
     buf: Vec<u8>,
     /// Times the kernel dropped packets because the socket buffer was full.
     pub overruns: u64,
@@ -57,18 +59,25 @@ pub struct Nflog {
 impl Nflog {
     /// Binds `group`: packets copied up to [`CAPTURE_LEN`] bytes, batched.
     pub fn bind(group: u16) -> Result<Nflog, NflogError> {
+        Nflog::bind_with(group, CAPTURE_LEN, "knock.nflog-group")
+    }
+
+    /// Binds `group`, packets copied up to `copy_len` bytes (network header included);
+    /// `setting` names the config key that picks the group, for the error when it is taken.
+    pub fn bind_with(group: u16, copy_len: u32, setting: &'static str) -> Result<Nflog, NflogError> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NflogError::Socket)?;
         sock.bind_auto().map_err(NflogError::Socket)?;
         set_rcvbuf(&sock, RCVBUF);
         let mut n = Nflog {
             sock,
             group,
+            setting,
             buf: vec![0u8; 256 * 1024],
             overruns: 0,
         };
         n.configure(vec![ConfigCmd::Bind.into()])?;
         n.configure(vec![
-            ConfigMode::new_packet(CAPTURE_LEN).into(),
+            ConfigMode::new_packet(copy_len).into(),
             ConfigNla::QThresh(QUEUE_THRESHOLD),
             Timeout::from(FLUSH_TIMEOUT).into(),
         ])?;
@@ -106,7 +115,10 @@ impl Nflog {
                     Some(code) => {
                         let err = io::Error::from_raw_os_error(-code.get());
                         Err(bind_err(if err.raw_os_error() == Some(libc::EBUSY) {
-                            "another process (a second passknockd, or ulogd) holds it; pick another knock.nflog-group".into()
+                            format!(
+                                "another process (a second passknockd, or ulogd) holds it; pick another {}",
+                                self.setting
+                            )
                         } else {
                             err.to_string()
                         }))
@@ -163,6 +175,34 @@ impl Nflog {
             })?;
             if got == 0 {
                 gate.tick(now_ms());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Nflog {
+    /// Hands every logged packet to `each(Some((source, udp_payload)), at_ms)` — or
+    /// `each(None, at_ms)` when it is not a whole-enough UDP datagram — until `stop` is set,
+    /// and calls `idle(now_ms, overruns)` when a wait brings nothing. The walk is the knock
+    /// path's: no allocation per packet.
+    pub fn run_udp(
+        &mut self,
+        stop: &AtomicBool,
+        mut each: impl FnMut(Option<(std::net::IpAddr, &[u8])>, i64),
+        mut idle: impl FnMut(i64, u64),
+    ) -> Result<(), NflogError> {
+        while !stop.load(Ordering::Relaxed) {
+            let now = now_ms();
+            let got = self.recv(|pkt, ts| {
+                let at = ts.filter(|t| (t - now).abs() < 5_000).unwrap_or(now);
+                match packet::parse(pkt) {
+                    Some(k) if k.port.proto == crate::Proto::Udp => each(Some((k.source, k.payload)), at),
+                    _ => each(None, at),
+                }
+            })?;
+            if got == 0 {
+                idle(now_ms(), self.overruns);
             }
         }
         Ok(())

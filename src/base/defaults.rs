@@ -119,6 +119,26 @@ pub const REPORT_ROWS: usize = 50;
 
 /// The NFLOG group the table logs knock ports to (`log group N`); the daemon listens on it.
 pub const KNOCK_NFLOG_GROUP: u16 = 7447;
+/// The NFLOG group the table logs dropped SIP requests to; apart from the knock group.
+pub const SIP_NFLOG_GROUP: u16 = 7448;
+/// Dropped SIP requests logged per second from one source, and its burst: a softphone's
+/// REGISTER and its retransmissions (RFC 3261 timer E: 0.5 s, 1 s, 2 s, ...) fit well inside.
+pub const SIP_LOG_PER_SOURCE_RATE: u32 = 5;
+pub const SIP_LOG_PER_SOURCE_BURST: u32 = 10;
+/// Dropped SIP requests logged per second from everyone: what bounds the daemon's work under a
+/// flood from many sources.
+pub const SIP_LOG_RATE: u32 = 500;
+pub const SIP_LOG_BURST: u32 = 1000;
+/// Sources the table keeps a per-source SIP log limit for (nft's meter size): when full, a new
+/// source is not logged until entries time out.
+pub const SIP_LOG_SOURCES: u32 = 65_535;
+/// Bytes of each dropped SIP packet logged (`log snaplen` and the group's copy range): a whole
+/// datagram that fits a 1500-byte path MTU, IP and UDP headers included. A REGISTER that fits
+/// no MTU did not come from a softphone; one cut short still yields every header whose line
+/// ends within the capture (the parser never reads half a line).
+pub const SIP_CAPTURE_LEN: u32 = 1500;
+/// How long the table keeps an idle source's limit.
+pub const SIP_LOG_SOURCE_TIMEOUT_SECS: u32 = 60;
 /// Sources with a knock sequence in progress, at most (about 100 bytes each).
 pub const KNOCK_MAX_IN_PROGRESS: usize = knockd::gate::MAX_IN_PROGRESS;
 

@@ -216,7 +216,29 @@ fn counts(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()> {
             how.join(", ")
         )?,
     }
+    if let Some(a) = &s.sip_attempts {
+        sip_attempts(out, a, p)?;
+    }
     Ok(())
+}
+
+/// The SIP attempt reader's counts since the daemon started, in one line.
+fn sip_attempts(
+    out: &mut impl Write,
+    a: &crate::observe::attempts::SipAttemptCounts,
+    p: Paint,
+) -> std::io::Result<()> {
+    let overruns = if a.overruns > 0 {
+        p.tone(Tone::Warn, &format!(", {} overruns", a.overruns))
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "SIP attempts since start: {} seen, {} recorded, {} not an account, {} ignored, {} \
+         malformed{overruns}; remembered: {} endpoints, {} addresses",
+        a.seen, a.recorded, a.not_account, a.ignored, a.malformed, a.users, a.sources
+    )
 }
 
 /// A table whose header names the section, then a pointer to the rest: `shown` are the first
@@ -377,6 +399,7 @@ mod tests {
                     grants_replaced: 1,
                     grants_extended: 5,
                 },
+                sip_attempts: None,
             },
             live_grants: (1..=grants).map(grant).collect(),
             live_bans: (1..=bans)
@@ -432,6 +455,22 @@ mod tests {
         let t = text(&screen(3, 1, 3, true), false);
         assert!(t.lines().count() <= 24, "{} lines:\n{t}", t.lines().count());
         assert!(!t.contains("more ("), "{t}");
+        assert!(!t.contains("SIP attempts"), "no reader, no line: {t}");
+        let mut sc = screen(3, 1, 3, true);
+        sc.status.sip_attempts = Some(crate::observe::attempts::SipAttemptCounts {
+            seen: 9,
+            recorded: 2,
+            malformed: 7,
+            users: 1,
+            sources: 1,
+            ..Default::default()
+        });
+        let t = text(&sc, false);
+        assert!(t.lines().count() <= 24, "{} lines:\n{t}", t.lines().count());
+        assert!(
+            t.contains("SIP attempts since start: 9 seen, 2 recorded, 0 not an account, 0 ignored, 7 malformed; remembered: 1 endpoints, 1 addresses"),
+            "{t}"
+        );
     }
 
     #[test]

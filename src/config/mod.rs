@@ -1,6 +1,7 @@
 //! The daemon's TOML config: services (named port groups), trusted networks, TTLs, paths.
 
 mod ami;
+mod attempts;
 mod check;
 mod daemon;
 mod disa;
@@ -9,6 +10,7 @@ mod grants;
 mod knock;
 
 pub use ami::{AmiConfig, AmiLogin};
+pub use attempts::{SipAttemptsConfig, SipCapture};
 pub use daemon::{DaemonConfig, MetricsConfig};
 pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{FirewallConfig, PortRange, Proto, Service};
@@ -66,6 +68,8 @@ pub struct Config {
     pub knock: KnockConfig,
     #[serde(default)]
     pub disa: DisaConfig,
+    #[serde(default)]
+    pub sip_attempts: SipAttemptsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }

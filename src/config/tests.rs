@@ -329,3 +329,34 @@ fn ami_secret_file_must_be_private() {
         .to_string()
         .contains("ami.secret-file"));
 }
+
+#[test]
+fn sip_attempts_follow_disa_and_keep_their_own_group() {
+    let off = Config::parse(MINIMAL, "t").unwrap();
+    assert!(off.sip_capture().is_none(), "DISA off: no capture by default");
+    let on = Config::parse(&format!("{MINIMAL}[disa]\nenabled = true\n"), "t").unwrap();
+    let c = on.sip_capture().expect("DISA on: capture on by default");
+    assert_eq!(c.group, defaults::SIP_NFLOG_GROUP);
+    assert_ne!(c.group, on.knock.nflog_group);
+    let forced_off = format!("{MINIMAL}[disa]\nenabled = true\n[sip-attempts]\nenabled = false\n");
+    assert!(Config::parse(&forced_off, "t").unwrap().sip_capture().is_none());
+    let e = |extra: &str| {
+        Config::parse(&format!("{MINIMAL}[sip-attempts]\nenabled = true\n{extra}"), "t")
+            .unwrap_err()
+            .to_string()
+    };
+    let m = e(&format!("nflog-group = {}\n", defaults::KNOCK_NFLOG_GROUP));
+    assert!(
+        m.contains("sip-attempts.nflog-group") && m.contains("knock.nflog-group"),
+        "{m}"
+    );
+    let m = e("service = \"nope\"\n");
+    assert!(m.contains("sip-attempts.service"), "{m}");
+    let m = e("rate = 0\n");
+    assert!(m.contains("sip-attempts.rate"), "{m}");
+    let m = e("window = \"1s\"\n");
+    assert!(m.contains("sip-attempts.window"), "{m}");
+    let tcp_only = "[services.sip]\nports = [\"tcp/5060\"]\n[sip-attempts]\nenabled = true\n";
+    let m = Config::parse(tcp_only, "t").unwrap_err().to_string();
+    assert!(m.contains("no UDP port"), "{m}");
+}

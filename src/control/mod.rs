@@ -299,6 +299,9 @@ pub struct Status {
     pub last_hour: Counts,
     #[serde(default)]
     pub last_24h: Counts,
+    /// The SIP attempt reader's counts since the daemon started; absent when it does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_attempts: Option<crate::observe::attempts::SipAttemptCounts>,
 }
 
 /// The AMI listener's state, for `passknock contacts` and `passknock calls`.

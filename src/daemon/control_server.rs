@@ -78,6 +78,9 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
 #[derive(Clone)]
 pub struct Views {
     pub contacts: Contacts,
+    /// Dropped registration attempts, and the account endpoints they are kept for.
+    pub attempts: crate::rules::attempts::SeenAttempts,
+    pub endpoints: crate::daemon::attempts::Endpoints,
     pub ami: AmiView,
     pub history: Arc<History>,
 }
@@ -123,6 +126,7 @@ impl Views {
                 now: s.now,
                 last_hour,
                 last_24h,
+                sip_attempts: crate::observe::attempts::SIP_ATTEMPTS.counts(),
             })),
             Err(e) => Reply::error(e),
         }

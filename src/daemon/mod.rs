@@ -2,6 +2,7 @@
 
 pub mod ami;
 pub mod args;
+pub mod attempts;
 pub mod control_server;
 pub mod control_slots;
 pub mod disa;
@@ -29,7 +30,6 @@ use crate::daemon::preflight::Ready;
 use crate::daemon::reload::Reloader;
 use crate::engine::Engine;
 use crate::nft::{Firewall, Layout, Nft};
-use crate::rules::attempts::SeenAttempts;
 use crate::rules::contacts::Contacts;
 use crate::store::history::History;
 use crate::store::{Store, StoreError};
@@ -57,6 +57,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Knock(#[from] crate::daemon::knock::KnockError),
+    #[error("{0}")]
+    SipAttempts(String),
     #[error("DISA: {0}")]
     Secret(#[from] crate::base::secret::SecretError),
     #[error("cannot serve metrics on {address}: {source}")]
@@ -144,8 +146,9 @@ pub async fn run(
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
     // Filled by the AMI listener; read by the DISA flow ("registered" address) and the CLI.
     let contacts = Contacts::default();
-    // Filled by the SIP NFLOG reader (REGISTERs the table dropped); read by the DISA flow.
-    let attempts = SeenAttempts::default();
+    // Filled by the SIP attempt reader; read by the DISA flow ("attempted" address) and the CLI.
+    let attempts = crate::daemon::attempts::memory(&config);
+    let endpoints = crate::daemon::attempts::Endpoints::default();
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
     // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
@@ -161,6 +164,27 @@ pub async fn run(
             let _ = tokio::task::spawn_blocking(move || engine.join()).await;
             let _ = std::fs::remove_file(&config.daemon.control_socket);
             return Err(e.into());
+        }
+    };
+    let sip_attempts = match crate::daemon::attempts::spawn(
+        &config,
+        attempts.clone(),
+        endpoints.clone(),
+        handle.clone(),
+        shutdown.clone(),
+    ) {
+        Ok(task) => task,
+        Err(e) => {
+            // Stop what started: the knock listener ends with `shutdown`, the engine once its
+            // handles are gone.
+            shutdown.cancel();
+            if let Some(k) = knock {
+                let _ = k.await;
+            }
+            drop(handle);
+            let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+            let _ = std::fs::remove_file(&config.daemon.control_socket);
+            return Err(DaemonError::SipAttempts(e));
         }
     };
     if let (Some(key), Some(agi_listener)) = (disa_key, agi_listener) {
@@ -202,6 +226,8 @@ pub async fn run(
     });
     let views = Views {
         contacts,
+        attempts,
+        endpoints,
         ami: ami_view,
         history: history.clone(),
     };
@@ -225,6 +251,9 @@ pub async fn run(
     }
     if let Some(ami) = ami {
         let _ = ami.await;
+    }
+    if let Some(a) = sip_attempts {
+        let _ = a.await;
     }
     let _ = crate::daemon::notify::notify("STOPPING=1");
     // The last events (a shutdown's grants ended, a knock refused a moment ago) are kept.

@@ -5,19 +5,19 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use nftables::expr::{
-    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range,
+    BinaryOperation, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range,
     SetItem, CT,
 };
 use nftables::schema::{
     Chain, Element, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
-use nftables::stmt::{Log, Match, Operator, Statement};
+use nftables::stmt::{Limit, Log, Match, Meter, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::base::addr::{Family, Net};
 use crate::base::clock::UnixMs;
 use crate::base::defaults;
-use crate::config::{Config, PortRange, Proto};
+use crate::config::{Config, PortRange, Proto, SipCapture};
 
 // Element changes live in changes.rs; their paths stay `render::…` for the callers. An element
 // with its timeout is written the same way in the table and in a change.
@@ -38,6 +38,8 @@ pub struct Layout {
     /// Knock ports: logged to the NFLOG group `knock_group` and dropped, so they look closed.
     pub knock: Vec<PortRange>,
     pub knock_group: u16,
+    /// Dropped SIP requests on these UDP ports are logged (rate-limited) before the drop.
+    pub sip_capture: Option<SipCapture>,
 }
 
 /// A set element: which set, which address.
@@ -74,6 +76,13 @@ impl Layout {
             &config.firewall.trusted,
         )
         .with_knock(config.knock.ports(), config.knock.nflog_group)
+        .with_sip_capture(config.sip_capture())
+    }
+
+    /// The same layout, logging dropped SIP requests as `capture` says (or not, for `None`).
+    pub fn with_sip_capture(mut self, capture: Option<SipCapture>) -> Layout {
+        self.sip_capture = capture;
+        self
     }
 
     /// The same layout, logging `ports` to NFLOG group `group`.
@@ -104,6 +113,7 @@ impl Layout {
             trusted: outer,
             knock: Vec::new(),
             knock_group: defaults::KNOCK_NFLOG_GROUP,
+            sip_capture: None,
         }
     }
 
@@ -177,6 +187,21 @@ impl Layout {
             eat("knock");
             eat(&self.knock_group.to_string());
             for p in &self.knock {
+                eat(&p.to_string());
+            }
+        }
+        if let Some(c) = &self.sip_capture {
+            eat("sip-capture");
+            for v in [
+                c.group as u32,
+                c.per_source_rate,
+                c.per_source_burst,
+                c.rate,
+                c.burst,
+            ] {
+                eat(&v.to_string());
+            }
+            for p in &c.ports {
                 eat(&p.to_string());
             }
         }
@@ -394,6 +419,7 @@ impl Layout {
                 }
             }
         }
+        rules.extend(self.sip_capture_rules());
         for proto in [Proto::Udp, Proto::Tcp] {
             let ports = self.protected(proto);
             if !ports.is_empty() {
@@ -469,6 +495,80 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The name of the per-source limit (an nft meter) of the SIP capture, per family.
+    pub fn sip_meter(f: Family) -> String {
+        format!("sip_attempt_{}", f.suffix())
+    }
+
+    /// A SIP request on the capture's UDP ports that reaches here is dropped: not trusted, not
+    /// banned (dropped silently above), not allowed for any service. Within a per-source limit
+    /// (a meter keyed by source address, entries timing out when idle, at most nft's default
+    /// 65535 sources) and then a global one, it is logged with its payload first; over either
+    /// limit it falls through to the silent drop below. Original direction only, like knocks.
+    fn sip_capture_rules(&self) -> Vec<Vec<Statement<'static>>> {
+        let Some(c) = &self.sip_capture else {
+            return Vec::new();
+        };
+        let ports = merge(c.ports.iter().filter(|p| p.proto == Proto::Udp));
+        if ports.is_empty() {
+            return Vec::new();
+        }
+        let limit = |rate: u32, burst: u32| {
+            Statement::Limit(Limit {
+                rate,
+                rate_unit: None,
+                per: Some("second".into()),
+                burst: Some(burst),
+                burst_unit: None,
+                inv: None,
+            })
+        };
+        [Family::V4, Family::V6]
+            .into_iter()
+            .map(|f| {
+                let saddr =
+                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+                        protocol: ip_protocol(f).into(),
+                        field: "saddr".into(),
+                    })));
+                vec![
+                    dport_in(Proto::Udp, &ports),
+                    matches(
+                        Expression::Named(NamedExpression::CT(CT {
+                            key: "direction".into(),
+                            family: None,
+                            dir: None,
+                        })),
+                        s("original"),
+                    ),
+                    Statement::Meter(Meter {
+                        name: Layout::sip_meter(f).into(),
+                        key: Expression::Named(NamedExpression::Elem(Elem {
+                            val: Box::new(saddr),
+                            timeout: Some(defaults::SIP_LOG_SOURCE_TIMEOUT_SECS),
+                            expires: None,
+                            comment: None,
+                            counter: None,
+                        })),
+                        stmt: Box::new(limit(c.per_source_rate, c.per_source_burst)),
+                    }),
+                    limit(c.rate, c.burst),
+                    Statement::Log(Some(Log {
+                        prefix: None,
+                        group: Some(c.group as u32),
+                        snaplen: Some(defaults::SIP_CAPTURE_LEN),
+                        queue_threshold: None,
+                        level: None,
+                        flags: None,
+                    })),
+                    Statement::Drop(None),
+                ]
+            })
+            .collect()
+    }
+}
+
 /// `passknock <fingerprint> <i>/<n>`: lets a readback check every rule is ours and in place.
 pub fn rule_comment(fingerprint: &str, i: usize, n: usize) -> String {
     format!("passknock {fingerprint} {}/{n}", i + 1)
@@ -491,17 +591,21 @@ fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'
 }
 
 fn saddr_in(f: Family, set: &str) -> Statement<'static> {
-    let protocol = match f {
-        Family::V4 => "ip",
-        Family::V6 => "ip6",
-    };
     matches(
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-            protocol: protocol.into(),
+            protocol: ip_protocol(f).into(),
             field: "saddr".into(),
         }))),
         s(&format!("@{set}")),
     )
+}
+
+/// nft's payload protocol for a family's addresses.
+fn ip_protocol(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
 }
 
 fn dport_in(proto: Proto, ports: &[(u16, u16)]) -> Statement<'static> {

@@ -287,6 +287,7 @@ impl Metrics {
             "# HELP passknock_ami_connected 1 while logged in to Asterisk's manager interface.\n# TYPE passknock_ami_connected gauge\npassknock_ami_connected {}",
             u8::from(self.ami_connected.load(Ordering::Relaxed))
         );
+        crate::observe::attempts::SIP_ATTEMPTS.render(&mut o);
         o
     }
 }

@@ -37,6 +37,17 @@ impl SeenAttempts {
         lock(&self.inner).forget(user);
     }
 
+    /// Drops users whose attempts are all out of the window, so memory shrinks when they stop.
+    pub fn expire(&self, now: i64) {
+        lock(&self.inner).expire(now);
+    }
+
+    /// Users and addresses held now.
+    pub fn sizes(&self) -> (usize, usize) {
+        let m = lock(&self.inner);
+        (m.len(), m.sources())
+    }
+
     pub fn stats(&self) -> AttemptStats {
         lock(&self.inner).stats
     }

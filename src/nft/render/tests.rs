@@ -183,3 +183,57 @@ fn changes_add_delete_add() {
     assert_eq!(timeout_secs(1_001, 1_000), 1);
     assert_eq!(timeout_secs(500, 1_000), 1);
 }
+
+fn capture() -> SipCapture {
+    SipCapture {
+        ports: vec!["udp/5060".parse().unwrap(), "udp/5061".parse().unwrap()],
+        group: 7448,
+        per_source_rate: 5,
+        per_source_burst: 10,
+        rate: 500,
+        burst: 1000,
+    }
+}
+
+#[test]
+fn dropped_sip_is_logged_under_limits_just_before_the_drops() {
+    let l = layout().with_sip_capture(Some(capture()));
+    assert_eq!(l.rules().len(), layout().rules().len() + 2, "one rule per family");
+    let json = serde_json::to_string(&l.render_table(&Elements::new(), 0)).unwrap();
+    let allow = json.rfind("@allow_sip_v6").unwrap();
+    let meter4 = json.find("\"name\":\"sip_attempt_v4\"").unwrap();
+    let meter6 = json.find("\"name\":\"sip_attempt_v6\"").unwrap();
+    let last_drop = json.rfind("\"drop\"").unwrap();
+    assert!(allow < meter4 && meter4 < meter6 && meter6 < last_drop, "{json}");
+    // Per source, then overall, then the log with the payload, then the drop.
+    for part in [
+        "\"rate\":5,\"per\":\"second\",\"burst\":10",
+        "\"rate\":500,\"per\":\"second\",\"burst\":1000",
+        "\"log\":{\"group\":7448,\"snaplen\":1500}",
+        "\"timeout\":60",
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    // Only UDP: tcp/5060 of the service is not captured.
+    let rule = &json[json[..meter4].rfind("{\"add\":{\"rule\"").unwrap()..meter4];
+    assert!(
+        rule.contains("{\"range\":[5060,5061]}") && !rule.contains("tcp"),
+        "{rule}"
+    );
+    // Banned sources drop before: the ban rules cover the SIP ports.
+    assert!(json.find("@ban_v4").unwrap() < meter4);
+}
+
+#[test]
+fn fingerprint_follows_the_capture() {
+    let off = layout();
+    let on = layout().with_sip_capture(Some(capture()));
+    assert_ne!(off.fingerprint(), on.fingerprint());
+    let mut other = capture();
+    other.rate = 100;
+    assert_ne!(
+        on.fingerprint(),
+        layout().with_sip_capture(Some(other)).fingerprint()
+    );
+    assert_eq!(off.rules(), layout().with_sip_capture(None).rules());
+}
