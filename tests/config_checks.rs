@@ -242,6 +242,7 @@ fn a_closed_stdout_ends_the_cli_quietly() {
         vec!["status", "--json"],
         vec!["contacts"],
         vec!["calls"],
+        vec!["attempts"],
         vec!["account", "list"],
         vec!["grant", "198.51.100.99", "--services", "sip"],
         vec!["reload"],

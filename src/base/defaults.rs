@@ -129,16 +129,15 @@ pub const SIP_LOG_PER_SOURCE_BURST: u32 = 10;
 /// flood from many sources.
 pub const SIP_LOG_RATE: u32 = 500;
 pub const SIP_LOG_BURST: u32 = 1000;
-/// Sources the table keeps a per-source SIP log limit for (nft's meter size): when full, a new
-/// source is not logged until entries time out.
-pub const SIP_LOG_SOURCES: u32 = 65_535;
 /// Bytes of each dropped SIP packet logged (`log snaplen` and the group's copy range): a whole
 /// datagram that fits a 1500-byte path MTU, IP and UDP headers included. A REGISTER that fits
 /// no MTU did not come from a softphone; one cut short still yields every header whose line
 /// ends within the capture (the parser never reads half a line).
 pub const SIP_CAPTURE_LEN: u32 = 1500;
-/// How long the table keeps an idle source's limit.
-pub const SIP_LOG_SOURCE_TIMEOUT_SECS: u32 = 60;
+/// How long the table keeps an idle source's limit, at least: its bucket is full again once
+/// burst/rate seconds have passed, so an entry idle longer than that is worth no more than a new
+/// one, and a short life lets the meter empty soon after a flood from many sources.
+pub const SIP_LOG_SOURCE_TIMEOUT_MIN_SECS: u32 = 10;
 /// Sources with a knock sequence in progress, at most (about 100 bytes each).
 pub const KNOCK_MAX_IN_PROGRESS: usize = knockd::gate::MAX_IN_PROGRESS;
 

@@ -100,6 +100,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Addresses the table dropped REGISTERs (or INVITEs) from, by account endpoint, lately.
+    Attempts {
+        #[arg(long)]
+        json: bool,
+    },
     /// Knock on HOST with a profile from this laptop's client config, then check access opened.
     Knock(knockd::client::KnockArgs),
     /// Make knock profiles (for the daemon's config and the laptop's).

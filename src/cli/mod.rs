@@ -185,6 +185,7 @@ impl Cli {
             }
             Command::Report { since, json } => (Request::Report { since: Some(since) }, json),
             Command::Calls { json } => (Request::Calls, json),
+            Command::Attempts { json } => (Request::Attempts, json),
             Command::Knock { .. } | Command::KnockProfile { .. } | Command::Doctor { .. } => {
                 unreachable!("handled above")
             }

@@ -95,6 +95,38 @@ pub(super) fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError
                 table(out, ["CHANNEL", "REMOTE ADDRESS", "UP FOR"], &rows)?;
             }
         }
+        Reply::Attempts {
+            active,
+            now,
+            attempts,
+        } => {
+            if !active {
+                writeln!(
+                    out,
+                    "SIP attempts are not captured (see [sip-attempts] in the config)"
+                )?;
+            } else if attempts.is_empty() {
+                writeln!(out, "no recent registration attempts by account endpoints")?;
+            } else {
+                let rows: Vec<[String; 5]> = attempts
+                    .iter()
+                    .map(|a| {
+                        [
+                            format!("{}{}", a.endpoint, if a.complete { "" } else { " (partial)" }),
+                            a.address.to_string(),
+                            a.count.to_string(),
+                            format!("{} ago", left(a.last_seen, *now)),
+                            a.user_agent.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    out,
+                    ["ENDPOINT", "TRIED FROM", "COUNT", "LAST SEEN", "USER-AGENT"],
+                    &rows,
+                )?;
+            }
+        }
         Reply::Status(s) => status::headline(out, s, None, paint::Paint(false))?,
         Reply::AccountCreated { account, passcode } => {
             writeln!(

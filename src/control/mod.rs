@@ -156,6 +156,8 @@ pub enum Request {
     Contacts,
     /// Live PJSIP calls as AMI reports them; answered by the daemon, not the engine.
     Calls,
+    /// Recent dropped registration attempts by account endpoints; answered by the daemon.
+    Attempts,
     /// Re-read the config file (as SIGHUP does). A bad config is refused and the running one kept.
     Reload,
     /// A DISA account with a new passcode, shown once in the reply.
@@ -248,6 +250,12 @@ pub enum Reply {
         ami: AmiStatus,
         calls: Vec<CallEntry>,
     },
+    /// `active`: the SIP attempt reader runs. One row per endpoint and address, newest first.
+    Attempts {
+        active: bool,
+        now: UnixMs,
+        attempts: Vec<AttemptEntry>,
+    },
     /// The new passcode is in this reply and nowhere else.
     AccountCreated {
         account: Account,
@@ -327,6 +335,18 @@ pub struct AmiStatus {
 pub struct ContactEntry {
     pub endpoint: String,
     pub addresses: Vec<IpAddr>,
+}
+
+/// An address that tried to register (or call) as an account's endpoint, lately.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptEntry {
+    pub endpoint: String,
+    pub address: IpAddr,
+    pub count: u32,
+    pub last_seen: UnixMs,
+    pub user_agent: Option<String>,
+    /// Whether nothing that could belong to this endpoint was forgotten to make room.
+    pub complete: bool,
 }
 
 /// A live PJSIP call.

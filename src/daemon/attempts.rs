@@ -5,7 +5,7 @@
 //!
 //! Only users that are account endpoints are remembered, so a flood of made-up names costs
 //! nothing but a counter. The set of endpoints is read from the store through the engine at
-//! start and every [`ENDPOINTS_REFRESH`] after (and at once after a reload): an account added
+//! start and every [`ENDPOINTS_REFRESH`] after: an account added
 //! or given an endpoint is recognised within that; one removed stops being recorded, and its
 //! remembered attempts are forgotten. Nothing is logged per packet: every datagram lands in
 //! exactly one counter ([`SIP_ATTEMPTS`]).
@@ -138,7 +138,7 @@ pub fn spawn(
                             None => SIP_ATTEMPTS.malformed(1),
                         }
                         n += 1;
-                        if n % GAUGES_EVERY == 0 {
+                        if n.is_multiple_of(GAUGES_EVERY) {
                             gauges(&seen);
                         }
                     },
@@ -156,7 +156,7 @@ pub fn spawn(
             .map_err(|e| format!("SIP attempt reader: {e}"))?
     };
     info!(
-        "SIP attempts: dropped requests on udp {} read from NFLOG group {}",
+        "SIP attempts: dropped requests on {} read from NFLOG group {}",
         capture
             .ports
             .iter()

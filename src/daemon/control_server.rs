@@ -104,6 +104,29 @@ impl Views {
         .map_err(|e| format!("history: {e}"))
     }
 
+    /// Every remembered attempt, per account endpoint, newest first.
+    fn attempts_reply(&self) -> Reply {
+        let now = now_ms();
+        let mut attempts: Vec<control::AttemptEntry> = Vec::new();
+        for endpoint in self.endpoints.list() {
+            let a = self.attempts.lookup(now, &endpoint);
+            attempts.extend(a.sightings.iter().map(|s| control::AttemptEntry {
+                endpoint: endpoint.clone(),
+                address: s.source,
+                count: s.count,
+                last_seen: s.last_seen,
+                user_agent: s.user_agent().map(str::to_string),
+                complete: a.complete,
+            }));
+        }
+        attempts.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+        Reply::Attempts {
+            active: crate::observe::attempts::SIP_ATTEMPTS.is_active(),
+            now,
+            attempts,
+        }
+    }
+
     /// The engine's status with the last hour's and day's counts from the history.
     async fn status(&self, s: engine::TableStatus) -> Reply {
         let now = s.now;
@@ -344,6 +367,7 @@ impl Server {
             },
             Request::Contacts => self.views.ami.contacts_reply(&self.views.contacts),
             Request::Calls => self.views.ami.calls_reply(),
+            Request::Attempts => self.views.attempts_reply(),
             Request::Reload => match self.reloader.reload(actor).await {
                 Ok(message) => Reply::Done { message },
                 Err(message) => Reply::Error { message },

@@ -124,6 +124,15 @@ fn prepare(
             Err(e) => return Err(format!("knock: {e}")),
         }
     }
+    // The SIP attempt reader holds its NFLOG group and window from the start; the table keeps
+    // logging to the group it reads (rates and ports change now).
+    let reader = |c: &Config| (c.sip_capture().map(|c| c.group), c.sip_attempts.window);
+    if reader(&new) != reader(running) {
+        restart.push("sip-attempts (on/off, nflog-group, window)");
+        new.sip_attempts.enabled = Some(running.sip_capture().is_some());
+        new.sip_attempts.nflog_group = running.sip_attempts.nflog_group;
+        new.sip_attempts.window = running.sip_attempts.window;
+    }
     Ok((new, restart))
 }
 

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use nftables::expr::{
-    BinaryOperation, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range,
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range,
     SetItem, CT,
 };
 use nftables::schema::{
     Chain, Element, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
-use nftables::stmt::{Limit, Log, Match, Meter, Operator, Statement};
+use nftables::stmt::{Log, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::base::addr::{Family, Net};
@@ -365,7 +365,8 @@ impl Layout {
 
     /// The input chain, in order: loopback and trusted accept; banned drop (protected and knock
     /// ports only); knock ports log to NFLOG and drop; replies to connections the PBX started
-    /// accept; each service accepts its allow set; every protected port drops. Everything else
+    /// accept; each service accepts its allow set; SIP requests on the SIP service's UDP ports log
+    /// to their NFLOG group within limits (`capture.rs`); every protected port drops. Everything else
     /// falls through to the host's own firewall.
     pub(crate) fn rules(&self) -> Vec<Vec<Statement<'static>>> {
         let mut rules = Vec::new();
@@ -495,80 +496,6 @@ impl Layout {
     }
 }
 
-impl Layout {
-    /// The name of the per-source limit (an nft meter) of the SIP capture, per family.
-    pub fn sip_meter(f: Family) -> String {
-        format!("sip_attempt_{}", f.suffix())
-    }
-
-    /// A SIP request on the capture's UDP ports that reaches here is dropped: not trusted, not
-    /// banned (dropped silently above), not allowed for any service. Within a per-source limit
-    /// (a meter keyed by source address, entries timing out when idle, at most nft's default
-    /// 65535 sources) and then a global one, it is logged with its payload first; over either
-    /// limit it falls through to the silent drop below. Original direction only, like knocks.
-    fn sip_capture_rules(&self) -> Vec<Vec<Statement<'static>>> {
-        let Some(c) = &self.sip_capture else {
-            return Vec::new();
-        };
-        let ports = merge(c.ports.iter().filter(|p| p.proto == Proto::Udp));
-        if ports.is_empty() {
-            return Vec::new();
-        }
-        let limit = |rate: u32, burst: u32| {
-            Statement::Limit(Limit {
-                rate,
-                rate_unit: None,
-                per: Some("second".into()),
-                burst: Some(burst),
-                burst_unit: None,
-                inv: None,
-            })
-        };
-        [Family::V4, Family::V6]
-            .into_iter()
-            .map(|f| {
-                let saddr =
-                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-                        protocol: ip_protocol(f).into(),
-                        field: "saddr".into(),
-                    })));
-                vec![
-                    dport_in(Proto::Udp, &ports),
-                    matches(
-                        Expression::Named(NamedExpression::CT(CT {
-                            key: "direction".into(),
-                            family: None,
-                            dir: None,
-                        })),
-                        s("original"),
-                    ),
-                    Statement::Meter(Meter {
-                        name: Layout::sip_meter(f).into(),
-                        key: Expression::Named(NamedExpression::Elem(Elem {
-                            val: Box::new(saddr),
-                            timeout: Some(defaults::SIP_LOG_SOURCE_TIMEOUT_SECS),
-                            expires: None,
-                            comment: None,
-                            counter: None,
-                        })),
-                        stmt: Box::new(limit(c.per_source_rate, c.per_source_burst)),
-                    }),
-                    limit(c.rate, c.burst),
-                    Statement::Log(Some(Log {
-                        prefix: None,
-                        group: Some(c.group as u32),
-                        snaplen: Some(defaults::SIP_CAPTURE_LEN),
-                        queue_threshold: None,
-                        level: None,
-                        flags: None,
-                    })),
-                    Statement::Drop(None),
-                ]
-            })
-            .collect()
-    }
-}
-
 /// `passknock <fingerprint> <i>/<n>`: lets a readback check every rule is ours and in place.
 pub fn rule_comment(fingerprint: &str, i: usize, n: usize) -> String {
     format!("passknock {fingerprint} {}/{n}", i + 1)
@@ -643,6 +570,9 @@ fn merge<'a>(ports: impl Iterator<Item = &'a PortRange>) -> Vec<(u16, u16)> {
     }
     out
 }
+
+// The SIP capture's rules live beside this file.
+mod capture;
 
 #[cfg(test)]
 mod tests;

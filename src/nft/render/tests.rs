@@ -210,7 +210,7 @@ fn dropped_sip_is_logged_under_limits_just_before_the_drops() {
         "\"rate\":5,\"per\":\"second\",\"burst\":10",
         "\"rate\":500,\"per\":\"second\",\"burst\":1000",
         "\"log\":{\"group\":7448,\"snaplen\":1500}",
-        "\"timeout\":60",
+        "\"timeout\":10",
     ] {
         assert!(json.contains(part), "{part} in {json}");
     }
