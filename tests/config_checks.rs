@@ -336,6 +336,10 @@ fn default_prompts_exist_in_asterisks_sounds_and_ask_for_an_ip_address() {
         &p.enter_address,
         &p.you_entered,
         &p.confirm,
+        &p.attempt_found,
+        &p.attempt_unclear,
+        &p.connected,
+        &p.not_connected,
         &p.refused_address,
         &p.no_address,
         &p.granted,
@@ -374,4 +378,17 @@ fn default_prompts_exist_in_asterisks_sounds_and_ask_for_an_ip_address() {
         "{heard}"
     );
     assert!(!heard.contains("number") && !heard.contains("call"), "{heard}");
+    // The attempted mode and "your phone is connected" say what they mean with stock sounds.
+    let say = |files: &[String]| -> String {
+        files
+            .iter()
+            .map(|f| said.get(f).map_or("?", |d| d.as_str()))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    assert_eq!(say(&p.attempt_found), "your. i p is.");
+    assert_eq!(say(&p.attempt_unclear), "your. i p is unavailable");
+    assert_eq!(say(&p.connected), "your. telephone number. is. activated.");
+    assert_eq!(say(&p.not_connected), "your. telephone number. is unavailable");
 }

@@ -49,6 +49,9 @@ pub enum AddressMode {
     Registered,
     /// An IPv4 address the caller keys in, `*` for dots.
     Keyed,
+    /// The one address the account's endpoint was just seen trying to register from (its
+    /// REGISTERs dropped by the table), read back for the caller to confirm.
+    Attempted,
 }
 
 impl AddressMode {
@@ -57,6 +60,7 @@ impl AddressMode {
             AddressMode::Source => "source",
             AddressMode::Registered => "registered",
             AddressMode::Keyed => "keyed",
+            AddressMode::Attempted => "attempted",
         }
     }
 
@@ -65,6 +69,7 @@ impl AddressMode {
             "source" => Some(AddressMode::Source),
             "registered" => Some(AddressMode::Registered),
             "keyed" => Some(AddressMode::Keyed),
+            "attempted" => Some(AddressMode::Attempted),
             _ => None,
         }
     }
@@ -102,15 +107,23 @@ pub trait Backend: Send + Sync {
     fn verify(&self, call: &Call, passcode: Passcode) -> impl Future<Output = PasscodeVerdict> + Send;
     /// Addresses `endpoint` is registered from, as far as the daemon knows (AMI).
     fn registered(&self, endpoint: &str) -> impl Future<Output = Vec<IpAddr>> + Send;
+    /// The one address `endpoint`'s phone was just seen trying to register from: `None` when
+    /// none, several, or not surely only one did, or when that address may not be granted
+    /// (banned, trusted already, unusable). Never a guess.
+    fn attempted(&self, endpoint: &str) -> impl Future<Output = Option<IpAddr>> + Send;
     /// Whether `ip` may be granted; the reason is for the log, never for the caller.
     fn check_address(&self, ip: IpAddr) -> Result<(), String>;
-    /// Grants `ip` for `account`; returns how long access lasts.
+    /// Grants `ip` for `account`, found by `mode`; returns how long access lasts.
     fn grant(
         &self,
         account: &Account,
         ip: IpAddr,
+        mode: AddressMode,
         call: &Call,
     ) -> impl Future<Output = Result<Duration, String>> + Send;
+    /// After a grant to `ip`: waits (a few seconds at most, as configured) for `endpoint` to
+    /// register from `ip`. `None` when the wait is off; otherwise whether it did.
+    fn wait_connected(&self, endpoint: &str, ip: IpAddr) -> impl Future<Output = Option<bool>> + Send;
 }
 
 /// Sound files, each a list: all but the last are played, the last prompts for digits.
@@ -122,6 +135,14 @@ pub struct Prompts {
     pub you_entered: Vec<String>,
     pub dot: String,
     pub confirm: Vec<String>,
+    /// Before the read-back of the address the phone is trying to register from.
+    pub attempt_found: Vec<String>,
+    /// No single address was seen trying to register (none, or several): on to the next mode.
+    pub attempt_unclear: Vec<String>,
+    /// After a grant: the phone registered from the granted address.
+    pub connected: Vec<String>,
+    /// After a grant: the phone has not registered yet (access is open all the same).
+    pub not_connected: Vec<String>,
     pub refused_address: Vec<String>,
     pub no_address: Vec<String>,
     pub granted: Vec<String>,
@@ -150,6 +171,12 @@ impl Default for Prompts {
             you_entered: v(&["you-entered"]),
             dot: "letters/dot".into(),
             confirm: v(&["if-correct-press", "digits/1"]),
+            // No core sound says "phone" or "register": "your I P is …", "… is unavailable",
+            // "your telephone number is activated".
+            attempt_found: v(&["your", "letters/i", "letters/p", "is"]),
+            attempt_unclear: v(&["your", "letters/i", "letters/p", "vm-isunavail"]),
+            connected: v(&["your", "telephone-number", "is", "activated"]),
+            not_connected: v(&["your", "telephone-number", "vm-isunavail"]),
             refused_address: v(&["invalid"]),
             no_address: v(&["cannot-complete-as-dialed"]),
             granted: v(&["auth-thankyou"]),
@@ -260,17 +287,25 @@ where
         play(s, &p.goodbye).await?;
         return Ok(Outcome::Rejected);
     };
-    let Some(address) = choose_address(s, backend, settings, &call, &account).await? else {
+    let Some((address, mode)) = choose_address(s, backend, settings, &call, &account).await? else {
         play(s, &p.no_address).await?;
         play(s, &p.goodbye).await?;
         return Ok(Outcome::NoAddress {
             account: account.name,
         });
     };
-    match backend.grant(&account, address, &call).await {
+    match backend.grant(&account, address, mode, &call).await {
         Ok(ttl) => {
+            // The grant is in the table already: the caller hears it is open before any wait.
             play(s, &p.granted).await?;
             say_duration(s, settings, ttl).await?;
+            if let Some(ep) = &account.endpoint {
+                match backend.wait_connected(ep, address).await {
+                    Some(true) => play(s, &p.connected).await?,
+                    Some(false) => play(s, &p.not_connected).await?,
+                    None => {}
+                }
+            }
             play(s, &p.goodbye).await?;
             Ok(Outcome::Granted {
                 account: account.name,
@@ -294,18 +329,18 @@ async fn choose_address<S, B>(
     settings: &CallFlowSettings,
     call: &Call,
     account: &Account,
-) -> Result<Option<IpAddr>, SessionError>
+) -> Result<Option<(IpAddr, AddressMode)>, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: Backend,
 {
-    for mode in &account.modes {
-        match mode {
-            AddressMode::Source => {
-                if let Some(ip) = call.peer.filter(|ip| backend.check_address(*ip).is_ok()) {
-                    return Ok(Some(ip));
-                }
-            }
+    for &mode in &account.modes {
+        let found = match mode {
+            AddressMode::Source => call.peer.filter(|ip| backend.check_address(*ip).is_ok()),
+            AddressMode::Attempted => match &account.endpoint {
+                Some(ep) => attempted_address(s, backend, settings, ep).await?,
+                None => None,
+            },
             AddressMode::Registered => {
                 let Some(ep) = account.endpoint.clone().or_else(|| call.endpoint.clone()) else {
                     continue;
@@ -314,18 +349,85 @@ where
                 if found.is_empty() {
                     found = registered_from_dialplan(s, &ep).await?;
                 }
-                if let Some(ip) = found.into_iter().find(|ip| backend.check_address(*ip).is_ok()) {
-                    return Ok(Some(ip));
-                }
+                found.into_iter().find(|ip| backend.check_address(*ip).is_ok())
             }
-            AddressMode::Keyed => {
-                if let Some(ip) = keyed_address(s, backend, settings).await? {
-                    return Ok(Some(ip));
+            AddressMode::Keyed => keyed_address(s, backend, settings).await?,
+        };
+        if let Some(ip) = found {
+            return Ok(Some((ip, mode)));
+        }
+    }
+    Ok(None)
+}
+
+/// The `attempted` mode: the one address the endpoint's phone is trying to register from, read
+/// back and confirmed with 1. None, several, or a refusal to confirm: the caller hears so and
+/// the next mode is tried.
+async fn attempted_address<S, B>(
+    s: &mut Session<S>,
+    backend: &B,
+    settings: &CallFlowSettings,
+    endpoint: &str,
+) -> Result<Option<IpAddr>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Backend,
+{
+    let p = &settings.prompts;
+    // Checked again here: whatever the backend says, nothing ungrantable is offered.
+    let Some(ip) = backend
+        .attempted(endpoint)
+        .await
+        .filter(|ip| backend.check_address(*ip).is_ok())
+    else {
+        play(s, &p.attempt_unclear).await?;
+        return Ok(None);
+    };
+    play(s, &p.attempt_found).await?;
+    say_address(s, settings, ip).await?;
+    let timeout = settings.digit_timeout.as_millis().min(u32::MAX as u128) as u32;
+    let (answer, _) = prompt_digits(s, &p.confirm, timeout, 1).await?;
+    Ok((answer == "1").then_some(ip))
+}
+
+/// "Colon", between the groups of an IPv6 address read back.
+const COLON: &str = "letters/ascii58";
+
+/// An address read back as the keyed mode reads it: each IPv4 octet's digits, "dot" between;
+/// an IPv6 address group by group, "colon" between, each hex digit spoken.
+async fn say_address<S>(
+    s: &mut Session<S>,
+    settings: &CallFlowSettings,
+    ip: IpAddr,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    s.stream_file(&settings.prompts.dot).await?;
+                }
+                s.say_digits(&octet.to_string()).await?;
+            }
+        }
+        IpAddr::V6(v6) => {
+            for (i, group) in v6.segments().iter().enumerate() {
+                if i > 0 {
+                    s.stream_file(COLON).await?;
+                }
+                for c in format!("{group:x}").chars() {
+                    if c.is_ascii_digit() {
+                        s.say_digits(&c.to_string()).await?;
+                    } else {
+                        s.stream_file(&format!("letters/{c}")).await?;
+                    }
                 }
             }
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// The endpoint's registered contacts, read through the PJSIP dialplan functions (used when the
@@ -411,12 +513,7 @@ where
             continue;
         }
         play(s, &p.you_entered).await?;
-        for (i, octet) in ip.octets().iter().enumerate() {
-            if i > 0 {
-                s.stream_file(&p.dot).await?;
-            }
-            s.say_digits(&octet.to_string()).await?;
-        }
+        say_address(s, settings, IpAddr::V4(ip)).await?;
         let (answer, _) = prompt_digits(s, &p.confirm, timeout, 1).await?;
         if answer == "1" {
             return Ok(Some(IpAddr::V4(ip)));

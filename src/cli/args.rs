@@ -145,7 +145,8 @@ pub enum AccountCommand {
         /// The PJSIP endpoint whose registered address may be granted.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Where the granted address comes from, in order: source, registered, keyed.
+        /// Where the granted address comes from, in order: attempted, source, registered, keyed
+        /// (the default: all four in this order; attempted needs --endpoint).
         #[arg(long, value_delimiter = ',')]
         address_modes: Vec<String>,
         /// Numbers the owner calls from: still let through (passcode still required) while

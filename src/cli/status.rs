@@ -195,8 +195,26 @@ fn counts(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()> {
     .filter(|(_, n)| *n > 0)
     .map(|(src, n)| format!("{src} {n}"))
     .collect();
-    if !by_source.is_empty() {
-        writeln!(out, "grants in the last hour by source: {}", by_source.join(", "))?;
+    // How the last hour's grants came and went, on the same line: the screen stays one screen.
+    let how: Vec<String> = [
+        ("from a phone's attempts", h.attempted_grants),
+        ("replaced", h.grants_replaced),
+        ("extended", h.grants_extended),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{what} {n}"))
+    .collect();
+    match (by_source.is_empty(), how.is_empty()) {
+        (true, true) => {}
+        (false, true) => writeln!(out, "grants in the last hour by source: {}", by_source.join(", "))?,
+        (true, false) => writeln!(out, "grants in the last hour: {}", how.join(", "))?,
+        (false, false) => writeln!(
+            out,
+            "grants in the last hour by source: {}; {}",
+            by_source.join(", "),
+            how.join(", ")
+        )?,
     }
     if let Some(a) = &s.sip_attempts {
         sip_attempts(out, a, p)?;
@@ -361,6 +379,9 @@ mod tests {
                     failed_passcodes: 3,
                     disa_calls: 5,
                     sip_calls: 9,
+                    attempted_grants: 1,
+                    grants_replaced: 0,
+                    grants_extended: 2,
                 },
                 last_24h: Counts {
                     grants: GrantsBySource {
@@ -374,6 +395,9 @@ mod tests {
                     failed_passcodes: 6,
                     disa_calls: 11,
                     sip_calls: 30,
+                    attempted_grants: 2,
+                    grants_replaced: 1,
+                    grants_extended: 5,
                 },
                 sip_attempts: None,
             },
@@ -466,7 +490,7 @@ mod tests {
         assert_eq!(row("SIP calls"), "SIP calls 0 9 30 failed passcodes 3 6");
         assert_eq!(
             row("grants in"),
-            "grants in the last hour by source: knock 2, admin 7"
+            "grants in the last hour by source: knock 2, admin 7; from a phone's attempts 1, extended 2"
         );
         assert!(
             t.contains("present, in sync with the store; reconciled 5s ago"),

@@ -136,6 +136,16 @@ impl Config {
                 ),
             ));
         }
+        // A few seconds: the caller waits in silence, and the call holds one of the AGI sessions.
+        if self.disa.connected_wait.0 > std::time::Duration::from_secs(60) {
+            return Err(invalid(
+                "disa.connected-wait".into(),
+                format!(
+                    "{} is more than 60s; the caller waits in silence",
+                    self.disa.connected_wait
+                ),
+            ));
+        }
         if self.agi.max_sessions == 0 {
             return Err(invalid("agi.max-sessions".into(), "must be at least 1".into()));
         }

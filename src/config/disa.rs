@@ -63,6 +63,9 @@ pub struct DisaConfig {
     pub ban_ttl: Ttl,
     /// Whether private-range addresses (10/8, 172.16/12, 192.168/16, fc00::/7) may be granted.
     pub allow_private: bool,
+    /// After a grant for an account with an endpoint, how long the call waits for AMI to see
+    /// that endpoint register from the granted address, to tell the caller; `0s` turns it off.
+    pub connected_wait: Ttl,
     /// Sound files, to replace the stock prompts.
     pub prompts: PromptsConfig,
 }
@@ -82,6 +85,7 @@ impl Default for DisaConfig {
             suspend: Ttl(std::time::Duration::from_secs(30 * 60)),
             ban_ttl: Ttl(std::time::Duration::from_secs(3600)),
             allow_private: false,
+            connected_wait: Ttl(std::time::Duration::from_secs(8)),
             prompts: PromptsConfig::default(),
         }
     }
@@ -97,6 +101,10 @@ pub struct PromptsConfig {
     pub you_entered: Option<Vec<String>>,
     pub dot: Option<String>,
     pub confirm: Option<Vec<String>>,
+    pub attempt_found: Option<Vec<String>>,
+    pub attempt_unclear: Option<Vec<String>>,
+    pub connected: Option<Vec<String>>,
+    pub not_connected: Option<Vec<String>>,
     pub refused_address: Option<Vec<String>>,
     pub no_address: Option<Vec<String>>,
     pub granted: Option<Vec<String>>,

@@ -16,6 +16,21 @@ fn disa_limits_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("disa.prompts.passcode"), "{e}");
+    let e = Config::parse(&format!("{MINIMAL}[disa]\nconnected-wait = \"5m\"\n"), "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("disa.connected-wait"), "{e}");
+    let c = Config::parse(&format!("{MINIMAL}[disa]\nconnected-wait = \"0s\"\n"), "t").unwrap();
+    assert!(c.disa.connected_wait.0.is_zero(), "0s turns the wait off");
+    assert_eq!(
+        Config::parse(MINIMAL, "t")
+            .unwrap()
+            .disa
+            .connected_wait
+            .0
+            .as_secs(),
+        8
+    );
     let e = Config::parse(&format!("{MINIMAL}[disa.prompts]\ngreeting = [\"x\"]\n"), "t")
         .unwrap_err()
         .to_string();

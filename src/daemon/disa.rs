@@ -26,6 +26,7 @@ use crate::engine::{Actor, BanAsk, EngineHandle, GrantAsk, Holder, Owner, Servic
 use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
+use crate::rules::attempts::SeenAttempts;
 use crate::rules::contacts::Contacts;
 use crate::rules::limiter::{normalize_number, Admission, Caller, GuessLimits, Key, Limiter, Record};
 use crate::store::{LimitLog, Store, StoreError};
@@ -36,6 +37,10 @@ const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc
 pub struct DisaBackend {
     engine: EngineHandle,
     contacts: Contacts,
+    /// REGISTERs the table dropped, by user: the `attempted` address mode.
+    attempts: SeenAttempts,
+    /// How long a call waits, after a grant, to tell the caller the phone registered.
+    connected_wait: Duration,
     key: Arc<DisaKey>,
     /// A read connection of its own; the engine stays the only writer.
     store: Mutex<Store>,
@@ -54,6 +59,7 @@ impl DisaBackend {
         config: &Config,
         engine: EngineHandle,
         contacts: Contacts,
+        attempts: SeenAttempts,
         key: Arc<DisaKey>,
     ) -> Result<DisaBackend, StoreError> {
         let d = &config.disa;
@@ -72,6 +78,13 @@ impl DisaBackend {
         Ok(DisaBackend {
             engine,
             contacts,
+            attempts,
+            // Only AMI tells us of a registration: without it there is nothing to wait for.
+            connected_wait: if config.ami.enabled {
+                d.connected_wait.0
+            } else {
+                Duration::ZERO
+            },
             key,
             store: Mutex::new(Store::open(&config.daemon.store)?),
             limiter: Mutex::new(Limiter::restore(policy, kept, now)),
@@ -271,6 +284,57 @@ impl Backend for DisaBackend {
         self.contacts.registered(endpoint)
     }
 
+    async fn attempted(&self, endpoint: &str) -> Option<IpAddr> {
+        let now = now_ms();
+        let seen = self.attempts.lookup(now, endpoint);
+        let Some(ip) = seen.sole_source().map(addr::normalize) else {
+            // Said in the log, never guessed at: the caller hears "unavailable" and moves on.
+            info!(
+                "DISA: {endpoint}: {} address(es) tried to register{}; not offering one",
+                seen.len(),
+                if seen.complete {
+                    ""
+                } else {
+                    " (some may have been forgotten)"
+                }
+            );
+            return None;
+        };
+        if let Err(why) = self.check_address(ip) {
+            info!("DISA: {endpoint} tried to register from {ip}, not offered: {why}");
+            return None;
+        }
+        let banned = {
+            let store = lock(&self.store);
+            store
+                .live_bans(now)
+                .map(|bans| bans.iter().any(|b| b.address == ip))
+        };
+        match banned {
+            Ok(false) => Some(ip),
+            Ok(true) => {
+                info!("DISA: {endpoint} tried to register from {ip}, not offered: it is banned");
+                None
+            }
+            Err(e) => {
+                warn!("DISA: cannot read bans; not offering {ip}: {e}");
+                None
+            }
+        }
+    }
+
+    async fn wait_connected(&self, endpoint: &str, ip: IpAddr) -> Option<bool> {
+        if self.connected_wait.is_zero() {
+            return None;
+        }
+        // Holds nothing but this call: the grant is written and in the table already.
+        Some(
+            self.contacts
+                .wait_registered(endpoint, addr::normalize(ip), self.connected_wait)
+                .await,
+        )
+    }
+
     fn check_address(&self, ip: IpAddr) -> Result<(), String> {
         let ip = addr::check_grantable(addr::normalize(ip)).map_err(|e| e.to_string())?;
         if let Some(n) = self.trusted.iter().find(|n| n.contains(ip)) {
@@ -286,7 +350,13 @@ impl Backend for DisaBackend {
         Ok(())
     }
 
-    async fn grant(&self, account: &CallAccount, ip: IpAddr, call: &Call) -> Result<Duration, String> {
+    async fn grant(
+        &self,
+        account: &CallAccount,
+        ip: IpAddr,
+        mode: AddressMode,
+        call: &Call,
+    ) -> Result<Duration, String> {
         // Read the account again: it may have been disabled since the passcode was checked.
         let a = {
             let store = lock(&self.store);
@@ -299,7 +369,12 @@ impl Backend for DisaBackend {
             address: ip,
             services: Services::from_names(&a.services),
             ttl: Some(Ttl(Duration::from_secs(a.ttl_secs))),
-            note: format!("channel={} number={}", call.channel, call.number),
+            note: format!(
+                "channel={} number={} mode={}",
+                call.channel,
+                call.number,
+                mode.name()
+            ),
             owner: Some(Owner {
                 holder: Holder::Account(a.name.clone()),
                 replace: !a.keep_several,
@@ -308,6 +383,24 @@ impl Backend for DisaBackend {
         let actor = Actor::new(format!("disa:{}", a.name), Source::Disa);
         let granted = self.engine.grant(&actor, ask).await.map_err(|e| e.0)?;
         let grant = granted.grant;
+        if mode == AddressMode::Attempted {
+            // Made from these attempts: a later call looks at new ones only.
+            if let Some(ep) = &a.endpoint {
+                self.attempts.forget(ep);
+            }
+            crate::observe::metrics::METRICS.attempted_grant();
+            audit::record(
+                Event::new(Kind::GrantAttempted, now_ms())
+                    .address(grant.address)
+                    .who(a.name.as_str())
+                    .source(Source::Disa)
+                    .detail(format!(
+                        "endpoint={} was trying to register from it; channel={:?}",
+                        a.endpoint.as_deref().unwrap_or("-"),
+                        call.channel
+                    )),
+            );
+        }
         // From now, to the nearest second: a re-call extends a grant made earlier.
         let left = (grant.end() - now_ms()).max(0) as u64;
         Ok(Duration::from_secs((left + 500) / 1000))
@@ -331,6 +424,10 @@ pub fn settings(config: &Config) -> CallFlowSettings {
             you_entered: p.you_entered.clone().unwrap_or(base.you_entered),
             dot: p.dot.clone().unwrap_or(base.dot),
             confirm: p.confirm.clone().unwrap_or(base.confirm),
+            attempt_found: p.attempt_found.clone().unwrap_or(base.attempt_found),
+            attempt_unclear: p.attempt_unclear.clone().unwrap_or(base.attempt_unclear),
+            connected: p.connected.clone().unwrap_or(base.connected),
+            not_connected: p.not_connected.clone().unwrap_or(base.not_connected),
             refused_address: p.refused_address.clone().unwrap_or(base.refused_address),
             no_address: p.no_address.clone().unwrap_or(base.no_address),
             granted: p.granted.clone().unwrap_or(base.granted),

@@ -193,6 +193,7 @@ pub async fn run(
             &config,
             handle.clone(),
             contacts.clone(),
+            attempts.clone(),
             key,
         )?);
         let cfg = config.clone();

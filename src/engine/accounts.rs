@@ -71,14 +71,20 @@ impl<R: Records, T: Table> Engine<R, T> {
             }
         }
         let modes: Vec<String> = if modes.is_empty() {
-            vec!["source".into(), "registered".into(), "keyed".into()]
+            // The phone's own dropped REGISTER first: the address a road warrior rarely knows.
+            vec![
+                "attempted".into(),
+                "source".into(),
+                "registered".into(),
+                "keyed".into(),
+            ]
         } else {
             modes.iter().map(|m| m.trim().to_string()).collect()
         };
         for m in &modes {
             if agi::disa::AddressMode::parse(m).is_none() {
                 return Err(Refused(format!(
-                    "unknown address mode `{m}`; use source, registered, keyed"
+                    "unknown address mode `{m}`; use attempted, source, registered, keyed"
                 )));
             }
         }

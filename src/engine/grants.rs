@@ -111,6 +111,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         let (mut inserted, mut extended) = (written.inserted.into_iter(), written.extended.into_iter());
         for s in slots {
             if let (Some(row), Some(by)) = (&s.row, s.replaced_by) {
+                crate::observe::metrics::METRICS.grant_replaced();
                 audit::record(
                     Event::new(Kind::GrantReplaced, now.wall)
                         .address(row.address)
@@ -131,7 +132,10 @@ impl<R: Records, T: Table> Engine<R, T> {
                 continue;
             };
             let kind = match s.row {
-                Some(_) => Kind::GrantExtended,
+                Some(_) => {
+                    crate::observe::metrics::METRICS.grant_extended();
+                    Kind::GrantExtended
+                }
                 None => {
                     crate::observe::metrics::METRICS.grant(grant.source);
                     Kind::Grant

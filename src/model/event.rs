@@ -22,6 +22,9 @@ pub enum Kind {
     GrantExtended,
     /// A holder's grant ended by its grant from a new address.
     GrantReplaced,
+    /// A DISA grant to the address the account's phone was seen trying to register from (the
+    /// `attempted` mode); the grant itself has its own `grant` or `grant-extended` line.
+    GrantAttempted,
     Revoke,
     /// A live call holds a grant open past its TTL.
     Hold,
@@ -48,12 +51,13 @@ pub enum Kind {
 }
 
 /// Every kind, for parsing and for tests that walk them all.
-pub const KINDS: [Kind; 22] = [
+pub const KINDS: [Kind; 23] = [
     Kind::Grant,
     Kind::GrantEnded,
     Kind::GrantRefused,
     Kind::GrantExtended,
     Kind::GrantReplaced,
+    Kind::GrantAttempted,
     Kind::Revoke,
     Kind::Hold,
     Kind::Release,
@@ -81,6 +85,7 @@ impl Kind {
             Kind::GrantRefused => "grant-refused",
             Kind::GrantExtended => "grant-extended",
             Kind::GrantReplaced => "grant-replaced",
+            Kind::GrantAttempted => "grant-attempted",
             Kind::Revoke => "revoke",
             Kind::Hold => "hold",
             Kind::Release => "release",
@@ -112,6 +117,7 @@ impl Kind {
             Kind::GrantRefused => "refused grant",
             Kind::GrantExtended => "grant extended",
             Kind::GrantReplaced => "grant replaced",
+            Kind::GrantAttempted => "granted where the phone tried to register",
             Kind::BanEnded => "ban ended",
             Kind::LockoutNumber | Kind::LockoutAddress => "lockout",
             Kind::Suspension => "passcode entry suspended",
@@ -130,7 +136,7 @@ impl Kind {
     fn who_key(self) -> &'static str {
         match self {
             Kind::LockoutNumber | Kind::PasscodeRefused | Kind::DisaCall => "number",
-            Kind::PasscodeAccepted | Kind::Account => "account",
+            Kind::PasscodeAccepted | Kind::Account | Kind::GrantAttempted => "account",
             Kind::KnockAccepted | Kind::KnockRefused => "profile",
             Kind::SipCall => "channel",
             _ => "who",

@@ -19,6 +19,11 @@ pub struct Counts {
     pub disa_calls: u64,
     /// SIP calls AMI reported starting.
     pub sip_calls: u64,
+    /// DISA grants to the address the phone was trying to register from; grants replaced by
+    /// their holder's new address; grants extended in place.
+    pub attempted_grants: u64,
+    pub grants_replaced: u64,
+    pub grants_extended: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,11 @@ pub struct Metrics {
     knocks_refused: AtomicU64,
     disa_calls: AtomicU64,
     sip_calls: AtomicU64,
+    /// DISA grants made in the `attempted` mode; grants replaced by their holder's new address;
+    /// grants extended in place by a re-call or re-knock from the same address.
+    attempted_grants: AtomicU64,
+    grants_replaced: AtomicU64,
+    grants_extended: AtomicU64,
     /// History rows dropped: the writer's queue was full, or the store refused a batch.
     history_dropped: AtomicU64,
     /// Gauges: what is live now.
@@ -69,6 +74,9 @@ impl Metrics {
             knocks_refused: ZERO,
             disa_calls: ZERO,
             sip_calls: ZERO,
+            attempted_grants: ZERO,
+            grants_replaced: ZERO,
+            grants_extended: ZERO,
             history_dropped: ZERO,
             live_grants: ZERO,
             live_bans: ZERO,
@@ -110,6 +118,19 @@ impl Metrics {
     /// AMI reported a SIP call the daemon had not seen.
     pub fn sip_call(&self) {
         bump(&self.sip_calls);
+    }
+
+    /// A DISA grant to the address the account's phone was trying to register from.
+    pub fn attempted_grant(&self) {
+        bump(&self.attempted_grants);
+    }
+
+    pub fn grant_replaced(&self) {
+        bump(&self.grants_replaced);
+    }
+
+    pub fn grant_extended(&self) {
+        bump(&self.grants_extended);
     }
 
     pub fn history_dropped(&self, n: u64) {
@@ -191,6 +212,21 @@ impl Metrics {
                 "passknock_sip_calls_total",
                 "SIP calls seen starting over AMI.",
                 g(&self.sip_calls),
+            ),
+            (
+                "passknock_attempted_grants_total",
+                "DISA grants to the address the account's phone was seen trying to register from.",
+                g(&self.attempted_grants),
+            ),
+            (
+                "passknock_grants_replaced_total",
+                "Grants ended by their holder's grant from a new address.",
+                g(&self.grants_replaced),
+            ),
+            (
+                "passknock_grants_extended_total",
+                "Grants extended in place by a re-call or re-knock from the same address.",
+                g(&self.grants_extended),
             ),
             (
                 "passknock_history_dropped_total",

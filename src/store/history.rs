@@ -163,6 +163,9 @@ impl EventLog {
                 (Kind::KnockRefused, _) => &mut c.knocks_refused,
                 (Kind::DisaCall, _) => &mut c.disa_calls,
                 (Kind::SipCall, _) => &mut c.sip_calls,
+                (Kind::GrantAttempted, _) => &mut c.attempted_grants,
+                (Kind::GrantReplaced, _) => &mut c.grants_replaced,
+                (Kind::GrantExtended, _) => &mut c.grants_extended,
                 _ => continue,
             };
             *slot += n;
@@ -542,6 +545,10 @@ mod tests {
             Event::new(Kind::Suspension, T0 + 5),
             ev(Kind::KnockAccepted, T0 + 6, "203.0.113.3"),
             ev(Kind::DisaCall, T0 + 7, "192.0.2.1"),
+            ev(Kind::GrantAttempted, T0 + 8, "203.0.113.2").who("ann"),
+            ev(Kind::GrantReplaced, T0 + 8, "203.0.113.1").who("disa:ann"),
+            ev(Kind::GrantExtended, T0 + 9, "203.0.113.3").who("knock:laptop"),
+            ev(Kind::GrantExtended, T0 + 9, "203.0.113.3").who("knock:laptop"),
         ];
         for i in 0..7 {
             events.push(ev(Kind::KnockRefused, T0 + 10 + i, "198.51.100.7"));
@@ -561,6 +568,11 @@ mod tests {
                 c.disa_calls
             ),
             (1, 1, 7, 3, 1)
+        );
+        assert_eq!(
+            (c.attempted_grants, c.grants_replaced, c.grants_extended),
+            (1, 1, 2),
+            "grants from attempts, replaced and extended are not grants again"
         );
         assert_eq!(log.tally(T0 + 10).unwrap().grants.total(), 0, "since counts");
         let r = log.report(T0, T0 + 60_000).unwrap();

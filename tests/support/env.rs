@@ -197,6 +197,22 @@ impl Env {
         std::thread::spawn(move || sipp::call(&dir, &peer, pbx, &call).map(|(h, _)| h))
     }
 
+    /// A softphone on road `i` that keeps trying to register as `endpoint` with `password` (see
+    /// `sipp::keep_registering`), on a thread; gives up after `timeout`.
+    pub fn phone_in_background(
+        &self,
+        road: usize,
+        endpoint: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> std::thread::JoinHandle<Result<Option<Registration>, String>> {
+        let pbx = self.topo.pbx_addr(false);
+        let peer = Peer::from(self.road(road));
+        let dir = self.dir.inside.clone();
+        let (endpoint, password) = (endpoint.to_string(), password.to_string());
+        std::thread::spawn(move || sipp::keep_registering(&dir, &peer, pbx, &endpoint, &password, timeout))
+    }
+
     /// Originates a `Local/<exten>@<context>` channel whose other half runs `SendDTMF(<digits>)`:
     /// the dialplan at `exten` gets the digits without any SIP. `w` in `digits` waits 0.5 s.
     pub fn originate_local_dtmf(&self, exten: &str, context: &str, digits: &str) -> Message {

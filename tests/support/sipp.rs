@@ -175,6 +175,43 @@ pub fn register(
     Ok((outcome, run))
 }
 
+/// A softphone on `peer` that sends a REGISTER as `endpoint` every second until the PBX answers,
+/// then registers with `password`; gives up after `timeout`. `Ok(None)`: never answered.
+pub fn keep_registering(
+    dir: &Path,
+    peer: &Peer,
+    pbx: IpAddr,
+    endpoint: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<Option<Registration>, String> {
+    let scenario = fs::read_to_string(scenario_path("phone.xml")).expect("read phone.xml");
+    let local = if pbx.is_ipv6() {
+        IpAddr::V6(peer.v6)
+    } else {
+        IpAddr::V4(peer.v4)
+    };
+    let (_, inside) = run_raw(
+        dir,
+        peer,
+        local,
+        pbx,
+        &scenario,
+        &[
+            "-key", "user", endpoint, "-key", "expires", "300", "-au", endpoint, "-ap", password,
+        ],
+        timeout,
+    )?;
+    let log = fs::read_to_string(chroot::on_host(&inside.join("outcome.log"))).unwrap_or_default();
+    Ok(if log.contains("OUTCOME registered") {
+        Some(Registration::Registered)
+    } else {
+        log.lines()
+            .find_map(|l| l.split("OUTCOME rejected ").nth(1))
+            .map(|code| Registration::Rejected(code.trim().parse().unwrap_or(0)))
+    })
+}
+
 /// Places `call` from `peer`: INVITE with digest auth, DTMF after answer, then waits for the PBX
 /// to hang up (or hangs up after `call.hold`). A call the PBX does not answer is an error.
 pub fn call(dir: &Path, peer: &Peer, pbx: IpAddr, call: &Call) -> Result<(Hangup, Run), String> {

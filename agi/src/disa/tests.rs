@@ -31,24 +31,47 @@ fn passcode_hides_itself() {
 /// A policy that accepts one passcode and records what it was asked.
 struct TestBackend {
     grants: Mutex<Vec<IpAddr>>,
+    /// The mode each grant was found by.
+    modes: Mutex<Vec<AddressMode>>,
     tries: Mutex<u32>,
+    account: Account,
+    /// What `attempted` answers.
+    attempted: Option<IpAddr>,
+    /// What `wait_connected` answers.
+    connected: Option<bool>,
+}
+
+impl Default for TestBackend {
+    fn default() -> Self {
+        TestBackend {
+            grants: Mutex::default(),
+            modes: Mutex::default(),
+            tries: Mutex::new(0),
+            account: Account {
+                name: "ann".into(),
+                endpoint: None,
+                modes: vec![AddressMode::Source, AddressMode::Keyed],
+            },
+            attempted: None,
+            connected: None,
+        }
+    }
 }
 
 impl Backend for TestBackend {
     async fn verify(&self, _call: &Call, passcode: Passcode) -> PasscodeVerdict {
         *self.tries.lock().unwrap() += 1;
         if passcode.expose() == "000123456789" {
-            PasscodeVerdict::Accepted(Account {
-                name: "ann".into(),
-                endpoint: None,
-                modes: vec![AddressMode::Source, AddressMode::Keyed],
-            })
+            PasscodeVerdict::Accepted(self.account.clone())
         } else {
             PasscodeVerdict::Rejected
         }
     }
     async fn registered(&self, _: &str) -> Vec<IpAddr> {
         vec![]
+    }
+    async fn attempted(&self, _: &str) -> Option<IpAddr> {
+        self.attempted
     }
     fn check_address(&self, ip: IpAddr) -> Result<(), String> {
         if ip.is_loopback() {
@@ -57,9 +80,13 @@ impl Backend for TestBackend {
             Ok(())
         }
     }
-    async fn grant(&self, _: &Account, ip: IpAddr, _: &Call) -> Result<Duration, String> {
+    async fn grant(&self, _: &Account, ip: IpAddr, mode: AddressMode, _: &Call) -> Result<Duration, String> {
         self.grants.lock().unwrap().push(ip);
+        self.modes.lock().unwrap().push(mode);
         Ok(Duration::from_secs(7200))
+    }
+    async fn wait_connected(&self, _: &str, _: IpAddr) -> Option<bool> {
+        self.connected
     }
 }
 
@@ -67,6 +94,15 @@ impl Backend for TestBackend {
 async fn scripted(
     env: &str,
     answers: Vec<(&'static str, &'static str)>,
+) -> (Outcome, Vec<String>, TestBackend) {
+    scripted_with(env, answers, TestBackend::default()).await
+}
+
+/// [`scripted`] over a backend the test set up.
+async fn scripted_with(
+    env: &str,
+    answers: Vec<(&'static str, &'static str)>,
+    backend: TestBackend,
 ) -> (Outcome, Vec<String>, TestBackend) {
     let (ours, theirs) = tokio::io::duplex(4096);
     let env = env.to_string();
@@ -93,10 +129,6 @@ async fn scripted(
         }
         seen
     });
-    let backend = TestBackend {
-        grants: Mutex::default(),
-        tries: Mutex::new(0),
-    };
     let mut s = Session::start(ours, Duration::from_secs(5)).await.unwrap();
     let out = run(&mut s, &backend, &CallFlowSettings::default()).await;
     drop(s);
@@ -213,3 +245,6 @@ async fn wrong_passcodes_end_the_call_and_hangup_mid_entry_is_clean() {
     assert_eq!(out, Outcome::HungUp);
     assert_eq!(*b.tries.lock().unwrap(), 0, "a hang-up is not an attempt");
 }
+
+#[path = "attempted_tests.rs"]
+mod attempted_tests;
