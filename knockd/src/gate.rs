@@ -237,7 +237,7 @@ impl Gate {
             }
             _ => None,
         };
-        self.grant(i, k.source, k.source, mark)
+        self.grant(i, k.source, k.source, None, mark, None)
     }
 
     fn spa_profile_on(&self, port: u16) -> Option<usize> {
@@ -308,17 +308,7 @@ impl Gate {
                     nonce: spa.nonce,
                 });
                 let mark = Some(ReplayMark { key, until });
-                self.stats.grants += 1;
-                let p = &self.profiles[i];
-                Some(KnockOutcome::Grant {
-                    profile: p.name.clone(),
-                    mode: p.kind.mode(),
-                    address,
-                    source: k.source,
-                    also,
-                    mark,
-                    answer,
-                })
+                self.grant(i, address, k.source, also, mark, answer)
             }
             Remembered::Replayed => self.refuse(i, k.source, Refusal::Replayed),
             Remembered::Full => self.refuse(i, k.source, Refusal::ReplayCacheFull),
@@ -330,7 +320,9 @@ impl Gate {
         i: usize,
         address: IpAddr,
         source: IpAddr,
+        also: Option<IpAddr>,
         mark: Option<ReplayMark>,
+        answer: Option<AnswerTo>,
     ) -> Option<KnockOutcome> {
         self.stats.grants += 1;
         let p = &self.profiles[i];
@@ -339,9 +331,9 @@ impl Gate {
             mode: p.kind.mode(),
             address,
             source,
-            also: None,
+            also,
             mark,
-            answer: None,
+            answer,
         })
     }
 
