@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use knockd::packet::build;
 use support::daemon::{bench_config, Daemon};
-use support::flood::{allow_spoofed, cpu_time, memory_kib};
+use support::flood::{allow_spoofed, cpu_time, memory_kib, RawSender, BATCH};
 use support::netns::{Netns, Topology};
 
 struct Row {
@@ -67,15 +67,7 @@ fn packets(dst: Ipv4Addr, sources: u32) -> Vec<Vec<u8>> {
 fn flood(ns: &Netns, dst: Ipv4Addr, pool: &[Vec<u8>], rate: u64, secs: u64) -> f64 {
     let pool: Vec<Vec<u8>> = pool.to_vec();
     ns.within(move || {
-        // SAFETY: a raw IPv4 socket (IPPROTO_RAW implies IP_HDRINCL); closed below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        to.sin_family = libc::AF_INET as libc::sa_family_t;
-        to.sin_addr.s_addr = u32::from(dst).to_be();
-        const BATCH: usize = 64;
-        let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
-        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut sender = RawSender::open(dst);
         let start = Instant::now();
         let limit = Duration::from_secs(secs);
         let mut sent = 0u64;
@@ -85,28 +77,10 @@ fn flood(ns: &Netns, dst: Ipv4Addr, pool: &[Vec<u8>], rate: u64, secs: u64) -> f
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
             }
-            let n = (due - sent).min(BATCH as u64) as usize;
-            for j in 0..n {
-                let p = &pool[((sent + j as u64) % pool.len() as u64) as usize];
-                iov[j] = libc::iovec {
-                    iov_base: p.as_ptr() as *mut libc::c_void,
-                    iov_len: p.len(),
-                };
-                msgs[j].msg_hdr.msg_name = &mut to as *mut libc::sockaddr_in as *mut libc::c_void;
-                msgs[j].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                msgs[j].msg_hdr.msg_iov = &mut iov[j];
-                msgs[j].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: `n` initialised message headers pointing at live buffers.
-            let done = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, 0) };
-            if done > 0 {
-                sent += done as u64;
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
+            let n = (due - sent).min(BATCH as u64);
+            let batch = (sent..sent + n).map(|k| pool[(k % pool.len() as u64) as usize].as_slice());
+            sent += sender.send(batch);
         }
-        // SAFETY: closing the socket we opened.
-        unsafe { libc::close(fd) };
         sent as f64 / start.elapsed().as_secs_f64()
     })
 }

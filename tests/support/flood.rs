@@ -1,4 +1,4 @@
-//! A flood of TCP SYNs from spoofed sources, sent with a raw socket from inside a test namespace
+//! Floods from spoofed sources (TCP SYNs, or any prebuilt packets), sent with a raw socket from inside a test namespace
 //! to the PBX namespace only. Bounded in count and time; optionally paced to a rate.
 
 use std::net::Ipv4Addr;
@@ -45,7 +45,68 @@ fn source(i: u64) -> Ipv4Addr {
 /// Floods from namespace `ns` until the spec's bounds or `stop`.
 pub fn syn_flood(ns: &Netns, spec: FloodSpec, stop: Arc<AtomicBool>) -> Flood {
     ns.within(move || {
-        // SAFETY: a raw IPv4 socket (IPPROTO_RAW implies IP_HDRINCL); closed below.
+        let mut sender = RawSender::open(spec.dst);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut pkts: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| {
+                build::tcp(
+                    source(0).into(),
+                    spec.dst.into(),
+                    40000,
+                    spec.ports[0],
+                    TCP_SYN,
+                    1,
+                )
+            })
+            .collect();
+        while sent < spec.max_packets && start.elapsed() < spec.max_time && !stop.load(Ordering::Relaxed) {
+            let mut n = (BATCH as u64).min(spec.max_packets - sent);
+            if let Some(rate) = spec.rate {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                if sent >= due {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                n = n.min(due - sent);
+            }
+            for (j, p) in pkts[..n as usize].iter_mut().enumerate() {
+                let k = sent + j as u64;
+                let dport = spec.ports[(k % spec.ports.len() as u64) as usize];
+                rewrite(
+                    p,
+                    source(k),
+                    spec.dst,
+                    (k % 28000) as u16 + 32768,
+                    dport,
+                    k as u32,
+                );
+            }
+            sent += sender.send(pkts[..n as usize].iter().map(Vec::as_slice));
+        }
+        Flood {
+            sent,
+            elapsed: start.elapsed(),
+        }
+    })
+}
+
+/// Packets sent at most per sendmmsg(2).
+pub const BATCH: usize = 64;
+
+/// A raw IPv4 socket (the packets carry their own IP header, spoofed source and all) that sends
+/// a batch of packets with one sendmmsg(2), so the sender is never what limits a flood. Open it
+/// on a thread inside the sending namespace.
+pub struct RawSender {
+    fd: libc::c_int,
+    to: libc::sockaddr_in,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl RawSender {
+    pub fn open(dst: Ipv4Addr) -> RawSender {
+        // SAFETY: a raw IPv4 socket (IPPROTO_RAW implies IP_HDRINCL); closed on drop.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
         assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
         let sndbuf: libc::c_int = 4 << 20;
@@ -59,73 +120,54 @@ pub fn syn_flood(ns: &Netns, spec: FloodSpec, stop: Arc<AtomicBool>) -> Flood {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
+        // SAFETY: all-zero is a valid sockaddr_in, iovec and mmsghdr.
         let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         to.sin_family = libc::AF_INET as libc::sa_family_t;
-        to.sin_addr.s_addr = u32::from(spec.dst).to_be();
-        let start = Instant::now();
-        let mut sent = 0u64;
-        // Batches of packets go out with one sendmmsg(2) each: the sender must not be the limit.
-        const BATCH: usize = 64;
-        let mut pkts: Vec<Vec<u8>> = (0..BATCH)
-            .map(|_| {
-                build::tcp(
-                    source(0).into(),
-                    spec.dst.into(),
-                    40000,
-                    spec.ports[0],
-                    TCP_SYN,
-                    1,
-                )
-            })
-            .collect();
-        let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
-        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
-        while sent < spec.max_packets && start.elapsed() < spec.max_time && !stop.load(Ordering::Relaxed) {
-            let mut n = (BATCH as u64).min(spec.max_packets - sent);
-            if let Some(rate) = spec.rate {
-                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-                if sent >= due {
-                    std::thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                n = n.min(due - sent);
-            }
-            for j in 0..n as usize {
-                let k = sent + j as u64;
-                let dport = spec.ports[(k % spec.ports.len() as u64) as usize];
-                rewrite(
-                    &mut pkts[j],
-                    source(k),
-                    spec.dst,
-                    (k % 28000) as u16 + 32768,
-                    dport,
-                    k as u32,
-                );
-                iov[j] = libc::iovec {
-                    iov_base: pkts[j].as_mut_ptr() as *mut libc::c_void,
-                    iov_len: pkts[j].len(),
-                };
-                msgs[j].msg_hdr.msg_name = &mut to as *mut libc::sockaddr_in as *mut libc::c_void;
-                msgs[j].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                msgs[j].msg_hdr.msg_iov = &mut iov[j];
-                msgs[j].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: `n` initialised message headers pointing at live buffers.
-            let done = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, 0) };
-            if done > 0 {
-                sent += done as u64;
-            } else {
-                // The queue is full: give the receiver a moment.
-                std::thread::sleep(Duration::from_micros(50));
-            }
+        to.sin_addr.s_addr = u32::from(dst).to_be();
+        RawSender {
+            fd,
+            to,
+            iov: vec![unsafe { std::mem::zeroed() }; BATCH],
+            msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
         }
+    }
+
+    /// Sends up to [`BATCH`] whole IPv4 packets; answers how many went. When the queue is full
+    /// none go, and the receiver gets a moment before the caller tries again.
+    pub fn send<'a>(&mut self, packets: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+        let mut n = 0;
+        for p in packets.into_iter().take(BATCH) {
+            self.iov[n] = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+            let h = &mut self.msgs[n].msg_hdr;
+            h.msg_name = &mut self.to as *mut libc::sockaddr_in as *mut libc::c_void;
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut self.iov[n];
+            h.msg_iovlen = 1;
+            n += 1;
+        }
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: `n` initialised message headers pointing at buffers the caller keeps alive for
+        // this call; the kernel only reads them.
+        let done = unsafe { libc::sendmmsg(self.fd, self.msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+        if done > 0 {
+            done as u64
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+            0
+        }
+    }
+}
+
+impl Drop for RawSender {
+    fn drop(&mut self) {
         // SAFETY: closing the socket we opened.
-        unsafe { libc::close(fd) };
-        Flood {
-            sent,
-            elapsed: start.elapsed(),
-        }
-    })
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 /// Rewrites a 40-byte IPv4+TCP SYN in place with new addresses, ports and sequence number, and
