@@ -15,6 +15,28 @@ pub struct FirewallConfig {
     pub trusted: Vec<Net>,
     /// The `nft` program.
     pub nft: PathBuf,
+    /// How element changes and the read-back reach the kernel.
+    pub elements: ElementPath,
+}
+
+/// How grants and bans reach the kernel: in-process netlink (the default; falls back to spawning
+/// `nft` if the kernel refuses it), or `nft` spawned for every change (the old path, kept for
+/// comparison and for kernels that lack what netlink needs).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ElementPath {
+    #[default]
+    Netlink,
+    Nft,
+}
+
+impl fmt::Display for ElementPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ElementPath::Netlink => "netlink",
+            ElementPath::Nft => "nft",
+        })
+    }
 }
 
 impl Default for FirewallConfig {
@@ -22,6 +44,7 @@ impl Default for FirewallConfig {
         FirewallConfig {
             trusted: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             nft: "nft".into(),
+            elements: ElementPath::Netlink,
         }
     }
 }

@@ -13,7 +13,7 @@ pub use ami::{AmiConfig, AmiLogin};
 pub use attempts::{SipAttemptsConfig, SipCapture};
 pub use daemon::{DaemonConfig, MetricsConfig};
 pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
-pub use firewall::{FirewallConfig, PortRange, Proto, Service};
+pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
 

@@ -9,8 +9,50 @@ use std::time::Duration;
 
 use crate::model::Source;
 
-/// nft apply latency buckets, seconds.
-const BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+/// Latency buckets, seconds: fine at the bottom, where a netlink change lands.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram in atomics.
+pub struct Histogram {
+    count: AtomicU64,
+    micros: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            count: ZERO,
+            micros: ZERO,
+            buckets: [ZERO; BUCKETS.len()],
+        }
+    }
+
+    pub fn observe(&self, took: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let s = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn render(&self, o: &mut String, name: &str, help: &str) {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {}", g(&self.buckets[i]));
+        }
+        let n = g(&self.count);
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(o, "{name}_sum {}", g(&self.micros) as f64 / 1e6);
+        let _ = writeln!(o, "{name}_count {n}");
+    }
+}
 
 pub struct Metrics {
     grants: [AtomicU64; 4],
@@ -32,10 +74,14 @@ pub struct Metrics {
     live_bans: AtomicU64,
     ami_contacts: AtomicU64,
     ami_calls: AtomicU64,
-    nft_applies: AtomicU64,
     nft_failures: AtomicU64,
-    nft_micros: AtomicU64,
-    nft_buckets: [AtomicU64; BUCKETS.len()],
+    nft_apply: Histogram,
+    /// From a request (control socket, AMI event, DISA, knock) reaching the daemon to its
+    /// elements acknowledged by the kernel.
+    request_to_kernel: Histogram,
+    /// The last read-back and compare of the whole table (off the engine's thread).
+    reconcile_micros: AtomicU64,
+    reconcile_elements: AtomicU64,
     ami_connected: AtomicBool,
 }
 
@@ -82,10 +128,11 @@ impl Metrics {
             live_bans: ZERO,
             ami_contacts: ZERO,
             ami_calls: ZERO,
-            nft_applies: ZERO,
             nft_failures: ZERO,
-            nft_micros: ZERO,
-            nft_buckets: [ZERO; BUCKETS.len()],
+            nft_apply: Histogram::new(),
+            request_to_kernel: Histogram::new(),
+            reconcile_micros: ZERO,
+            reconcile_elements: ZERO,
             ami_connected: AtomicBool::new(false),
         }
     }
@@ -155,18 +202,22 @@ impl Metrics {
 
     /// One nft batch: how long it took and whether nft took it.
     pub fn nft_apply(&self, took: Duration, ok: bool) {
-        self.nft_applies.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.nft_failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.nft_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        let s = took.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.nft_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.nft_apply.observe(took);
+    }
+
+    /// One request's elements acknowledged by the kernel, `took` after it reached the daemon.
+    pub fn request_to_kernel(&self, took: Duration) {
+        self.request_to_kernel.observe(took);
+    }
+
+    /// One read-back and compare of the whole table.
+    pub fn reconciled(&self, took: Duration, elements: usize) {
+        self.reconcile_micros
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+        self.reconcile_elements.store(elements as u64, Ordering::Relaxed);
     }
 
     pub fn ami_connected(&self, up: bool) {
@@ -241,23 +292,16 @@ impl Metrics {
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
-        o.push_str("# HELP passknock_nft_apply_seconds Time to apply one nft batch.\n");
-        o.push_str("# TYPE passknock_nft_apply_seconds histogram\n");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "passknock_nft_apply_seconds_bucket{{le=\"{b}\"}} {}",
-                g(&self.nft_buckets[i])
-            );
-        }
-        let n = g(&self.nft_applies);
-        let _ = writeln!(o, "passknock_nft_apply_seconds_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(
-            o,
-            "passknock_nft_apply_seconds_sum {}",
-            g(&self.nft_micros) as f64 / 1e6
+        self.nft_apply.render(
+            &mut o,
+            "passknock_nft_apply_seconds",
+            "Time to apply one batch of element changes.",
         );
-        let _ = writeln!(o, "passknock_nft_apply_seconds_count {n}");
+        self.request_to_kernel.render(
+            &mut o,
+            "passknock_request_to_kernel_seconds",
+            "From a request reaching the daemon to its elements acknowledged by the kernel.",
+        );
         for (name, help, v) in [
             (
                 "passknock_live_grants",
@@ -278,6 +322,16 @@ impl Metrics {
                 "passknock_ami_calls",
                 "Live SIP calls, as Asterisk reports them over AMI.",
                 g(&self.ami_calls),
+            ),
+            (
+                "passknock_reconcile_last_microseconds",
+                "How long the last read-back and compare of the whole table took.",
+                g(&self.reconcile_micros),
+            ),
+            (
+                "passknock_reconcile_last_elements",
+                "Elements the last read-back found in the table.",
+                g(&self.reconcile_elements),
             ),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
