@@ -94,6 +94,15 @@ pub fn headline(out: &mut impl Write, s: &Status, ami: Option<&AmiStatus>, p: Pa
         None => p.tone(Tone::Bad, "never reconciled"),
     };
     writeln!(out, "table     {}: {sync}; {reconciled}", s.table)?;
+    if s.firewall_path.starts_with("nft (netlink") {
+        writeln!(
+            out,
+            "elements  {}",
+            p.tone(Tone::Bad, &format!("through {}", s.firewall_path))
+        )?;
+    } else if !s.firewall_path.is_empty() {
+        writeln!(out, "elements  through {}", s.firewall_path)?;
+    }
     if let Some(e) = &s.firewall_error {
         writeln!(
             out,
@@ -366,6 +375,7 @@ mod tests {
                 store: "/var/lib/passknock/passknock.db".into(),
                 last_reconcile: Some(NOW - 5_000),
                 firewall_error: None,
+                firewall_path: "netlink".into(),
                 now: NOW,
                 last_hour: Counts {
                     grants: GrantsBySource {

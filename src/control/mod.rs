@@ -301,6 +301,10 @@ pub struct Status {
     pub store: PathBuf,
     pub last_reconcile: Option<UnixMs>,
     pub firewall_error: Option<String>,
+    /// How element changes reach the kernel: `netlink`, or `nft` and why. Empty from an older
+    /// daemon.
+    #[serde(default)]
+    pub firewall_path: String,
     pub now: UnixMs,
     /// Absent from an older daemon's reply: zeros then.
     #[serde(default)]

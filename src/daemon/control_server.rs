@@ -146,6 +146,7 @@ impl Views {
                 store: s.store,
                 last_reconcile: s.last_reconcile,
                 firewall_error: s.firewall_error,
+                firewall_path: s.firewall_path,
                 now: s.now,
                 last_hour,
                 last_24h,

@@ -306,9 +306,7 @@ impl Backend for DisaBackend {
         }
         let banned = {
             let store = lock(&self.store);
-            store
-                .live_bans(now)
-                .map(|bans| bans.iter().any(|b| b.address == ip))
+            store.ban_of(ip).map(|ban| ban.is_some_and(|b| b.expires > now))
         };
         match banned {
             Ok(false) => Some(ip),

@@ -28,8 +28,9 @@ use crate::daemon::control_server::{bind_control, Server, Views};
 use crate::daemon::logs::AuditLog;
 use crate::daemon::preflight::Ready;
 use crate::daemon::reload::Reloader;
+use crate::engine::checker::{self, Checker, Link};
 use crate::engine::Engine;
-use crate::nft::{Firewall, Layout, Nft};
+use crate::nft::Firewall;
 use crate::rules::contacts::Contacts;
 use crate::store::history::History;
 use crate::store::{Store, StoreError};
@@ -98,9 +99,15 @@ pub async fn run(
         config.daemon.history_retention.0,
     )?);
     history.install();
-    let layout = Layout::from_config(&config);
-    let firewall = Firewall::new(Nft::new(&config.firewall.nft), layout);
-    let mut engine = Engine::new(config.clone(), store, firewall, Now::read());
+    // The read-back's own connection and table handle: it lists and compares off the engine's
+    // thread.
+    let reader = store.reader()?;
+    let mut engine = Engine::new(config.clone(), store, Firewall::from_config(&config), Now::read());
+    let mut checker = Checker {
+        reader,
+        kernel: Firewall::from_config(&config),
+        clock: engine.clock(),
+    };
     // Filled once the knock listener runs: a reload then swaps its profiles in place.
     let knock_slot = crate::daemon::knock::KnockSlot::default();
     if let Some(mut w) = crate::daemon::notify::Watchdog::from_env() {
@@ -120,10 +127,13 @@ pub async fn run(
     } else {
         None
     };
-    match engine.start(Now::read()) {
-        Ok(r) => info!("table inet {} applied: {r}", defaults::TABLE),
+    let now = Now::read();
+    engine.start(now);
+    match engine.run_passes(now, |req| checker.pass(req)) {
+        Some(Ok(r)) => info!("table inet {} applied: {r}", defaults::TABLE),
         // The store is the truth; the engine keeps retrying, and `passknock status` says why.
-        Err(e) => warn!("table not applied yet: {e}"),
+        Some(Err(e)) => warn!("table not applied yet: {e}"),
+        None => warn!("table not applied yet: the first read-back did not run"),
     }
     let listener = bind_control(&config.daemon.control_socket).await?;
     // Bound before "ready": a call arriving right after start finds the listener.
@@ -140,6 +150,13 @@ pub async fn run(
         None
     };
     let (handle, inbox) = crate::engine::channel(QUEUE);
+    let (passes, asked) = std::sync::mpsc::channel();
+    let (found, outcomes) = std::sync::mpsc::channel();
+    engine.set_checker(Link { passes, outcomes });
+    std::thread::Builder::new()
+        .name("readback".into())
+        .spawn(move || checker::serve(checker, asked, found))
+        .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let engine = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(inbox))

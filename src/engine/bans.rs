@@ -2,18 +2,20 @@
 
 use std::net::IpAddr;
 
-use super::command::{Actor, BanAsk, Banned, Refused, Unbanned};
+use super::command::{Actor, BanAsk, Banned, Refused, Reply, Unbanned};
 use super::ports::{Records, Table};
 use super::{check_ttl, clean_text, refused, Engine};
 use crate::base::addr;
-use crate::base::clock::{utc, Now};
+use crate::base::clock::{utc, Now, UnixMs};
+use crate::base::lock::lock;
 use crate::model::{Event, Kind};
 use crate::nft::{self, Desired};
 use crate::observe::audit;
 
 impl<R: Records, T: Table> Engine<R, T> {
-    /// Sets or replaces `ask.address`'s ban. Trusted addresses are never banned.
-    pub(super) fn ban(&mut self, ask: BanAsk, actor: &Actor, now: Now) -> Result<Banned, Refused> {
+    /// Checks one ban; the refusal is what the asker sees, and nothing is changed. Trusted
+    /// addresses are never banned.
+    fn check_ban(&self, ask: &BanAsk, actor: &Actor, now: Now) -> Result<(IpAddr, String, UnixMs), Refused> {
         let ip = addr::check_grantable(ask.address).map_err(refused)?;
         if let Some(net) = self.config.firewall.trusted.iter().find(|n| n.contains(ip)) {
             return Err(Refused(format!(
@@ -27,30 +29,51 @@ impl<R: Records, T: Table> Engine<R, T> {
         } else {
             clean_text(&ask.reason)
         };
-        let ban = self
-            .store
-            .ban(ip, &reason, now.wall + ttl.0.as_millis() as i64, now.wall)
-            .map_err(|e| Refused(format!("not banned: {e}")))?;
-        let wanted = Desired::build(
-            self.firewall.layout(),
-            [],
-            std::slice::from_ref(&ban),
-            &mut self.clock,
-            now,
-        );
+        Ok((ip, reason, now.wall + ttl.0.as_millis() as i64))
+    }
+
+    /// Sets or replaces every ban asked in one store transaction and one batch to the kernel: a
+    /// flood of offenders from AMI costs one fsync, not one each.
+    pub(super) fn ban_batch(&mut self, asks: Vec<(Actor, BanAsk, Reply<Banned>)>, now: Now) {
+        let mut rows = Vec::new();
+        let mut waiting = Vec::new();
+        for (actor, ask, reply) in asks {
+            match self.check_ban(&ask, &actor, now) {
+                Ok(row) => {
+                    rows.push(row);
+                    waiting.push((actor, reply));
+                }
+                Err(e) => drop(reply.send(Err(e))),
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let bans = match self.store.ban_many(&rows, now.wall) {
+            Ok(b) => b,
+            Err(e) => {
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(Refused(format!("not banned: {e}"))));
+                }
+                return;
+            }
+        };
+        let wanted = Desired::build(self.firewall.layout(), [], &bans, &mut lock(&self.clock), now);
         let applied = self.apply(wanted.into_changes(), now);
-        audit::record(
-            Event::new(Kind::Ban, now.wall)
-                .address(ip)
-                .who(actor.who.as_str())
-                .source(actor.source)
-                .detail(format!("until={} reason={reason:?}", utc(ban.expires))),
-        );
-        crate::observe::metrics::METRICS.ban();
-        Ok(Banned {
-            ban,
-            firewall: applied,
-        })
+        for (ban, (actor, reply)) in bans.into_iter().zip(waiting) {
+            audit::record(
+                Event::new(Kind::Ban, now.wall)
+                    .address(ban.address)
+                    .who(actor.who.as_str())
+                    .source(actor.source)
+                    .detail(format!("until={} reason={:?}", utc(ban.expires), ban.reason)),
+            );
+            crate::observe::metrics::METRICS.ban();
+            let _ = reply.send(Ok(Banned {
+                ban,
+                firewall: applied.clone(),
+            }));
+        }
     }
 
     pub(super) fn unban(&mut self, ip: IpAddr, actor: &Actor, now: Now) -> Result<Unbanned, Refused> {

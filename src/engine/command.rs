@@ -3,6 +3,7 @@
 //! daemon; nothing here knows JSON.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -192,6 +193,8 @@ pub struct TableStatus {
     pub store: std::path::PathBuf,
     pub last_reconcile: Option<UnixMs>,
     pub firewall_error: Option<String>,
+    /// How element changes reach the kernel: netlink, or nft and why.
+    pub firewall_path: String,
     pub now: UnixMs,
 }
 
@@ -250,8 +253,9 @@ pub(crate) enum Command {
     AccountRemove(String, Reply<()>),
 }
 
-/// One command, who asked for it, and through which door.
+/// One command, who asked for it, through which door, and when it reached the daemon.
 pub(crate) struct Job {
     pub actor: Actor,
     pub command: Command,
+    pub arrived: Instant,
 }

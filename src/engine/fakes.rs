@@ -5,11 +5,11 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::ports::{Comparison, Records, Table};
+use super::ports::{Comparison, LiveRead, Readback, Records, Table};
 use crate::base::clock::UnixMs;
 use crate::config::Config;
 use crate::model::{Account, Ban, Grant, Source};
-use crate::nft::{Changes, Desired, Elements, Layout, NftError, Reconciled, TableState};
+use crate::nft::{Changes, Elements, Layout, NftError, TableState};
 use crate::store::{GrantWrite, GrantsWritten, StoreError};
 
 /// The store's rules over vectors: a grant ends at `max(expires, hold)`, writes are counted.
@@ -31,6 +31,19 @@ impl FakeStore {
 
     fn write(&mut self) {
         self.transactions += 1;
+    }
+}
+
+impl LiveRead for FakeStore {
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
+        for g in self.live(now) {
+            f(g.address, &g.services.join(","), g.end());
+        }
+        Ok(())
+    }
+
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        self.first_live_bans(now, None)
     }
 }
 
@@ -135,48 +148,40 @@ impl Records for FakeStore {
         Ok(out)
     }
 
-    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
-        for g in self.live(now) {
-            f(g.address, &g.services.join(","), g.end());
+    fn ban_many(&mut self, bans: &[(IpAddr, String, UnixMs)], now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        self.write();
+        let mut out = Vec::new();
+        for (address, reason, expires) in bans {
+            let b = match self.bans.iter_mut().find(|b| b.address == *address) {
+                Some(b) => {
+                    b.reason = reason.clone();
+                    b.expires = *expires;
+                    b.clone()
+                }
+                None => {
+                    let b = Ban {
+                        address: *address,
+                        reason: reason.clone(),
+                        created: now,
+                        expires: *expires,
+                    };
+                    self.bans.push(b.clone());
+                    b
+                }
+            };
+            out.push(b);
         }
-        Ok(())
+        Ok(out)
     }
 
-    fn ban(
-        &mut self,
-        address: IpAddr,
-        reason: &str,
-        expires: UnixMs,
-        now: UnixMs,
-    ) -> Result<Ban, StoreError> {
-        self.write();
-        match self.bans.iter_mut().find(|b| b.address == address) {
-            Some(b) => {
-                b.reason = reason.to_string();
-                b.expires = expires;
-                Ok(b.clone())
-            }
-            None => {
-                let b = Ban {
-                    address,
-                    reason: reason.to_string(),
-                    created: now,
-                    expires,
-                };
-                self.bans.push(b.clone());
-                Ok(b)
-            }
-        }
+    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        Ok(self.bans.iter().find(|b| b.address == address).cloned())
     }
 
     fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
         self.write();
         let i = self.bans.iter().position(|b| b.address == address);
         Ok(i.map(|i| self.bans.remove(i)))
-    }
-
-    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
-        self.first_live_bans(now, None)
     }
 
     fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
@@ -349,7 +354,21 @@ impl Table for FakeTable {
         Ok(())
     }
 
-    fn compare(&self, desired: &Desired, _now: UnixMs) -> Result<Comparison, NftError> {
+    fn path(&self) -> String {
+        "memory".into()
+    }
+}
+
+impl Readback for FakeTable {
+    fn reconfigure(&mut self, config: &Config) {
+        self.layout = Layout::from_config(config);
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn compare(&mut self, want: &Elements, _now: UnixMs) -> Result<Comparison, NftError> {
         self.refused()?;
         let Some(have) = &self.elements else {
             return Ok(Comparison {
@@ -358,7 +377,6 @@ impl Table for FakeTable {
                 verdict: TableState::Rebuild("the table is missing".into()),
             });
         };
-        let want = desired.elements();
         let changes = Changes {
             set: want
                 .iter()
@@ -378,24 +396,10 @@ impl Table for FakeTable {
         })
     }
 
-    fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError> {
-        match self.compare(desired, now)?.verdict {
-            TableState::InSync => Ok(Reconciled::InSync),
-            TableState::Fix(c) => {
-                self.change(&c, now)?;
-                Ok(Reconciled::Fixed {
-                    set: c.set.len(),
-                    removed: c.remove.len(),
-                })
-            }
-            TableState::Rebuild(reason) => {
-                self.elements = Some(desired.elements().clone());
-                self.rebuilds += 1;
-                Ok(Reconciled::Rebuilt {
-                    reason,
-                    elements: desired.len(),
-                })
-            }
-        }
+    fn rebuild(&mut self, want: &Elements, _now: UnixMs) -> Result<(), NftError> {
+        self.refused()?;
+        self.elements = Some(want.clone());
+        self.rebuilds += 1;
+        Ok(())
     }
 }

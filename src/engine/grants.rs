@@ -246,8 +246,10 @@ impl<R: Records, T: Table> Engine<R, T> {
     }
 
     fn banned_warning(&self, ip: IpAddr, now: UnixMs) -> Option<String> {
-        let bans = self.store.live_bans(now).ok()?;
-        let b = bans.iter().find(|b| b.address == ip)?;
+        let b = self.store.ban_of(ip).ok()??;
+        if b.expires <= now {
+            return None;
+        }
         Some(format!(
             "{ip} is banned for another {}; the ban wins until it ends (passknock unban {ip})",
             human(Duration::from_millis((b.expires - now).max(0) as u64))

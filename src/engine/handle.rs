@@ -34,6 +34,7 @@ impl EngineHandle {
         let job = Job {
             actor: actor.clone(),
             command: command(reply),
+            arrived: std::time::Instant::now(),
         };
         match self.tx.try_send(job) {
             Ok(()) => rx

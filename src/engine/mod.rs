@@ -5,6 +5,7 @@
 
 mod accounts;
 mod bans;
+pub mod checker;
 pub mod command;
 mod grants;
 mod handle;
@@ -24,8 +25,10 @@ pub use command::{
 };
 pub use handle::{channel, EngineHandle, Inbox};
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -33,11 +36,13 @@ use tracing::{info, warn};
 use crate::base::clock::{Clock, Now, UnixMs};
 use crate::base::defaults;
 use crate::base::duration::{human, Ttl};
+use crate::base::lock::lock;
 use crate::base::secret::DisaKey;
 use crate::config::Config;
 use crate::nft::{Firewall, Reconciled};
 use crate::store::Store;
-use command::{Command, Job};
+use checker::{Link, PassOutcome, PassRequest};
+use command::{Command, Job, Reply};
 use ports::{Records, Table};
 
 /// Called from the run loop at each wake with the monotonic time: pings the service manager's
@@ -47,18 +52,33 @@ pub type Heartbeat = Box<dyn FnMut(Instant) -> Duration + Send>;
 
 /// The one writer: the config it enforces, the store and the table it keeps in line.
 pub struct Engine<R: Records = Store, T: Table = Firewall> {
-    config: Config,
+    config: Arc<Config>,
     disa_key: Option<Arc<DisaKey>>,
     store: R,
     firewall: T,
-    /// Holds kernel timeouts to the time truly left when the wall clock is stepped.
-    clock: Clock,
+    /// Holds kernel timeouts to the time truly left when the wall clock is stepped; shared with
+    /// the read-back's thread, which builds the whole table's wants with it.
+    clock: Arc<Mutex<Clock>>,
     next_reconcile: Instant,
     retry_delay: Duration,
     last_reconcile: Option<UnixMs>,
     firewall_error: Option<String>,
     heartbeat: Option<Heartbeat>,
+    /// Passes for the read-back's thread, sent by the run loop (tests run them by hand).
+    passes: Vec<PassRequest>,
+    checker: Option<Link>,
+    /// While a repair pass runs: the addresses the engine changed since it started, which its
+    /// fixes must leave alone.
+    touched: Option<BTreeSet<IpAddr>>,
+    /// A repair is wanted as soon as the one running comes back.
+    repair_again: bool,
+    /// Reloads answered when the next repair pass (the one started after them) comes back.
+    reloads_next: Vec<Reply<Reloaded>>,
+    reloads_running: Vec<Reply<Reloaded>>,
 }
+
+/// How often the run loop looks for a running repair pass's outcome.
+const OUTCOME_POLL: Duration = Duration::from_millis(5);
 
 /// Longest note or reason kept with a grant or ban.
 const TEXT_MAX: usize = 200;
@@ -67,16 +87,22 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// An engine over `store` and `firewall`; `now` is when it starts (its first reconcile is due).
     pub fn new(config: Config, store: R, firewall: T, now: Now) -> Engine<R, T> {
         Engine {
-            config,
+            config: Arc::new(config),
             disa_key: None,
             store,
             firewall,
-            clock: Clock::default(),
+            clock: Arc::default(),
             next_reconcile: now.mono,
             retry_delay: defaults::RETRY_FIRST,
             last_reconcile: None,
             firewall_error: None,
             heartbeat: None,
+            passes: Vec::new(),
+            checker: None,
+            touched: None,
+            repair_again: false,
+            reloads_next: Vec::new(),
+            reloads_running: Vec::new(),
         }
     }
 
@@ -90,9 +116,20 @@ impl<R: Records, T: Table> Engine<R, T> {
         self.disa_key = Some(key);
     }
 
+    /// The clock the read-back's thread builds the table's wants with.
+    pub fn clock(&self) -> Arc<Mutex<Clock>> {
+        self.clock.clone()
+    }
+
+    /// Where repair and status passes go, and their outcomes come from: the read-back's thread.
+    pub fn set_checker(&mut self, link: Link) {
+        self.checker = Some(link);
+    }
+
     /// Says so once when the wall clock was stepped since the last reading.
     fn note_clock(&mut self, now: Now) {
-        let Some(step) = self.clock.step(now, defaults::CLOCK_STEP_MIN) else {
+        let step = lock(&self.clock).step(now, defaults::CLOCK_STEP_MIN);
+        let Some(step) = step else {
             return;
         };
         // To the nearest second: the readings straddle the step by a few milliseconds.
@@ -110,12 +147,50 @@ impl<R: Records, T: Table> Engine<R, T> {
         }
     }
 
-    /// Prunes what ended while the daemon was down, then brings the table in line with the store.
-    pub fn start(&mut self, now: Now) -> Result<Reconciled, String> {
+    /// Prunes what ended while the daemon was down and asks for the first repair pass, which the
+    /// caller then runs with [`Engine::run_passes`].
+    pub fn start(&mut self, now: Now) {
         self.note_clock(now);
         self.expire(now);
         self.publish_counts();
-        self.reconcile(now)
+        self.kick_repair(now);
+    }
+
+    /// Runs the passes asked for through `run_pass` (the read-back's checker, inline: at start,
+    /// nothing else is asking yet) and takes their outcomes; the last repair's result.
+    pub fn run_passes(
+        &mut self,
+        now: Now,
+        mut run_pass: impl FnMut(PassRequest) -> Option<PassOutcome>,
+    ) -> Option<Result<Reconciled, String>> {
+        let mut result = None;
+        while !self.passes.is_empty() {
+            for req in std::mem::take(&mut self.passes) {
+                if let Some(outcome) = run_pass(req) {
+                    result = Some(self.checked(outcome, now));
+                }
+            }
+        }
+        result
+    }
+
+    /// Hands the passes asked for since the last call to the read-back's thread.
+    fn send_passes(&mut self) {
+        let Some(link) = &self.checker else { return };
+        for req in self.passes.drain(..) {
+            if link.passes.send(req).is_err() {
+                warn!("the table's read-back thread is gone; reconciles stop");
+            }
+        }
+    }
+
+    /// Takes the repair outcomes the read-back's thread has sent.
+    fn take_outcomes(&mut self, now: Now) {
+        let Some(link) = &self.checker else { return };
+        let outcomes: Vec<PassOutcome> = link.outcomes.try_iter().collect();
+        for o in outcomes {
+            let _ = self.checked(o, now);
+        }
     }
 
     /// Serves commands until every handle is gone, waking for expiries and reconciles in between.
@@ -130,6 +205,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             if handled {
                 self.handle(std::mem::take(&mut batch), now);
             }
+            self.take_outcomes(now);
             self.wake(now);
             // After a batch, look again at once: the next wake is reckoned from a fresh reading.
             let mut wait = if handled {
@@ -140,6 +216,11 @@ impl<R: Records, T: Table> Engine<R, T> {
             if let Some(beat) = &mut self.heartbeat {
                 wait = wait.min(beat(now.mono));
             }
+            // While a repair pass runs, look for its outcome often; nobody waits on it.
+            if self.touched.is_some() {
+                wait = wait.min(OUTCOME_POLL);
+            }
+            self.send_passes();
             match rx.recv_timeout(wait) {
                 Ok(job) => {
                     batch.push(job);
@@ -175,7 +256,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             self.expire(now);
         }
         if now.mono >= self.next_reconcile {
-            let _ = self.reconcile(now);
+            self.kick_repair(now);
         }
     }
 
@@ -192,31 +273,53 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// nft batch); any other command first lets the grants queued before it through.
     pub(crate) fn handle(&mut self, batch: Vec<Job>, now: Now) {
         let mut grants = Vec::new();
-        for Job { actor, command } in batch {
+        let mut bans = Vec::new();
+        let mut arrivals = Vec::new();
+        for Job {
+            actor,
+            command,
+            arrived,
+        } in batch
+        {
             let command = match command {
                 Command::Grant(ask, reply) => {
                     grants.push((actor, ask, None, reply));
+                    arrivals.push(arrived);
                     continue;
                 }
                 Command::GrantBeside(ask, beside, reply) => {
                     grants.push((actor, ask, Some(beside), reply));
+                    arrivals.push(arrived);
+                    continue;
+                }
+                Command::Ban(ask, reply) if grants.is_empty() => {
+                    bans.push((actor, ask, reply));
+                    arrivals.push(arrived);
                     continue;
                 }
                 other => other,
             };
+            if !bans.is_empty() {
+                self.ban_batch(std::mem::take(&mut bans), now);
+                observe_arrivals(&mut arrivals);
+            }
             if !grants.is_empty() {
                 self.grant_batch(std::mem::take(&mut grants), now);
+                observe_arrivals(&mut arrivals);
             }
             match command {
                 Command::Grant(..) | Command::GrantBeside(..) => unreachable!("grants are batched above"),
+                Command::Ban(ask, reply) => {
+                    bans.push((actor, ask, reply));
+                    arrivals.push(arrived);
+                }
                 Command::Revoke(ip, r) => drop(r.send(self.revoke(ip, &actor, now))),
-                Command::Ban(ask, r) => drop(r.send(self.ban(ask, &actor, now))),
                 Command::Unban(ip, r) => drop(r.send(self.unban(ip, &actor, now))),
                 Command::Hold(ip, until, r) => drop(r.send(self.hold(ip, until, &actor, now))),
                 Command::Release(ip, r) => drop(r.send(self.release(ip, &actor, now))),
                 Command::List(limit, r) => drop(r.send(self.list(limit, now))),
-                Command::Status(r) => drop(r.send(self.status(now))),
-                Command::Reload(config, r) => drop(r.send(Ok(self.reload(*config, now)))),
+                Command::Status(r) => self.status(r, now),
+                Command::Reload(config, r) => self.reload(*config, r, now),
                 Command::AccountAdd(ask, r) => drop(r.send(self.account_add(ask, &actor, now))),
                 Command::AccountList(r) => drop(r.send(self.store.accounts().map_err(refused))),
                 Command::AccountCallers(name, callers, r) => {
@@ -231,21 +334,24 @@ impl<R: Records, T: Table> Engine<R, T> {
                 Command::AccountRemove(name, r) => drop(r.send(self.account_remove(&name, &actor, now))),
             }
         }
+        if !bans.is_empty() {
+            self.ban_batch(bans, now);
+        }
         if !grants.is_empty() {
             self.grant_batch(grants, now);
         }
+        observe_arrivals(&mut arrivals);
         self.publish_counts();
     }
 
     /// Takes a config the daemon loaded and checked: services, trusted networks, TTL caps and
-    /// limits change now, and the table is rebuilt to match. Grants and bans are the store's and
-    /// are all kept.
-    fn reload(&mut self, config: Config, now: Now) -> Reloaded {
+    /// limits change now, and the table is rebuilt to match by the next repair pass, which
+    /// answers the reload. Grants and bans are the store's and are all kept.
+    fn reload(&mut self, config: Config, reply: Reply<Reloaded>, now: Now) {
         self.firewall.reconfigure(&config);
-        self.config = config;
-        Reloaded {
-            table: self.reconcile(now),
-        }
+        self.config = Arc::new(config);
+        self.reloads_next.push(reply);
+        self.kick_repair(now);
     }
 
     /// Sets the live grant and ban gauges from the store: after each batch and each expiry, so a
@@ -254,6 +360,13 @@ impl<R: Records, T: Table> Engine<R, T> {
         if let Ok((g, b)) = self.store.counts() {
             crate::observe::metrics::METRICS.set_live(g, b);
         }
+    }
+}
+
+/// Each request answered in this batch: from reaching the daemon to the kernel's acknowledgement.
+fn observe_arrivals(arrivals: &mut Vec<Instant>) {
+    for a in arrivals.drain(..) {
+        crate::observe::metrics::METRICS.request_to_kernel(a.elapsed());
     }
 }
 

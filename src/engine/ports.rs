@@ -7,12 +7,20 @@ use std::path::Path;
 use crate::base::clock::UnixMs;
 use crate::config::Config;
 use crate::model::{Account, Ban, Grant, Source};
-use crate::nft::{Changes, Desired, Firewall, Layout, Nft, NftError, Reconciled, TableState};
+use crate::nft::{Changes, Elements, Firewall, Layout, NftError, TableState};
 use crate::store::{GrantWrite, GrantsWritten, Store, StoreError};
+
+/// What the table's read-back needs from the store: every live grant and ban. A second
+/// connection implements it on the read-back's own thread.
+pub trait LiveRead {
+    /// `f(address, services joined by commas, end)` for every live grant, without building them.
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError>;
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError>;
+}
 
 /// The expiry store as the engine uses it: grants, bans and accounts, each write durable when it
 /// returns.
-pub trait Records {
+pub trait Records: LiveRead {
     /// Where it lives, for `status`.
     fn path(&self) -> &Path;
     /// Ends, extends and inserts grants in one transaction.
@@ -33,12 +41,11 @@ pub trait Records {
     fn release(&mut self, address: IpAddr) -> Result<usize, StoreError>;
     fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError>;
     fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError>;
-    /// `f(address, services joined by commas, end)` for every live grant, without building them.
-    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError>;
-    fn ban(&mut self, address: IpAddr, reason: &str, expires: UnixMs, now: UnixMs)
-        -> Result<Ban, StoreError>;
+    /// Sets or replaces every ban (address, reason, expiry) in one transaction.
+    fn ban_many(&mut self, bans: &[(IpAddr, String, UnixMs)], now: UnixMs) -> Result<Vec<Ban>, StoreError>;
+    /// `address`'s ban row, live or not yet pruned: one lookup, never a scan.
+    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError>;
     fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError>;
-    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError>;
     fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError>;
     /// Deletes what has ended by `now`; returns it.
     fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError>;
@@ -69,15 +76,25 @@ pub struct Comparison {
     pub verdict: TableState,
 }
 
-/// The table as the engine uses it: element changes as one batch, a read-back compare, and a
-/// reconcile that fixes or rebuilds.
+/// The table as the engine uses it: element changes, one batch per engine batch. The read-back
+/// runs elsewhere ([`Readback`]), so a change never waits behind it.
 pub trait Table {
     fn layout(&self) -> &Layout;
     /// Takes a reloaded config's layout and `nft` program; the next reconcile rebuilds to match.
     fn reconfigure(&mut self, config: &Config);
     fn change(&mut self, changes: &Changes, now: UnixMs) -> Result<(), NftError>;
-    fn compare(&self, desired: &Desired, now: UnixMs) -> Result<Comparison, NftError>;
-    fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError>;
+    /// How changes reach the kernel, in words for `status` and `doctor`.
+    fn path(&self) -> String;
+}
+
+/// The table's read-back, on a thread of its own: compares the kernel's table with what the
+/// store wants, and builds it whole when it is missing or not ours.
+pub trait Readback {
+    /// Takes a (reloaded) config's layout and `nft` program.
+    fn reconfigure(&mut self, config: &Config);
+    fn layout(&self) -> &Layout;
+    fn compare(&mut self, desired: &Elements, now: UnixMs) -> Result<Comparison, NftError>;
+    fn rebuild(&mut self, desired: &Elements, now: UnixMs) -> Result<(), NftError>;
 }
 
 impl Table for Firewall {
@@ -86,15 +103,29 @@ impl Table for Firewall {
     }
 
     fn reconfigure(&mut self, config: &Config) {
-        self.set_layout(Layout::from_config(config), Nft::new(&config.firewall.nft));
+        Firewall::reconfigure(self, config)
     }
 
     fn change(&mut self, changes: &Changes, now: UnixMs) -> Result<(), NftError> {
         Firewall::change(self, changes, now)
     }
 
-    fn compare(&self, desired: &Desired, now: UnixMs) -> Result<Comparison, NftError> {
-        let (observed, verdict) = Firewall::compare(self, desired.elements(), now)?;
+    fn path(&self) -> String {
+        Firewall::path(self)
+    }
+}
+
+impl Readback for Firewall {
+    fn reconfigure(&mut self, config: &Config) {
+        Firewall::reconfigure(self, config)
+    }
+
+    fn layout(&self) -> &Layout {
+        Firewall::layout(self)
+    }
+
+    fn compare(&mut self, desired: &Elements, now: UnixMs) -> Result<Comparison, NftError> {
+        let (observed, verdict) = Firewall::compare(self, desired, now)?;
         Ok(Comparison {
             present: observed.is_some(),
             elements: observed.as_ref().map(|o| o.element_count()).unwrap_or(0),
@@ -102,8 +133,17 @@ impl Table for Firewall {
         })
     }
 
-    fn reconcile(&mut self, desired: &Desired, now: UnixMs) -> Result<Reconciled, NftError> {
-        Firewall::reconcile(self, desired.elements(), now)
+    fn rebuild(&mut self, desired: &Elements, now: UnixMs) -> Result<(), NftError> {
+        Firewall::rebuild(self, desired, now)
+    }
+}
+
+impl LiveRead for Store {
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
+        Store::for_each_live(self, now, f)
+    }
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        Store::live_bans(self, now)
     }
 }
 
@@ -138,23 +178,14 @@ impl Records for Store {
     fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
         Store::first_live_grants(self, now, limit)
     }
-    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
-        Store::for_each_live(self, now, f)
+    fn ban_many(&mut self, bans: &[(IpAddr, String, UnixMs)], now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        Store::ban_many(self, bans, now)
     }
-    fn ban(
-        &mut self,
-        address: IpAddr,
-        reason: &str,
-        expires: UnixMs,
-        now: UnixMs,
-    ) -> Result<Ban, StoreError> {
-        Store::ban(self, address, reason, expires, now)
+    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        Store::ban_of(self, address)
     }
     fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
         Store::unban(self, address)
-    }
-    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
-        Store::live_bans(self, now)
     }
     fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
         Store::first_live_bans(self, now, limit)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::checker;
 use super::command::*;
 use super::fakes::{FakeStore, FakeTable};
 use super::Engine;
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::model::Source;
 
 mod owners;
+mod readback;
 
 const W0: UnixMs = 1_795_248_830_000;
 const SEC: i64 = 1000;
@@ -61,8 +63,10 @@ impl Rig {
         let start = Now { wall: W0, mono: t0 };
         let mut engine = Engine::new(config, FakeStore::default(), table, start);
         engine.set_disa_key(Arc::new(DisaKey::from_bytes([7; 32])));
-        engine.start(start).unwrap();
-        Rig { engine, t0 }
+        engine.start(start);
+        let mut rig = Rig { engine, t0 };
+        rig.drain(start);
+        rig
     }
 
     /// `ms` after the start on both clocks.
@@ -81,10 +85,23 @@ impl Rig {
         &mut self.engine.firewall
     }
 
+    /// Runs the read-back's passes the engine asked for, here and now, as its thread would.
+    fn drain(&mut self, now: Now) {
+        let e = &mut self.engine;
+        while !e.passes.is_empty() {
+            for req in std::mem::take(&mut e.passes) {
+                if let Some(outcome) = checker::pass(&e.store, &mut e.firewall, &e.clock, req) {
+                    let _ = e.checked(outcome, now);
+                }
+            }
+        }
+    }
+
     /// Runs one batch at `ms`.
     fn batch(&mut self, ms: i64, jobs: Vec<Job>) {
         let now = self.at(ms);
         self.engine.handle(jobs, now);
+        self.drain(now);
     }
 
     /// Runs one command alone at `ms` and returns its answer.
@@ -101,6 +118,7 @@ impl Rig {
     fn wake(&mut self, ms: i64) {
         let now = self.at(ms);
         self.engine.wake(now);
+        self.drain(now);
     }
 
     fn live_grants(&self, ms: i64, address: &str) -> usize {
@@ -141,6 +159,7 @@ fn ban_ask(address: &str, t: Option<&str>) -> BanAsk {
 fn job<T>(command: impl FnOnce(Reply<T>) -> Command) -> (Job, oneshot::Receiver<Result<T, Refused>>) {
     let (tx, rx) = oneshot::channel();
     let job = Job {
+        arrived: Instant::now(),
         actor: Actor::new("uid 0", Source::Admin),
         command: command(tx),
     };

@@ -1,33 +1,29 @@
 //! Keeping the table in line with the store: element changes after each write, expiry of what
-//! ended, the periodic reconcile, and the retry after nft refused a change.
+//! ended, the periodic repair pass (run by the read-back's thread) and what the engine does with
+//! its outcome, and the retry after the kernel refused a change.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use tracing::{debug, info, warn};
 
-use super::command::TableChange;
+use super::checker::{Checked, PassKind, PassOutcome, PassRequest};
+use super::command::{Reloaded, TableChange};
 use super::ports::{Records, Table};
 use super::Engine;
 use crate::base::clock::Now;
 use crate::base::defaults;
 use crate::base::duration::human;
+use crate::base::lock::lock;
 use crate::model::{Event, Grant, Kind};
 use crate::nft::{self, Changes, Desired, Reconciled};
 use crate::observe::audit;
-use crate::store::StoreError;
 
 impl<R: Records, T: Table> Engine<R, T> {
     /// The whole table the store wants at `now`.
-    pub(super) fn desired_now(&mut self, now: Now) -> Result<Desired, StoreError> {
-        let bans = self.store.live_bans(now.wall)?;
-        let layout = self.firewall.layout();
-        let clock = &mut self.clock;
-        let mut out = Desired::build(layout, [], &bans, clock, now);
-        self.store.for_each_live(now.wall, &mut |ip, services, end| {
-            out.add_grant(layout, ip, services.split(','), end, clock, now)
-        })?;
-        Ok(out)
+    #[cfg(test)]
+    pub(super) fn desired_now(&mut self, now: Now) -> Result<Desired, crate::store::StoreError> {
+        super::checker::desired(&self.store, self.firewall.layout(), &self.clock, now)
     }
 
     /// Sets each address's allow elements to what its live grants want, and removes the elements
@@ -45,14 +41,34 @@ impl<R: Records, T: Table> Engine<R, T> {
                 Err(e) => return self.note_firewall(Err(e.to_string()), now),
             };
             let layout = self.firewall.layout();
-            let want = Desired::build(layout, &live, &[], &mut self.clock, now);
+            let want = Desired::build(layout, &live, &[], &mut lock(&self.clock), now);
             changes = nft::desired::merge(changes, want.changes_for(layout, *ip, gone));
+        }
+        self.apply(changes, now)
+    }
+
+    /// Puts each address's every element (its services' and its ban) in line with the store:
+    /// after a rebuild from a snapshot those addresses may have changed since.
+    fn refresh_whole(&mut self, addrs: &BTreeSet<IpAddr>, now: Now) -> TableChange {
+        let mut changes = Changes::default();
+        for ip in addrs {
+            let (live, ban) = match (self.store.grants_for(*ip, now.wall), self.store.ban_of(*ip)) {
+                (Ok(l), Ok(b)) => (l, b.filter(|b| b.expires > now.wall)),
+                (Err(e), _) | (_, Err(e)) => return self.note_firewall(Err(e.to_string()), now),
+            };
+            let layout = self.firewall.layout();
+            let want = Desired::build(layout, &live, ban.as_slice(), &mut lock(&self.clock), now);
+            changes = nft::desired::merge(changes, want.whole_changes_for(layout, *ip));
         }
         self.apply(changes, now)
     }
 
     /// Applies element changes; a failure is recorded and retried (see `note_firewall`).
     pub(super) fn apply(&mut self, changes: Changes, now: Now) -> TableChange {
+        if let Some(t) = &mut self.touched {
+            t.extend(changes.set.iter().map(|(k, _)| k.addr));
+            t.extend(changes.remove.iter().map(|k| k.addr));
+        }
         let r = self
             .firewall
             .change(&changes, now.wall)
@@ -71,6 +87,10 @@ impl<R: Records, T: Table> Engine<R, T> {
                 );
                 self.firewall_error = Some(e.clone());
                 self.next_reconcile = self.next_reconcile.min(now.mono + self.retry_delay);
+                // A repair pass running now leaves this address alone: have another follow it.
+                if self.touched.is_some() {
+                    self.repair_again = true;
+                }
                 TableChange { error: Some(e) }
             }
         }
@@ -119,19 +139,71 @@ impl<R: Records, T: Table> Engine<R, T> {
         );
     }
 
-    /// Reads the table back and fixes it. On failure, retries with a growing delay.
-    pub fn reconcile(&mut self, now: Now) -> Result<Reconciled, String> {
-        self.clock.forget_ended(now);
+    /// Asks the read-back's thread for a repair pass, unless one is running (then one more
+    /// follows it). Until it comes back, the engine notes the addresses it changes.
+    pub(super) fn kick_repair(&mut self, now: Now) {
+        if self.touched.is_some() {
+            self.repair_again = true;
+            return;
+        }
+        lock(&self.clock).forget_ended(now);
+        self.touched = Some(BTreeSet::new());
+        self.repair_again = false;
+        self.reloads_running.append(&mut self.reloads_next);
+        // No second repair is due while this one runs; its outcome sets the next.
+        self.next_reconcile = now.mono + self.config.daemon.reconcile_interval.0;
+        self.passes.push(PassRequest {
+            config: self.config.clone(),
+            now,
+            kind: PassKind::Repair,
+        });
+    }
+
+    /// Asks the read-back's thread to look (for `status`), which answers the asker itself.
+    pub(super) fn kick_check(
+        &mut self,
+        status: super::TableStatus,
+        reply: super::command::Reply<super::TableStatus>,
+        now: Now,
+    ) {
+        self.passes.push(PassRequest {
+            config: self.config.clone(),
+            now,
+            kind: PassKind::Check(Box::new(status), reply),
+        });
+    }
+
+    /// A repair pass came back: applies its fixes (leaving alone what the engine changed while it
+    /// ran), or after its rebuild puts those addresses right again. On failure, retries with a
+    /// growing delay.
+    pub(super) fn checked(&mut self, outcome: PassOutcome, now: Now) -> Result<Reconciled, String> {
+        let touched = self.touched.take().unwrap_or_default();
         let interval = self.config.daemon.reconcile_interval.0;
-        let result = self
-            .desired_now(now)
-            .map_err(|e| e.to_string())
-            .and_then(|d| self.firewall.reconcile(&d, now.wall).map_err(|e| e.to_string()));
+        let result = match outcome.result {
+            Ok(Checked::InSync) => Ok(Reconciled::InSync),
+            Ok(Checked::Fix(mut changes)) => {
+                changes.set.retain(|(k, _)| !touched.contains(&k.addr));
+                changes.remove.retain(|k| !touched.contains(&k.addr));
+                let (set, removed) = (changes.set.len(), changes.remove.len());
+                match self.apply(changes, now).error {
+                    None => Ok(Reconciled::Fixed { set, removed }),
+                    Some(e) => Err(e),
+                }
+            }
+            Ok(Checked::Rebuilt { reason, elements }) => match self.refresh_whole(&touched, now).error {
+                None => Ok(Reconciled::Rebuilt { reason, elements }),
+                Some(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         give_back_memory();
         match &result {
             Ok(r) => {
                 match r {
                     Reconciled::InSync => debug!("reconcile: table in sync"),
+                    Reconciled::Fixed { set: 0, removed: 0 } => {
+                        debug!("reconcile: what differed was changed meanwhile")
+                    }
                     Reconciled::Fixed { .. } => warn!("reconcile: table had drifted from the store; {r}"),
                     Reconciled::Rebuilt { .. } => info!("reconcile: table {r}"),
                 }
@@ -149,6 +221,14 @@ impl<R: Records, T: Table> Engine<R, T> {
                 self.next_reconcile = now.mono + self.retry_delay;
                 self.retry_delay = (self.retry_delay * 2).min(interval);
             }
+        }
+        for reply in self.reloads_running.drain(..) {
+            let _ = reply.send(Ok(Reloaded {
+                table: result.clone(),
+            }));
+        }
+        if self.repair_again {
+            self.kick_repair(now);
         }
         result
     }

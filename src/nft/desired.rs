@@ -119,6 +119,26 @@ impl Desired {
     }
 }
 
+impl Desired {
+    /// Brings every element of `address` in line with this state (built from its live grants and
+    /// ban): each wanted one set, every other service's and the ban's removed.
+    pub fn whole_changes_for(&self, layout: &Layout, address: IpAddr) -> Changes {
+        let mut changes = Changes::default();
+        let keys = layout
+            .services
+            .iter()
+            .map(|(svc, _)| allow_key(svc, address))
+            .chain([ban_key(address)]);
+        for k in keys {
+            match self.elements.get(&k) {
+                Some(end) => changes.set.push((k, *end)),
+                None => changes.remove.push(k),
+            }
+        }
+        changes
+    }
+}
+
 /// Takes the bans of `addresses` out of the table (unbanned, or ended).
 pub fn lift_bans(addresses: impl IntoIterator<Item = IpAddr>) -> Changes {
     Changes {

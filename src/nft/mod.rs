@@ -14,6 +14,7 @@ pub use runner::{Nft, NftError};
 
 use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
+use crate::config::{Config, ElementPath};
 use crate::model::{Ban, Grant};
 
 /// The elements the store wants: every live grant's services, every live ban (see [`Desired`]).
@@ -57,25 +58,41 @@ impl std::fmt::Display for Reconciled {
     }
 }
 
-/// The daemon's table: a layout and the `nft` program that applies it.
+/// The daemon's table: its layout, the `nft` program that creates it, and the path element
+/// changes take to the kernel. The engine's thread holds one for its changes, the read-back's
+/// thread another for its listings and rebuilds.
 pub struct Firewall {
     nft: Nft,
     layout: Layout,
+    path: ElementPath,
 }
 
 impl Firewall {
-    pub fn new(nft: Nft, layout: Layout) -> Firewall {
-        Firewall { nft, layout }
+    pub fn from_config(config: &Config) -> Firewall {
+        Firewall {
+            nft: Nft::new(&config.firewall.nft),
+            layout: Layout::from_config(config),
+            path: config.firewall.elements,
+        }
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    /// A new layout (after a config reload); the next reconcile rebuilds the table to match.
-    pub fn set_layout(&mut self, layout: Layout, nft: Nft) {
-        self.layout = layout;
-        self.nft = nft;
+    /// A reloaded config's layout, program and path; the next reconcile rebuilds to match.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.layout = Layout::from_config(config);
+        self.nft = Nft::new(&config.firewall.nft);
+        self.path = config.firewall.elements;
+    }
+
+    /// How element changes reach the kernel, in words.
+    pub fn path(&self) -> String {
+        match self.path {
+            ElementPath::Nft => "nft (firewall.elements = \"nft\")".into(),
+            ElementPath::Netlink => "nft".into(),
+        }
     }
 
     /// Builds the whole table with these elements, atomically.
@@ -110,28 +127,6 @@ impl Firewall {
         let obs = self.observe()?;
         let v = readback::compare(&self.layout, desired, obs.as_ref(), now);
         Ok((obs, v))
-    }
-
-    /// Brings the table in line with `desired`: re-creates it if gone or altered, re-adds missing
-    /// elements, removes ones the store does not know.
-    pub fn reconcile(&self, desired: &Elements, now: UnixMs) -> Result<Reconciled, NftError> {
-        match self.compare(desired, now)?.1 {
-            TableState::InSync => Ok(Reconciled::InSync),
-            TableState::Fix(c) => {
-                self.change(&c, now)?;
-                Ok(Reconciled::Fixed {
-                    set: c.set.len(),
-                    removed: c.remove.len(),
-                })
-            }
-            TableState::Rebuild(reason) => {
-                self.rebuild(desired, now)?;
-                Ok(Reconciled::Rebuilt {
-                    reason,
-                    elements: desired.len(),
-                })
-            }
-        }
     }
 }
 

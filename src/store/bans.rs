@@ -17,15 +17,33 @@ impl Store {
         expires: UnixMs,
         now: UnixMs,
     ) -> Result<Ban, StoreError> {
-        self.conn.execute(
-            "INSERT INTO bans (address, reason, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, expires_ms = excluded.expires_ms",
-            params![address.to_string(), reason, now, expires],
-        )?;
-        let ban = self
-            .ban_of(address)?
-            .ok_or_else(|| StoreError::BadRow("ban vanished after insert".into()))?;
-        Ok(ban)
+        let mut out = self.ban_many(&[(address, reason.to_string(), expires)], now)?;
+        out.pop()
+            .ok_or_else(|| StoreError::BadRow("ban vanished after insert".into()))
+    }
+
+    /// Sets or replaces every ban in `bans` (address, reason, expiry) in one transaction: a flood
+    /// of offenders costs one fsync. Returns them as stored, in order.
+    pub fn ban_many(
+        &mut self,
+        bans: &[(IpAddr, String, UnixMs)],
+        now: UnixMs,
+    ) -> Result<Vec<Ban>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(bans.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO bans (address, reason, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, expires_ms = excluded.expires_ms
+                 RETURNING address, reason, created_ms, expires_ms",
+            )?;
+            for (address, reason, expires) in bans {
+                let ban = stmt.query_row(params![address.to_string(), reason, now, expires], ban_row)??;
+                out.push(ban);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     pub fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
@@ -37,7 +55,8 @@ impl Store {
         Ok(ban)
     }
 
-    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+    /// `address`'s ban row (live or not yet pruned): one indexed lookup.
+    pub fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
         self.conn
             .query_row(
                 "SELECT address, reason, created_ms, expires_ms FROM bans WHERE address = ?1",

@@ -132,6 +132,23 @@ impl Store {
         })
     }
 
+    /// A second, read-only connection to the same file, for a thread of its own (the table's
+    /// read-back): WAL lets it read a consistent snapshot while the engine writes.
+    pub fn reader(&self) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        Ok(Store {
+            conn,
+            path: self.path.clone(),
+        })
+    }
+
     /// SQLite's own consistency check; "ok" when the file is sound.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)

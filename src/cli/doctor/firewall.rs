@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{fail, ok, Check};
+use super::{fail, ok, warn, Check};
 use crate::config::Config;
 use crate::control::client::call;
 use crate::control::{Reply, Request};
@@ -82,11 +82,22 @@ pub(super) fn table(socket: &Path, nft_ok: bool) -> Check {
             retry,
         );
     }
+    if status.firewall_path.starts_with("nft (netlink") {
+        return warn(
+            "table",
+            format!(
+                "table {} is in sync, but element changes go through {}",
+                status.table, status.firewall_path
+            ),
+            "each grant and ban then spawns nft (milliseconds, not microseconds); check that the \
+             kernel has nf_tables and passknockd has CAP_NET_ADMIN, then restart it",
+        );
+    }
     ok(
         "table",
         format!(
-            "table {} is in sync: {} grant(s), {} ban(s)",
-            status.table, status.grants, status.bans
+            "table {} is in sync: {} grant(s), {} ban(s); changes through {}",
+            status.table, status.grants, status.bans, status.firewall_path
         ),
     )
 }

@@ -30,10 +30,10 @@ pub fn check(config: &Config, profile: &str, ip: IpAddr, bans: &Mutex<Store>) ->
             "{ip} is a private address (knock.profiles.{profile}.allow-private = false)"
         ));
     }
-    let banned = lock(bans)
-        .live_bans(now_ms())
+    let ban = lock(bans)
+        .ban_of(ip)
         .map_err(|e| format!("cannot read bans: {e}"))?;
-    if banned.iter().any(|b| b.address == ip) {
+    if ban.is_some_and(|b| b.expires > now_ms()) {
         return Err(format!("{ip} is banned"));
     }
     Ok(ip)

@@ -1,0 +1,186 @@
+//! The table's read-back, off the engine's thread: a pass reads the kernel's table and the store's
+//! live grants and bans (through a connection of its own), compares them, and either rebuilds the
+//! table whole or hands the engine the element fixes to apply. The engine never waits on it; it
+//! drops from a fix every address it changed while the pass ran, since its own change put that
+//! address right after the pass had looked.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::command::{Reply, TableStatus};
+use super::ports::{LiveRead, Readback};
+use crate::base::clock::{Clock, Now};
+use crate::base::lock::lock;
+use crate::config::Config;
+use crate::nft::{Changes, Desired, Layout, TableState};
+use crate::store::StoreError;
+
+/// One pass the engine asks for.
+pub struct PassRequest {
+    /// The config in force when it was asked (a reload hands a new one).
+    pub config: Arc<Config>,
+    pub now: Now,
+    pub kind: PassKind,
+}
+
+pub enum PassKind {
+    /// Bring the table in line: rebuild it here, or report the fixes for the engine to apply.
+    Repair,
+    /// Only look, for `status`: fills in the table's side of `status` and answers the asker.
+    Check(Box<TableStatus>, Reply<TableStatus>),
+}
+
+/// What a repair pass found and did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    InSync,
+    /// Elements to set or remove, for the engine to apply (minus what it changed meanwhile).
+    Fix(Changes),
+    /// The table was missing or not ours; this pass built it whole from the store.
+    Rebuilt {
+        reason: String,
+        elements: usize,
+    },
+}
+
+/// A repair pass's answer to the engine.
+#[derive(Debug)]
+pub struct PassOutcome {
+    pub result: Result<Checked, String>,
+}
+
+/// The read-back's own connection to the store and its own handle on the table.
+pub struct Checker<L: LiveRead, K: Readback> {
+    pub reader: L,
+    pub kernel: K,
+    pub clock: Arc<Mutex<Clock>>,
+}
+
+impl<L: LiveRead, K: Readback> Checker<L, K> {
+    /// Runs one pass; a check answers its asker itself and gives the engine nothing.
+    pub fn pass(&mut self, req: PassRequest) -> Option<PassOutcome> {
+        pass(&self.reader, &mut self.kernel, &self.clock, req)
+    }
+}
+
+/// Runs passes as the engine asks until it goes, sending each repair's outcome back. The engine
+/// looks for outcomes while a pass runs; this thread holds no handle that would keep it alive.
+pub fn serve<L: LiveRead, K: Readback>(
+    mut checker: Checker<L, K>,
+    asks: Receiver<PassRequest>,
+    outcomes: Sender<PassOutcome>,
+) {
+    for req in asks {
+        if let Some(outcome) = checker.pass(req) {
+            if outcomes.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The engine's two ends of its link to the read-back's thread.
+pub struct Link {
+    pub passes: Sender<PassRequest>,
+    pub outcomes: Receiver<PassOutcome>,
+}
+
+/// One pass over `reader` and `kernel`. The kernel is read before the store: an element the
+/// engine adds in between is then wanted but unseen (set again, harmlessly), never seen but
+/// unwanted.
+pub fn pass(
+    reader: &dyn LiveRead,
+    kernel: &mut dyn Readback,
+    clock: &Mutex<Clock>,
+    req: PassRequest,
+) -> Option<PassOutcome> {
+    kernel.reconfigure(&req.config);
+    let started = Instant::now();
+    let now = req.now;
+    match req.kind {
+        PassKind::Check(mut status, reply) => {
+            let found = desired(reader, kernel.layout(), clock, now)
+                .map_err(|e| e.to_string())
+                .and_then(|d| kernel.compare(d.elements(), now.wall).map_err(|e| e.to_string()));
+            match found {
+                Ok(c) => {
+                    status.table_present = c.present;
+                    status.in_sync = c.verdict == TableState::InSync;
+                    status.elements = c.elements;
+                    status.sync_detail = match &c.verdict {
+                        TableState::InSync => String::new(),
+                        TableState::Fix(changes) => format!(
+                            "{} element(s) to set, {} to remove",
+                            changes.set.len(),
+                            changes.remove.len()
+                        ),
+                        TableState::Rebuild(why) => why.clone(),
+                    };
+                }
+                Err(e) => {
+                    status.table_present = false;
+                    status.in_sync = false;
+                    status.sync_detail = e;
+                }
+            }
+            let _ = reply.send(Ok(*status));
+            None
+        }
+        PassKind::Repair => {
+            let result = repair(reader, kernel, clock, now);
+            if let Ok((_, elements)) = &result {
+                crate::observe::metrics::METRICS.reconciled(started.elapsed(), *elements);
+            }
+            Some(PassOutcome {
+                result: result.map(|(c, _)| c),
+            })
+        }
+    }
+}
+
+/// Compares, and rebuilds when the table is missing or not ours. Returns what it found and how
+/// many elements the table held.
+fn repair(
+    reader: &dyn LiveRead,
+    kernel: &mut dyn Readback,
+    clock: &Mutex<Clock>,
+    now: Now,
+) -> Result<(Checked, usize), String> {
+    let wanted = desired(reader, kernel.layout(), clock, now).map_err(|e| e.to_string())?;
+    let c = kernel
+        .compare(wanted.elements(), now.wall)
+        .map_err(|e| e.to_string())?;
+    Ok(match c.verdict {
+        TableState::InSync => (Checked::InSync, c.elements),
+        TableState::Fix(changes) => (Checked::Fix(changes), c.elements),
+        TableState::Rebuild(reason) => {
+            kernel
+                .rebuild(wanted.elements(), now.wall)
+                .map_err(|e| e.to_string())?;
+            (
+                Checked::Rebuilt {
+                    reason,
+                    elements: wanted.len(),
+                },
+                wanted.len(),
+            )
+        }
+    })
+}
+
+/// The whole table the store wants at `now`. The clock is shared with the engine and taken per
+/// row, so a grant on the engine's thread never waits for more than one row.
+pub fn desired(
+    reader: &dyn LiveRead,
+    layout: &Layout,
+    clock: &Mutex<Clock>,
+    now: Now,
+) -> Result<Desired, StoreError> {
+    let bans = reader.live_bans(now.wall)?;
+    let mut out = Desired::build(layout, [], &bans, &mut lock(clock), now);
+    reader.for_each_live(now.wall, &mut |ip, services, end| {
+        out.add_grant(layout, ip, services.split(','), end, &mut lock(clock), now)
+    })?;
+    Ok(out)
+}
