@@ -94,13 +94,14 @@ pub fn headline(out: &mut impl Write, s: &Status, ami: Option<&AmiStatus>, p: Pa
         None => p.tone(Tone::Bad, "never reconciled"),
     };
     writeln!(out, "table     {}: {sync}; {reconciled}", s.table)?;
+    // Said only when it is not the in-process path: a fallback is worth a line, the norm is not.
     if s.firewall_path.starts_with("nft (netlink") {
         writeln!(
             out,
             "elements  {}",
             p.tone(Tone::Bad, &format!("through {}", s.firewall_path))
         )?;
-    } else if !s.firewall_path.is_empty() {
+    } else if s.firewall_path.starts_with("nft") {
         writeln!(out, "elements  through {}", s.firewall_path)?;
     }
     if let Some(e) = &s.firewall_error {
