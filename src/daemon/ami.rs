@@ -309,26 +309,32 @@ impl AmiHandler {
             ttl: Some(Ttl(v.ttl)),
             reason,
         };
-        let banned = self.engine.ban(&actor(), ask).await;
-        let took = received.elapsed();
-        match banned {
-            Ok(Banned { firewall, .. }) => {
-                if let Some(e) = firewall.error {
-                    warn!("AMI: banned {ip} in the store; nft not updated yet: {e}");
+        // Each ban is awaited on its own task: events keep flowing while the engine takes a
+        // flood of offenders in batches (one transaction, one kernel batch for all queued).
+        let engine = self.engine.clone();
+        let view = self.view.clone();
+        tokio::spawn(async move {
+            let banned = engine.ban_when_room(&actor(), ask).await;
+            let took = received.elapsed();
+            match banned {
+                Ok(Banned { firewall, .. }) => {
+                    if let Some(e) = firewall.error {
+                        warn!("AMI: banned {ip} in the store; nft not updated yet: {e}");
+                    }
+                    info!(
+                        "AMI: banned {ip} for {} (offence {}), {:.1} ms after the event",
+                        crate::base::duration::human(v.ttl),
+                        v.offence,
+                        took.as_secs_f64() * 1000.0
+                    );
+                    view.with(|view| {
+                        view.bans += 1;
+                        view.last_ban_us = Some(took.as_micros() as u64);
+                    });
                 }
-                info!(
-                    "AMI: banned {ip} for {} (offence {}), {:.1} ms after the event",
-                    crate::base::duration::human(v.ttl),
-                    v.offence,
-                    took.as_secs_f64() * 1000.0
-                );
-                self.view.with(|view| {
-                    view.bans += 1;
-                    view.last_ban_us = Some(took.as_micros() as u64);
-                });
+                Err(refused) => warn!("AMI: could not ban {ip}: {refused}"),
             }
-            Err(refused) => warn!("AMI: could not ban {ip}: {refused}"),
-        }
+        });
         if self.offenders.tracked() > crate::rules::offenders::MAX_TRACKED / 2 {
             self.offenders.forget_stale(now_ms());
         }

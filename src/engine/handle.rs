@@ -18,6 +18,9 @@ pub struct EngineHandle {
     tx: SyncSender<Job>,
 }
 
+/// How long a listener's ban waits for room in a full queue.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The engine's end of the queue, handed to [`Engine::run`](super::Engine::run).
 pub struct Inbox(pub(crate) Receiver<Job>);
 
@@ -66,6 +69,31 @@ impl EngineHandle {
 
     pub async fn ban(&self, actor: &Actor, ask: BanAsk) -> Result<Banned, Refused> {
         self.ask(actor, |r| Command::Ban(ask, r)).await
+    }
+
+    /// [`ban`](Self::ban) for an offender seen by a listener: a full queue is waited on (up to
+    /// [`ROOM_WAIT`]) rather than refused, so a flood of offenders is banned, not dropped.
+    pub async fn ban_when_room(&self, actor: &Actor, ask: BanAsk) -> Result<Banned, Refused> {
+        let (reply, rx) = oneshot::channel();
+        let mut job = Job {
+            actor: actor.clone(),
+            command: Command::Ban(ask, reply),
+            arrived: std::time::Instant::now(),
+        };
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        loop {
+            match self.tx.try_send(job) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
+                    job = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Full(_)) => return Err(Refused::new("the daemon is busy; try again")),
+                Err(TrySendError::Disconnected(_)) => return Err(Refused::new("the daemon is stopping")),
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Refused::new("the daemon is stopping")))
     }
 
     pub async fn unban(&self, actor: &Actor, address: IpAddr) -> Result<Unbanned, Refused> {

@@ -215,8 +215,9 @@ impl<K: Eq + Hash + Clone> Table<K> {
         );
     }
 
-    fn clear(&mut self, k: &K) {
-        self.map.remove(k);
+    /// Forgets `k`; whether there was anything to forget.
+    fn clear(&mut self, k: &K) -> bool {
+        self.map.remove(k).is_some()
     }
 
     fn evict(&mut self, now: UnixMs) {
@@ -356,11 +357,11 @@ impl Limiter {
     }
 
     /// A right passcode clears that caller's count.
-    pub fn success(&mut self, caller: &Caller<'_>) {
-        self.numbers.clear(&caller.number.to_string());
-        if let Some(a) = caller.address {
-            self.addrs.clear(&a);
-        }
+    /// Forgets the caller's failures; whether it had any (else there is nothing to store).
+    pub fn success(&mut self, caller: &Caller<'_>) -> bool {
+        let number = self.numbers.clear(&caller.number.to_string());
+        let address = caller.address.is_some_and(|a| self.addrs.clear(&a));
+        number || address
     }
 
     pub fn tracked(&self) -> usize {
