@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod desired;
+pub mod netlink;
 pub mod readback;
 pub mod render;
 pub mod runner;

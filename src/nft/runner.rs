@@ -20,6 +20,9 @@ pub enum NftError {
     Rejected { message: String },
     #[error("cannot read nft's listing: {0}")]
     Listing(String),
+    /// The netlink path (`netlink.rs`): a refused batch or a socket fault, in words.
+    #[error("{message}")]
+    Kernel { message: String },
 }
 
 /// The `nft` program.
