@@ -235,7 +235,11 @@ fn nft_failure_is_reported_retried_and_loses_nothing() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let extra = format!("\n[firewall]\nnft = \"{}\"\n", wrapper.display());
+    // Element changes through nft too (not netlink), so every change meets the failing program.
+    let extra = format!(
+        "\n[firewall]\nnft = \"{}\"\nelements = \"nft\"\n",
+        wrapper.display()
+    );
     let d = Daemon::start(&ns, dir.path(), &test_config(dir.path(), &extra));
     d.ok(&["grant", "203.0.113.7", "--services", "sip"]);
 

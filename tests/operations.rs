@@ -234,7 +234,12 @@ fn the_engine_pings_the_watchdog_and_stops_when_it_is_stuck() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg = dir.path().join("passknock.toml");
-    let extra = format!("\n[firewall]\nnft = \"{}\"\n", wrapper.display());
+    // Element changes through nft too, so a grant meets the hanging program on the engine's own
+    // thread (the read-back runs on a thread of its own).
+    let extra = format!(
+        "\n[firewall]\nnft = \"{}\"\nelements = \"nft\"\n",
+        wrapper.display()
+    );
     std::fs::write(&cfg, test_config(dir.path(), &extra)).unwrap();
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -264,8 +269,16 @@ fn the_engine_pings_the_watchdog_and_stops_when_it_is_stuck() {
         );
     }
 
-    // nft hangs: the engine's next reconcile (every second) waits on it, and the pings stop.
+    // nft hangs: the engine's next change waits on it, and the pings stop.
     std::fs::write(&hang, "").unwrap();
+    let grant = Command::new(PASSKNOCK)
+        .arg("--socket")
+        .arg(dir.path().join("control.sock"))
+        .args(["grant", "203.0.113.7", "--services", "sip"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || hung.exists()),
         "the engine ran nft"
@@ -284,6 +297,10 @@ fn the_engine_pings_the_watchdog_and_stops_when_it_is_stuck() {
     assert!(
         back.iter().filter(|(_, m)| m == "WATCHDOG=1").count() >= 2,
         "pings resume: {back:?}"
+    );
+    assert!(
+        grant.wait_with_output().unwrap().status.success(),
+        "the grant went through"
     );
     stop(child);
 }

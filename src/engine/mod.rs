@@ -72,10 +72,15 @@ pub struct Engine<R: Records = Store, T: Table = Firewall> {
     touched: Option<BTreeSet<IpAddr>>,
     /// A repair is wanted as soon as the one running comes back.
     repair_again: bool,
+    /// When the running repair pass was asked for.
+    pass_started: Option<Instant>,
     /// Reloads answered when the next repair pass (the one started after them) comes back.
     reloads_next: Vec<Reply<Reloaded>>,
     reloads_running: Vec<Reply<Reloaded>>,
 }
+
+/// A repair pass running longer than this is stuck: the watchdog is no longer fed.
+const PASS_STUCK: Duration = Duration::from_secs(30);
 
 /// How often the run loop looks for a running repair pass's outcome.
 const OUTCOME_POLL: Duration = Duration::from_millis(5);
@@ -101,6 +106,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             checker: None,
             touched: None,
             repair_again: false,
+            pass_started: None,
             reloads_next: Vec::new(),
             reloads_running: Vec::new(),
         }
@@ -213,7 +219,12 @@ impl<R: Records, T: Table> Engine<R, T> {
             } else {
                 self.until_next_wake(now)
             };
-            if let Some(beat) = &mut self.heartbeat {
+            // A read-back stuck for long (a hung nft) silences the watchdog as a stuck engine
+            // does: the service manager restarts the daemon.
+            let stuck = self
+                .pass_started
+                .is_some_and(|t| now.mono.saturating_duration_since(t) > PASS_STUCK);
+            if let (Some(beat), false) = (&mut self.heartbeat, stuck) {
                 wait = wait.min(beat(now.mono));
             }
             // While a repair pass runs, look for its outcome often; nobody waits on it.

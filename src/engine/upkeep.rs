@@ -148,6 +148,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         }
         lock(&self.clock).forget_ended(now);
         self.touched = Some(BTreeSet::new());
+        self.pass_started = Some(now.mono);
         self.repair_again = false;
         self.reloads_running.append(&mut self.reloads_next);
         // No second repair is due while this one runs; its outcome sets the next.
@@ -178,6 +179,7 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// growing delay.
     pub(super) fn checked(&mut self, outcome: PassOutcome, now: Now) -> Result<Reconciled, String> {
         let touched = self.touched.take().unwrap_or_default();
+        self.pass_started = None;
         let interval = self.config.daemon.reconcile_interval.0;
         let result = match outcome.result {
             Ok(Checked::InSync) => Ok(Reconciled::InSync),

@@ -13,10 +13,14 @@ pub use readback::{Observed, TableState};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
 
+use tracing::warn;
+
+use crate::base::addr::Family;
 use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
 use crate::config::{Config, ElementPath};
 use crate::model::{Ban, Grant};
+use netlink::Netlink;
 
 /// The elements the store wants: every live grant's services, every live ban (see [`Desired`]).
 pub fn desired<'a>(
@@ -61,67 +65,161 @@ impl std::fmt::Display for Reconciled {
 
 /// The daemon's table: its layout, the `nft` program that creates it, and the path element
 /// changes take to the kernel. The engine's thread holds one for its changes, the read-back's
-/// thread another for its listings and rebuilds.
+/// thread another for its listings and rebuilds; each has its own netlink socket.
 pub struct Firewall {
     nft: Nft,
     layout: Layout,
     path: ElementPath,
+    netlink: Option<Netlink>,
+    /// Why element changes go through `nft` although netlink is configured.
+    fallback: Option<String>,
 }
 
 impl Firewall {
     pub fn from_config(config: &Config) -> Firewall {
-        Firewall {
+        let mut f = Firewall {
             nft: Nft::new(&config.firewall.nft),
             layout: Layout::from_config(config),
             path: config.firewall.elements,
+            netlink: None,
+            fallback: None,
+        };
+        f.open_netlink();
+        f
+    }
+
+    fn open_netlink(&mut self) {
+        self.netlink = None;
+        self.fallback = None;
+        if self.path == ElementPath::Netlink {
+            match Netlink::open() {
+                Ok(n) => self.netlink = Some(n),
+                Err(e) => self.fall_back(e),
+            }
         }
+    }
+
+    /// Netlink refused where `nft` did not: every change goes through `nft` from now on (until a
+    /// reload tries netlink again), and `status` and `doctor` say why.
+    fn fall_back(&mut self, why: NftError) {
+        warn!("element changes go through nft from now on: the netlink path refused: {why}");
+        self.netlink = None;
+        self.fallback = Some(why.to_string());
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    /// A reloaded config's layout, program and path; the next reconcile rebuilds to match.
+    /// A reloaded config's layout, program and path; the next reconcile rebuilds to match. A
+    /// reload also tries netlink again after a fallback.
     pub fn reconfigure(&mut self, config: &Config) {
         self.layout = Layout::from_config(config);
         self.nft = Nft::new(&config.firewall.nft);
-        self.path = config.firewall.elements;
+        let path = config.firewall.elements;
+        if path != self.path || self.fallback.is_some() {
+            self.path = path;
+            self.open_netlink();
+        }
     }
 
     /// How element changes reach the kernel, in words.
     pub fn path(&self) -> String {
-        match self.path {
-            ElementPath::Nft => "nft (firewall.elements = \"nft\")".into(),
-            ElementPath::Netlink => "nft".into(),
+        match (self.path, &self.fallback) {
+            (ElementPath::Nft, _) => "nft (firewall.elements = \"nft\")".into(),
+            (ElementPath::Netlink, Some(why)) => format!("nft (netlink refused: {why})"),
+            (ElementPath::Netlink, None) => "netlink".into(),
         }
     }
 
-    /// Builds the whole table with these elements, atomically.
-    pub fn rebuild(&self, elements: &Elements, now: UnixMs) -> Result<(), NftError> {
+    /// Builds the whole table with these elements. Over netlink: the table with empty timeout
+    /// sets in one `nft` run, then every element in one netlink batch (a JSON batch of 100,000
+    /// elements costs `nft` seconds to parse); over `nft`, all of it in one run.
+    pub fn rebuild(&mut self, elements: &Elements, now: UnixMs) -> Result<(), NftError> {
+        if let Some(nl) = &mut self.netlink {
+            let json = self.layout.render_table_json(&Elements::new(), now)?;
+            timed(|| self.nft.apply_json(&json))?;
+            match timed(|| nl.fill(&self.layout.table, elements, now)) {
+                Ok(()) => return Ok(()),
+                Err(e) => self.fall_back(e),
+            }
+        }
         let json = self.layout.render_table_json(elements, now)?;
         timed(|| self.nft.apply_json(&json))
     }
 
-    /// Applies element changes as one batch.
-    pub fn change(&self, changes: &Changes, now: UnixMs) -> Result<(), NftError> {
+    /// Applies element changes as one atomic batch. If netlink refuses a change that `nft` then
+    /// takes, the netlink path is what failed: it falls back. If `nft` refuses it too, the error
+    /// is `nft`'s, in its words.
+    pub fn change(&mut self, changes: &Changes, now: UnixMs) -> Result<(), NftError> {
         if changes.is_empty() {
             return Ok(());
         }
+        if let Some(nl) = &mut self.netlink {
+            match timed(|| nl.apply(&self.layout.table, changes, now)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.spawn_change(changes, now)?;
+                    self.fall_back(e);
+                    return Ok(());
+                }
+            }
+        }
+        self.spawn_change(changes, now)
+    }
+
+    fn spawn_change(&self, changes: &Changes, now: UnixMs) -> Result<(), NftError> {
         let batch = render::render_changes(&self.layout, changes, now);
         timed(|| self.nft.apply(&batch))
     }
 
-    /// Reads the table back; `None` when it is gone.
-    pub fn observe(&self) -> Result<Option<Observed>, NftError> {
-        match self.nft.list_table(&self.layout.table)? {
-            None => Ok(None),
-            Some(json) => Observed::parse(&json).map(Some).map_err(NftError::Listing),
+    /// Reads the table back; `None` when it is gone. Over netlink: the structure and the trusted
+    /// sets from `nft` (small), the timeout sets' elements by netlink dumps.
+    pub fn observe(&mut self) -> Result<Option<Observed>, NftError> {
+        let table = self.layout.table.clone();
+        let Some(nl) = &mut self.netlink else {
+            return match self.nft.list_table(&table)? {
+                None => Ok(None),
+                Some(json) => Observed::parse(&json).map(Some).map_err(NftError::Listing),
+            };
+        };
+        let Some(json) = self.nft.list_table_terse(&table)? else {
+            return Ok(None);
+        };
+        let mut obs = Observed::parse(&json).map_err(NftError::Listing)?;
+        for f in [Family::V4, Family::V6] {
+            let name = render::trusted_set(f);
+            if !obs.sets.contains_key(&name) {
+                continue;
+            }
+            if let Some(json) = self.nft.list_set(&table, &name)? {
+                let listed = Observed::parse(&json).map_err(NftError::Listing)?;
+                if let Some(set) = listed.sets.into_values().next() {
+                    obs.sets.insert(name, set);
+                }
+            }
         }
+        for (name, _) in self.layout.dynamic_sets() {
+            let Some(set) = obs.sets.get_mut(&name) else {
+                continue;
+            };
+            match nl.list_set(&table, &name)? {
+                Some(listing) => {
+                    set.elems = listing
+                        .into_iter()
+                        .map(|(ip, left)| (ip, left.map(|ms| (ms / 1000) as i64)))
+                        .collect();
+                }
+                // Gone between the two looks: the compare finds it missing and rebuilds.
+                None => drop(obs.sets.remove(&name)),
+            }
+        }
+        Ok(Some(obs))
     }
 
     /// Compares the table with `desired` without changing anything.
     pub fn compare(
-        &self,
+        &mut self,
         desired: &Elements,
         now: UnixMs,
     ) -> Result<(Option<Observed>, TableState), NftError> {
@@ -130,6 +228,9 @@ impl Firewall {
         Ok((obs, v))
     }
 }
+
+#[cfg(test)]
+mod firewall_tests;
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,25 @@ impl Nft {
         }
     }
 
+    /// `nft -t -j list table inet NAME`: the table's structure, every set's contents left out;
+    /// `None` when the table does not exist.
+    pub fn list_table_terse(&self, table: &str) -> Result<Option<Vec<u8>>, NftError> {
+        match self.run(&["-t", "-j", "list", "table", "inet", table], None) {
+            Ok(out) => Ok(Some(out)),
+            Err(NftError::Rejected { message }) if message.contains("No such file or directory") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `nft -j list set inet TABLE SET`, or `None` when it does not exist.
+    pub fn list_set(&self, table: &str, set: &str) -> Result<Option<Vec<u8>>, NftError> {
+        match self.run(&["-j", "list", "set", "inet", table, set], None) {
+            Ok(out) => Ok(Some(out)),
+            Err(NftError::Rejected { message }) if message.contains("No such file or directory") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the table (used by tests and the bench to start clean; the daemon never does).
     pub fn delete_table(&self, table: &str) -> Result<(), NftError> {
         match self.run(&["delete", "table", "inet", table], None) {

@@ -324,11 +324,6 @@ impl Metrics {
                 g(&self.ami_calls),
             ),
             (
-                "passknock_reconcile_last_microseconds",
-                "How long the last read-back and compare of the whole table took.",
-                g(&self.reconcile_micros),
-            ),
-            (
                 "passknock_reconcile_last_elements",
                 "Elements the last read-back found in the table.",
                 g(&self.reconcile_elements),
@@ -336,6 +331,11 @@ impl Metrics {
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let _ = writeln!(
+            o,
+            "# HELP passknock_reconcile_last_seconds How long the last read-back and compare of the whole table took.\n# TYPE passknock_reconcile_last_seconds gauge\npassknock_reconcile_last_seconds {}",
+            g(&self.reconcile_micros) as f64 / 1e6
+        );
         let _ = writeln!(
             o,
             "# HELP passknock_ami_connected 1 while logged in to Asterisk's manager interface.\n# TYPE passknock_ami_connected gauge\npassknock_ami_connected {}",
