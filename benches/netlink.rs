@@ -5,6 +5,8 @@
 //! 2. One batch of 10,000 elements each way.
 //! 3. Read-back and compare of 200,000 elements: `nft -j list table` + `Observed::parse` +
 //!    `readback::compare`, against `Netlink::list_set` over each set + a merge compare.
+//! 4. 100,000 elements into a fresh set: `fill`, `apply`, and `nft -j -f` of the table with them.
+//! 5. `list_set` of one set of 25,000 to 200,000 elements (the kernel's dump grows with n²).
 //!
 //! Figures only; nothing here asserts a time.
 
@@ -247,6 +249,22 @@ fn run() {
         "4. {n} IPv6 elements into a fresh set: netlink fill {fill:.0} ms, netlink apply {apply:.0} ms, \
          nft -j -f (table with elements) {spawn:.0} ms"
     );
+
+    // 5. How one set's listing grows with its size: the kernel walks the set's hash table afresh
+    //    for each 32 KiB piece of the dump, skipping what it sent, so the cost grows with n².
+    let mut line = Vec::new();
+    for n in [25_000u32, 50_000, 100_000, 200_000] {
+        rebuild();
+        let now = now_ms();
+        let elements: Elements = (0..n).map(|i| (key("ban_v4", v4(i)), now + HOUR)).collect();
+        nl.fill(TABLE, &elements, now).unwrap();
+        nl.list_set(TABLE, "ban_v4").unwrap();
+        let t = Instant::now();
+        let got = nl.list_set(TABLE, "ban_v4").unwrap().unwrap();
+        assert_eq!(got.len(), n as usize);
+        line.push(format!("{n}: {:.0} ms", ms(t.elapsed())));
+    }
+    println!("5. list_set of one set by size: {}", line.join(", "));
 }
 
 /// How many elements of `set` differ between the store's wish and the kernel's listing (sorted by

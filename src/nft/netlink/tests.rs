@@ -266,3 +266,21 @@ fn a_hundred_thousand_elements_in_one_batch_then_a_flush() {
         assert!(got4.values().all(|left| close(*left, HOUR)));
     });
 }
+
+/// Without CAP_NET_ADMIN the socket cannot be set up, and the error says what is missing (the
+/// daemon falls back to spawning nft). Run on a thread that drops root by the raw syscall,
+/// which changes only that thread's credentials.
+#[test]
+fn without_cap_net_admin_open_says_why() {
+    in_netns(|| {
+        // SAFETY: setresuid on this thread only (the raw syscall, not libc's process-wide one).
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresuid: {}", io::Error::last_os_error());
+        let err = Netlink::open().err().expect("open refused").to_string();
+        assert!(
+            err.contains("Operation not permitted") && err.contains("needs CAP_NET_ADMIN"),
+            "{err}"
+        );
+        eprintln!("{err}");
+    });
+}
