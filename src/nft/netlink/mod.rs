@@ -16,7 +16,7 @@ use std::time::Duration;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use self::codec::{Op, Writer};
-use super::changes::Changes;
+use super::changes::{timeout_secs, Changes};
 use super::render::Elements;
 use super::runner::NftError;
 use crate::base::clock::UnixMs;
@@ -76,10 +76,14 @@ fn kernel(message: String) -> NftError {
     NftError::Kernel { message }
 }
 
-/// The kernel timeout for an element ending at `end`, in milliseconds: at least 1 ms, and never
-/// more than the spawn path's cap (u32::MAX seconds).
+/// The kernel timeout for an element ending at `end`, in milliseconds: the spawn path's whole
+/// seconds, rounded up ([`timeout_secs`]), though the kernel would take any millisecond. So the
+/// kernel holds the same timeouts whichever path wrote them, `nft list` shows them alike, and
+/// the read-back's compare (`readback::compare`: remaining seconds rounded up against nft's
+/// expiry rounded down, 2 s of drift allowed) keeps the up-to-a-second margin it was built on;
+/// with exact milliseconds a 200,000-element listing that takes a second drifts past it.
 pub fn timeout_ms(end: UnixMs, now: UnixMs) -> u64 {
-    (end - now).clamp(1, u32::MAX as i64 * 1000) as u64
+    u64::from(timeout_secs(end, now)) * 1000
 }
 
 /// Sets a socket buffer with the FORCE option (past the sysctl ceiling; needs CAP_NET_ADMIN) and
@@ -190,8 +194,7 @@ impl Netlink {
     /// each element to remove is added with a short timeout, then deleted. It cannot fail on an
     /// element being there or not, and no packet sees the gap.
     ///
-    /// Timeouts are exact milliseconds ([`timeout_ms`]), not rounded to seconds as nft's JSON
-    /// must: the kernel counts in jiffies, and a read-back sees the true time left either way.
+    /// Timeouts are whole seconds rounded up, as on the spawn path ([`timeout_ms`]).
     pub fn apply(&mut self, table: &str, changes: &Changes, now: UnixMs) -> Result<(), NftError> {
         if changes.is_empty() {
             return Ok(());
