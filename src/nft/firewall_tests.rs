@@ -45,6 +45,7 @@ fn firewall(path: ElementPath, netlink: Option<Netlink>) -> Firewall {
         ),
         path,
         netlink,
+        netlink_aux: None,
         fallback: None,
     }
 }

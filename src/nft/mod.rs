@@ -20,7 +20,7 @@ use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
 use crate::config::{Config, ElementPath};
 use crate::model::{Ban, Grant};
-use netlink::Netlink;
+use netlink::{Netlink, SetListing};
 
 /// The elements the store wants: every live grant's services, every live ban (see [`Desired`]).
 pub fn desired<'a>(
@@ -71,6 +71,8 @@ pub struct Firewall {
     layout: Layout,
     path: ElementPath,
     netlink: Option<Netlink>,
+    /// A second socket, so the read-back lists two sets at once.
+    netlink_aux: Option<Netlink>,
     /// Why element changes go through `nft` although netlink is configured.
     fallback: Option<String>,
 }
@@ -82,6 +84,7 @@ impl Firewall {
             layout: Layout::from_config(config),
             path: config.firewall.elements,
             netlink: None,
+            netlink_aux: None,
             fallback: None,
         };
         f.open_netlink();
@@ -90,6 +93,7 @@ impl Firewall {
 
     fn open_netlink(&mut self) {
         self.netlink = None;
+        self.netlink_aux = None;
         self.fallback = None;
         if self.path == ElementPath::Netlink {
             match Netlink::open() {
@@ -174,8 +178,10 @@ impl Firewall {
     }
 
     /// Reads the table back; `None` when it is gone. Over netlink: the structure and the trusted
-    /// sets from `nft` (small), the timeout sets' elements by netlink dumps.
-    pub fn observe(&mut self) -> Result<Option<Observed>, NftError> {
+    /// sets from `nft` (small), the timeout sets' elements by netlink dumps. The time each element
+    /// has left is told as of `now`: a listing of 100,000 elements takes the kernel a while, and
+    /// each set is judged by when it was listed.
+    pub fn observe(&mut self, now: UnixMs) -> Result<Option<Observed>, NftError> {
         let table = self.layout.table.clone();
         let Some(nl) = &mut self.netlink else {
             return match self.nft.list_table(&table)? {
@@ -199,16 +205,48 @@ impl Firewall {
                 }
             }
         }
-        for (name, _) in self.layout.dynamic_sets() {
-            let Some(set) = obs.sets.get_mut(&name) else {
-                continue;
-            };
-            match nl.list_set(&table, &name)? {
+        // The kernel lists a set in pieces, walking it from the start for each: the time grows
+        // with the square of its size. Two sockets list the sets two at a time, one per core.
+        let names: Vec<String> = self
+            .layout
+            .dynamic_sets()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| obs.sets.contains_key(n))
+            .collect();
+        if self.netlink_aux.is_none() {
+            self.netlink_aux = Netlink::open().ok();
+        }
+        let (mine, theirs): (Vec<_>, Vec<_>) = names.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let list = |nl: &mut Netlink,
+                    sets: Vec<(usize, &String)>|
+         -> Result<Vec<(String, Option<SetListing>, u64)>, NftError> {
+            let mut out = Vec::new();
+            for (_, name) in sets {
+                let listing = nl.list_set(&table, name)?;
+                let lag = (crate::base::clock::now_ms() - now).max(0) as u64;
+                out.push((name.clone(), listing, lag));
+            }
+            Ok(out)
+        };
+        let listed = match &mut self.netlink_aux {
+            Some(aux) => std::thread::scope(|s| {
+                let other = s.spawn(|| list(aux, theirs));
+                let first = list(nl, mine);
+                let second = other.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                Ok::<_, NftError>([first?, second?].concat())
+            })?,
+            None => list(nl, mine.into_iter().chain(theirs).collect())?,
+        };
+        for (name, listing, lag) in listed {
+            match listing {
                 Some(listing) => {
-                    set.elems = listing
-                        .into_iter()
-                        .map(|(ip, left)| (ip, left.map(|ms| (ms / 1000) as i64)))
-                        .collect();
+                    if let Some(set) = obs.sets.get_mut(&name) {
+                        set.elems = listing
+                            .into_iter()
+                            .map(|(ip, left)| (ip, left.map(|ms| ((ms + lag) / 1000) as i64)))
+                            .collect();
+                    }
                 }
                 // Gone between the two looks: the compare finds it missing and rebuilds.
                 None => drop(obs.sets.remove(&name)),
@@ -223,7 +261,7 @@ impl Firewall {
         desired: &Elements,
         now: UnixMs,
     ) -> Result<(Option<Observed>, TableState), NftError> {
-        let obs = self.observe()?;
+        let obs = self.observe(now)?;
         let v = readback::compare(&self.layout, desired, obs.as_ref(), now);
         Ok((obs, v))
     }
