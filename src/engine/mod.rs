@@ -74,6 +74,9 @@ pub struct Engine<R: Records = Store, T: Table = Firewall> {
     repair_again: bool,
     /// When the running repair pass was asked for.
     pass_started: Option<Instant>,
+    /// The live-count gauges are behind the store, and when they may be counted again.
+    counts_stale: bool,
+    counts_due: Instant,
     /// Reloads answered when the next repair pass (the one started after them) comes back.
     reloads_next: Vec<Reply<Reloaded>>,
     reloads_running: Vec<Reply<Reloaded>>,
@@ -81,6 +84,9 @@ pub struct Engine<R: Records = Store, T: Table = Firewall> {
 
 /// A repair pass running longer than this is stuck: the watchdog is no longer fed.
 const PASS_STUCK: Duration = Duration::from_secs(30);
+
+/// The live-count gauges are counted at most this often while the queue stays busy.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the run loop looks for a running repair pass's outcome.
 const OUTCOME_POLL: Duration = Duration::from_millis(5);
@@ -107,6 +113,8 @@ impl<R: Records, T: Table> Engine<R, T> {
             touched: None,
             repair_again: false,
             pass_started: None,
+            counts_stale: false,
+            counts_due: now.mono,
             reloads_next: Vec::new(),
             reloads_running: Vec::new(),
         }
@@ -213,6 +221,13 @@ impl<R: Records, T: Table> Engine<R, T> {
             }
             self.take_outcomes(now);
             self.wake(now);
+            // Counting every row costs a scan: done when the queue is drained, or once a second
+            // under a flood, never between a request and its answer.
+            if self.counts_stale && (!handled || now.mono >= self.counts_due) {
+                self.publish_counts();
+                self.counts_stale = false;
+                self.counts_due = now.mono + COUNTS_EVERY;
+            }
             // After a batch, look again at once: the next wake is reckoned from a fresh reading.
             let mut wait = if handled {
                 Duration::ZERO
@@ -352,7 +367,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             self.grant_batch(grants, now);
         }
         observe_arrivals(&mut arrivals);
-        self.publish_counts();
+        self.counts_stale = true;
     }
 
     /// Takes a config the daemon loaded and checked: services, trusted networks, TTL caps and

@@ -125,7 +125,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         if grants.is_empty() && bans.is_empty() {
             return;
         }
-        self.publish_counts();
+        self.counts_stale = true;
         let addrs: BTreeSet<IpAddr> = grants.iter().map(|g| g.address).collect();
         let mut applied = self.refresh_addresses(&addrs, &grants, now);
         if !bans.is_empty() {
