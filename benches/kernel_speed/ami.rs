@@ -212,8 +212,8 @@ pub fn flood(ns: &Netns, d: &mut Daemon, peer: &AmiPeer, cap: Duration, f: &mut 
     let (last_write, all_sent) = writer.join().unwrap();
     if all_sent {
         println!(
-            "the peer's last write returned {:.0} ms after the last crossing was due (more than a \
-             few ms: the daemon was not reading)",
+            "the peer's last write returned {:.0} ms after the last crossing was due (a lag here \
+             would mean the daemon had stopped reading)",
             ms(last_write.saturating_duration_since(last_crossing))
         );
     } else {
