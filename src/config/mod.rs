@@ -8,6 +8,7 @@ mod disa;
 mod firewall;
 mod grants;
 mod knock;
+mod standing;
 
 pub use ami::{AmiConfig, AmiLogin};
 pub use attempts::{SipAttemptsConfig, SipCapture};
@@ -16,6 +17,7 @@ pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
+pub use standing::StandingConfig;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,8 @@ pub struct Config {
     pub sip_attempts: SipAttemptsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub standing: StandingConfig,
 }
 
 impl Config {

@@ -6,11 +6,13 @@ pub mod desired;
 pub mod readback;
 pub mod render;
 pub mod runner;
+pub mod standing;
 
 pub use desired::{ban_key, lift_bans, Desired};
 pub use readback::{Observed, TableState};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
+pub use standing::{standing_nets, StandingNets};
 
 use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
@@ -82,7 +84,10 @@ impl Firewall {
 
     /// A reloaded config's layout, program and path; the next reconcile rebuilds to match.
     pub fn reconfigure(&mut self, config: &Config) {
+        // The standing entries are the store's: a new config keeps them.
+        let standing = std::mem::take(&mut self.layout.standing);
         self.layout = Layout::from_config(config);
+        self.layout.standing = standing;
         self.nft = Nft::new(&config.firewall.nft);
         self.path = config.firewall.elements;
     }
@@ -107,6 +112,18 @@ impl Firewall {
             return Ok(());
         }
         let batch = render::render_changes(&self.layout, changes, now);
+        timed(|| self.nft.apply(&batch))
+    }
+
+    /// Takes the standing entries' networks as the layout's, for the next rebuild or read-back.
+    pub fn take_standing(&mut self, nets: StandingNets) {
+        self.layout.standing = nets;
+    }
+
+    /// Puts the standing entries' networks in the table now, as one batch.
+    pub fn put_standing(&mut self, nets: StandingNets) -> Result<(), NftError> {
+        self.layout.standing = nets;
+        let batch = self.layout.render_standing();
         timed(|| self.nft.apply(&batch))
     }
 
@@ -187,6 +204,9 @@ mod tests {
         let mut obs = Observed::default();
         for f in [Family::V4, Family::V6] {
             obs.sets.insert(trusted_set(f), ObservedSet::default());
+        }
+        for (name, _) in layout.standing_sets() {
+            obs.sets.insert(name, ObservedSet::default());
         }
         for (name, f) in layout.dynamic_sets() {
             let set = ObservedSet {
