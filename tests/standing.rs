@@ -187,3 +187,52 @@ fn a_standing_name_follows_its_address_survives_failures_and_closes_on_remove() 
     let e = d.refused(&["allow", "remove", "office"]);
     assert!(e.contains("no standing entry"), "{e}");
 }
+
+#[test]
+fn a_providers_list_is_trusted_names_and_all_and_a_bad_line_is_refused_by_file_and_line() {
+    let topo = Topology::new(3);
+    let hosts = Hosts::new(&topo.pbx);
+    hosts.write("203.0.113.20 trunk.example.test");
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("providers.d");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::write(
+        lists.join("trunk.list"),
+        "# our trunk: its signalling network and its name\n203.0.113.10/32\ntrunk.example.test # moves\n",
+    )
+    .unwrap();
+    // Not a list: the pattern takes `*.list` only.
+    std::fs::write(lists.join("README"), "not read\n").unwrap();
+    let text = config(dir.path()).replace(
+        "[standing]",
+        &format!(
+            "[firewall]\ntrusted = [\"127.0.0.0/8\", \"::1/128\"]\ntrusted-files = [\"{}/*.list\"]\n\n[standing]",
+            lists.display()
+        ),
+    );
+    let d = Daemon::start(&topo.pbx, dir.path(), &text);
+    assert!(d.log_text().contains("trusted list trunk"), "{}", d.log_text());
+    let sip = SocketAddr::new(topo.pbx_addr(false), 5060);
+    let iax = SocketAddr::new(topo.pbx_addr(false), 4569);
+    let sink = UdpSink::bind(&topo.pbx, sip);
+    let iax_sink = UdpSink::bind(&topo.pbx, iax);
+    let (r1, r2, r3) = (topo.road(1), topo.road(2), topo.road(3));
+    let (a1, a2, a3) = (IpAddr::V4(r1.v4), IpAddr::V4(r2.v4), IpAddr::V4(r3.v4));
+    assert!(udp_reaches(&r1.ns, a1, sip, &sink, WAIT), "the list's network");
+    assert!(
+        udp_reaches(&r1.ns, a1, iax, &iax_sink, WAIT),
+        "trusted: every service"
+    );
+    assert!(
+        eventually(FOLLOW, || udp_reaches(&r2.ns, a2, iax, &iax_sink, WAIT)),
+        "the list's name, resolved"
+    );
+    assert!(!udp_reaches(&r3.ns, a3, sip, &sink, WAIT), "nobody else");
+    drop(d);
+
+    // A garbage line: the daemon refuses to start, naming the file and the line.
+    std::fs::write(lists.join("bad.list"), "198.51.100.0/24\nsip trunk please\n").unwrap();
+    let out = support::daemon::start_refused(&topo.pbx, &dir.path().join("passknock.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.list:2"), "{err}");
+}

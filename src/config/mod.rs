@@ -9,6 +9,7 @@ mod firewall;
 mod grants;
 mod knock;
 mod standing;
+mod trusted;
 
 pub use ami::{AmiConfig, AmiLogin};
 pub use attempts::{SipAttemptsConfig, SipCapture};
@@ -18,6 +19,7 @@ pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
 pub use standing::StandingConfig;
+pub use trusted::TrustedList;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +87,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.firewall.load_trusted_files()?;
+        Ok(config)
     }
 
     /// The example config compiled into the binary.

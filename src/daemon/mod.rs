@@ -94,6 +94,15 @@ pub async fn run(
     let (ami_secret, disa_key) = ready.into_parts();
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
+    for l in &config.firewall.trusted_lists {
+        info!(
+            "trusted list {} ({}): {} network(s), {} DNS name(s)",
+            l.name,
+            l.path.display(),
+            l.nets.len(),
+            l.names.len()
+        );
+    }
     // Before anything can make an audit event: from here on each one is also a history row.
     let history = Arc::new(History::start(
         &config.daemon.store,

@@ -1,4 +1,5 @@
-//! The resolver: off the engine's thread, resolves every DNS name the standing entries hold (A and
+//! The resolver: off the engine's thread, resolves every DNS name the standing entries and
+//! `firewall.trusted` hold (A and
 //! AAAA, through the system resolver) each `standing.resolve-every`, and at once when an entry is
 //! added, and hands the engine the answers. The system resolver gives no TTLs, so the period is
 //! how fast a moved name is followed. A lookup that hangs is given up after a while and counts as
@@ -33,11 +34,7 @@ pub fn spawn(
         let actor = Actor::new("resolver", Source::Admin);
         loop {
             let names = match engine.standing_list(&actor).await {
-                Ok(l) => l
-                    .entries
-                    .iter()
-                    .flat_map(|e| e.targets.iter().filter_map(|t| t.name()).map(str::to_string))
-                    .collect::<BTreeSet<String>>(),
+                Ok(l) => l.followed.into_iter().collect::<BTreeSet<String>>(),
                 Err(e) => {
                     debug!("resolver: no standing entries to read: {e}");
                     BTreeSet::new()

@@ -250,6 +250,8 @@ pub struct StandingListing {
     pub now: UnixMs,
     pub entries: Vec<StandingEntry>,
     pub names: Vec<NameState>,
+    /// Every DNS name to resolve: the entries' and `firewall.trusted`'s.
+    pub followed: Vec<String>,
 }
 
 /// One name's answer from the resolver: its addresses, or why it did not resolve.

@@ -128,6 +128,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             now: now.wall,
             entries,
             names,
+            followed: self.followed_names(),
         })
     }
 
@@ -159,9 +160,9 @@ impl<R: Records, T: Table> Engine<R, T> {
         Ok(StandingChanged { entry, firewall })
     }
 
-    /// Every DNS name a standing entry holds.
+    /// Every DNS name a standing entry or `firewall.trusted` holds.
     fn followed_names(&self) -> Vec<String> {
-        let mut out = BTreeSet::new();
+        let mut out: BTreeSet<String> = self.config.firewall.trusted_names.iter().cloned().collect();
         if let Ok((entries, _)) = self.store.standing() {
             for e in &entries {
                 out.extend(e.targets.iter().filter_map(|t| t.name()).map(str::to_string));

@@ -44,6 +44,9 @@ pub struct Layout {
     /// The standing entries' networks, by set (`standing.rs`): the store's, not the config's, so
     /// not in the fingerprint; a read-back compares them as it does the trusted networks.
     pub standing: StandingNets,
+    /// `firewall.trusted`'s DNS names: their addresses fill `trusted_names_v4/_v6`, accepted
+    /// like the trusted networks.
+    pub trusted_names: Vec<String>,
 }
 
 /// A set element: which set, which address.
@@ -81,6 +84,13 @@ impl Layout {
         )
         .with_knock(config.knock.ports(), config.knock.nflog_group)
         .with_sip_capture(config.sip_capture())
+        .with_trusted_names(&config.firewall.trusted_names)
+    }
+
+    /// The same layout, following `names` into the trusted-names sets.
+    pub fn with_trusted_names(mut self, names: &[String]) -> Layout {
+        self.trusted_names = names.to_vec();
+        self
     }
 
     /// The same layout, logging dropped SIP requests as `capture` says (or not, for `None`).
@@ -119,6 +129,7 @@ impl Layout {
             knock_group: defaults::KNOCK_NFLOG_GROUP,
             sip_capture: None,
             standing: StandingNets::new(),
+            trusted_names: Vec::new(),
         }
     }
 
@@ -387,6 +398,12 @@ impl Layout {
         ]);
         for f in [Family::V4, Family::V6] {
             rules.push(vec![saddr_in(f, &trusted_set(f)), Statement::Accept(None)]);
+        }
+        for f in [Family::V4, Family::V6] {
+            rules.push(vec![
+                saddr_in(f, &super::standing::trusted_names_set(f)),
+                Statement::Accept(None),
+            ]);
         }
         rules.extend(self.standing_rules());
         for f in [Family::V4, Family::V6] {

@@ -18,6 +18,11 @@ use crate::model::{NameState, StandingEntry, Target};
 /// empty ones too, so a change empties what no entry wants any more.
 pub type StandingNets = BTreeMap<String, Vec<Net>>;
 
+/// Where `firewall.trusted`'s DNS names put their addresses: no service's set can be named so.
+pub fn trusted_names_set(family: Family) -> String {
+    format!("trusted_names_{}", family.suffix())
+}
+
 pub fn standing_set(service: &str, family: Family) -> String {
     format!("stand_{service}_{}", family.suffix())
 }
@@ -30,9 +35,14 @@ pub fn standing_nets(layout: &Layout, entries: &[StandingEntry], names: &[NameSt
         .map(|n| (n.name.as_str(), n.addresses.as_slice()))
         .collect();
     let mut out: StandingNets = BTreeMap::new();
-    for (svc, _) in &layout.services {
-        for f in [Family::V4, Family::V6] {
-            out.insert(standing_set(svc, f), Vec::new());
+    for (set, _) in layout.standing_sets() {
+        out.insert(set, Vec::new());
+    }
+    for name in &layout.trusted_names {
+        for a in by_name.get(name.as_str()).into_iter().flat_map(|a| a.iter()) {
+            if let Some(set) = out.get_mut(&trusted_names_set(Family::of(a))) {
+                set.push(host(*a));
+            }
         }
     }
     for e in entries {
@@ -94,9 +104,12 @@ pub(super) fn prefix_expr(n: &Net) -> Expression<'static> {
 }
 
 impl Layout {
-    /// Every standing set, with its family.
+    /// Every standing set (and the trusted names' two), with its family.
     pub fn standing_sets(&self) -> Vec<(String, Family)> {
-        let mut out = Vec::new();
+        let mut out = vec![
+            (trusted_names_set(Family::V4), Family::V4),
+            (trusted_names_set(Family::V6), Family::V6),
+        ];
         for (svc, _) in &self.services {
             for f in [Family::V4, Family::V6] {
                 out.push((standing_set(svc, f), f));
@@ -188,7 +201,8 @@ mod tests {
                 ("sip".into(), vec![p("udp/5060")]),
             ],
             &[],
-        );
+        )
+        .with_trusted_names(&["sip.example.net".into()]);
         let entry = StandingEntry {
             name: "office".into(),
             targets: vec![
@@ -202,13 +216,22 @@ mod tests {
             who: "uid 0".into(),
             created: 0,
         };
-        let names = [NameState {
-            name: "pbx.example.com".into(),
-            addresses: vec!["203.0.113.9".parse().unwrap()],
-            ..Default::default()
-        }];
+        let names = [
+            NameState {
+                name: "pbx.example.com".into(),
+                addresses: vec!["203.0.113.9".parse().unwrap()],
+                ..Default::default()
+            },
+            NameState {
+                name: "sip.example.net".into(),
+                addresses: vec!["2001:db8:9::1".parse().unwrap()],
+                ..Default::default()
+            },
+        ];
         let nets = standing_nets(&layout, &[entry], &names);
-        assert_eq!(nets.len(), 4);
+        assert_eq!(nets.len(), 6);
+        assert_eq!(nets["trusted_names_v6"][0].to_string(), "2001:db8:9::1/128");
+        assert!(nets["trusted_names_v4"].is_empty());
         let v4: Vec<String> = nets["stand_sip_v4"].iter().map(|n| n.to_string()).collect();
         assert_eq!(v4, ["198.51.100.0/24", "203.0.113.9/32"]);
         assert_eq!(nets["stand_sip_v6"].len(), 1);
