@@ -70,26 +70,13 @@ pub trait Records: LiveRead {
     fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError>;
     fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError>;
     fn remove_account(&mut self, name: &str) -> Result<bool, StoreError>;
-    /// Adds a standing entry; false when the name is taken. (The engine's unit-test store keeps
-    /// none: these default to saying so.)
-    fn add_standing(&mut self, _e: &StandingEntry) -> Result<bool, StoreError> {
-        Err(no_standing())
-    }
-    fn remove_standing(&mut self, _name: &str) -> Result<Option<StandingEntry>, StoreError> {
-        Err(no_standing())
-    }
+    /// Adds a standing entry; false when the name is taken.
+    fn add_standing(&mut self, e: &StandingEntry) -> Result<bool, StoreError>;
+    fn remove_standing(&mut self, name: &str) -> Result<Option<StandingEntry>, StoreError>;
     /// Writes one name's state.
-    fn put_name(&mut self, _n: &NameState) -> Result<(), StoreError> {
-        Err(no_standing())
-    }
+    fn put_name(&mut self, n: &NameState) -> Result<(), StoreError>;
     /// Forgets the state of the names not in `keep`.
-    fn forget_names(&mut self, _keep: &[String]) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-}
-
-fn no_standing() -> StoreError {
-    StoreError::BadRow("this store keeps no standing entries".into())
+    fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError>;
 }
 
 /// What a read-back of the table found, changing nothing.
