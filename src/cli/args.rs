@@ -115,7 +115,7 @@ pub enum Command {
     /// Re-read the daemon's config file (as SIGHUP does); a bad config is refused, nothing changes.
     Reload,
     /// Standing entries: addresses, networks or DNS names always let into some services, until
-    /// removed (`allow NAME ADDR|CIDR|FQDN… --services sip,iax`, `allow list`, `allow remove NAME`).
+    /// removed (`allow NAME ADDR|CIDR|FQDN... --services sip,iax`, `allow list`, `allow remove NAME`).
     Allow(AllowArgs),
     /// DISA accounts: who may phone in with a passcode.
     #[command(subcommand)]

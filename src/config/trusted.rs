@@ -170,6 +170,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trusted_holds_networks_and_names_and_refuses_garbage_by_index() {
+        let base = "[services.sip]\nports = [\"udp/5060\"]\n[firewall]\n";
+        let c = crate::config::Config::parse(
+            &format!("{base}trusted = [\"10.0.0.0/8\", \"Trunk.Example.NET\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.firewall.trusted.len(), 1);
+        assert_eq!(c.firewall.trusted_names, ["trunk.example.net"]);
+        let e = crate::config::Config::parse(&format!("{base}trusted = [\"10.0.0.0/8\", \"a b\"]\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trusted[1]"), "{e}");
+        let d = crate::config::Config::parse(base, "t").unwrap();
+        assert_eq!(d.firewall.trusted.len(), 2, "loopback by default");
+    }
+
+    #[test]
     fn file_patterns_match_only_their_file_names() {
         assert!(matches("*.list", "voipco.list"));
         assert!(!matches("*.list", "voipco.list.bak"));
