@@ -73,6 +73,24 @@ pub fn check_grantable(ip: IpAddr) -> Result<IpAddr, AddrError> {
     }
 }
 
+/// Why a DNS answer's address may not stand for a name: unusable for a grant, or private (RFC
+/// 1918, shared 100.64/10, IPv6 unique-local). An address the admin types is theirs to choose;
+/// one a DNS answer brings is not, and a private one there is a stale dynamic-DNS update or a
+/// name pointed inside on purpose.
+pub fn answer_unusable(ip: IpAddr) -> Option<&'static str> {
+    if let Err(AddrError::Unusable(_, why)) = check_grantable(ip) {
+        return Some(why);
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.is_private() => Some("a private address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64 => {
+            Some("a shared (carrier-grade NAT) address")
+        }
+        IpAddr::V6(v6) if v6.segments()[0] & 0xfe00 == 0xfc00 => Some("a unique-local address"),
+        _ => None,
+    }
+}
+
 fn v4_unusable(a: Ipv4Addr) -> Option<&'static str> {
     if a.is_unspecified() {
         Some("the unspecified address")

@@ -114,6 +114,9 @@ pub enum Command {
     },
     /// Re-read the daemon's config file (as SIGHUP does); a bad config is refused, nothing changes.
     Reload,
+    /// Standing entries: addresses, networks or DNS names always let into some services, until
+    /// removed (`allow NAME ADDR|CIDR|FQDN... --services sip,iax`, `allow list`, `allow remove NAME`).
+    Allow(AllowArgs),
     /// DISA accounts: who may phone in with a passcode.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -207,4 +210,34 @@ pub enum KnockProfileAction {
         #[arg(long)]
         secret_file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AllowArgs {
+    #[command(subcommand)]
+    pub action: Option<AllowAction>,
+    /// The entry's name, like a Travelin' Man 3 account.
+    #[arg(required = true)]
+    pub name: Option<String>,
+    /// Addresses, networks (ADDRESS/PREFIX) or DNS names (followed as they move).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Comma-separated services it opens (default: the config's default-services).
+    #[arg(long, value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// Why, for `allow list` and the audit log.
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AllowAction {
+    /// Every standing entry, and what each DNS name stands for now.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a standing entry: what it let in is closed at once.
+    Remove { name: String },
 }

@@ -5,6 +5,7 @@
 //! This file runs each command; `args.rs` is the command line as clap reads it, `render.rs` the
 //! daemon's replies as text.
 
+mod allow;
 mod args;
 pub mod doctor;
 mod history;
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::control::client::call;
 use crate::control::{NewAccount, Reply, Request};
 
-pub use args::{AccountCommand, Cli, Command, KnockProfileAction};
+pub use args::{AccountCommand, AllowAction, AllowArgs, Cli, Command, KnockProfileAction};
 use render::render;
 // Rows and tables the other commands print too.
 use render::{grant_row, table_lines};
@@ -190,6 +191,19 @@ impl Cli {
                 unreachable!("handled above")
             }
             Command::Reload => (Request::Reload, false),
+            Command::Allow(a) => match a.action {
+                Some(AllowAction::List { json }) => (Request::AllowList, json),
+                Some(AllowAction::Remove { name }) => (Request::AllowRemove { name }, false),
+                None => (
+                    Request::AllowAdd {
+                        name: a.name.unwrap_or_default(),
+                        targets: a.targets,
+                        services: a.services,
+                        note: a.note,
+                    },
+                    false,
+                ),
+            },
             Command::Account(a) => match a {
                 AccountCommand::Add {
                     name,

@@ -128,6 +128,12 @@ pub(super) fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError
             }
         }
         Reply::Status(s) => status::headline(out, s, None, paint::Paint(false))?,
+        Reply::Standing {
+            entry,
+            removed,
+            firewall,
+        } => super::allow::changed(out, entry, *removed, firewall)?,
+        Reply::StandingList { now, entries, names } => super::allow::list(out, *now, entries, names)?,
         Reply::AccountCreated { account, passcode } => {
             writeln!(
                 out,

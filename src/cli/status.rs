@@ -111,6 +111,17 @@ pub fn headline(out: &mut impl Write, s: &Status, ami: Option<&AmiStatus>, p: Pa
             p.tone(Tone::Bad, &format!("last error: {e}"))
         )?;
     }
+    if s.standing > 0 {
+        writeln!(
+            out,
+            "standing  {} entr{} (passknock allow list)",
+            s.standing,
+            if s.standing == 1 { "y" } else { "ies" }
+        )?;
+        for line in super::allow::names_lines(s.now, &s.names) {
+            writeln!(out, "          {line}")?;
+        }
+    }
     let Some(a) = ami else { return Ok(()) };
     if !a.enabled {
         return writeln!(
@@ -378,6 +389,8 @@ mod tests {
                 firewall_error: None,
                 firewall_path: "netlink".into(),
                 now: NOW,
+                standing: 0,
+                names: vec![],
                 last_hour: Counts {
                     grants: GrantsBySource {
                         admin: 7,

@@ -127,6 +127,20 @@ impl Config {
                 return Err(invalid(key.into(), "must be at least 1".into()));
             }
         }
+        for (key, p, max) in [
+            ("standing.max-prefix-v4", self.standing.max_prefix_v4, 32),
+            ("standing.max-prefix-v6", self.standing.max_prefix_v6, 128),
+        ] {
+            if p > max {
+                return Err(invalid(key.into(), format!("must be from 0 to {max}")));
+            }
+        }
+        if self.standing.resolve_every.0 < std::time::Duration::from_secs(1) {
+            return Err(invalid(
+                "standing.resolve-every".into(),
+                "must be at least 1s".into(),
+            ));
+        }
         if !self.metrics.listen.ip().is_loopback() {
             return Err(invalid(
                 "metrics.listen".into(),

@@ -9,10 +9,18 @@ use serde::{de, Deserialize, Deserializer, Serialize};
 use crate::base::addr::Net;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+#[serde(try_from = "super::trusted::RawFirewall", rename_all = "kebab-case")]
 pub struct FirewallConfig {
-    /// Always allowed, never banned.
+    /// Always allowed, never banned: the networks of `trusted` and of the `trusted-files`.
     pub trusted: Vec<Net>,
+    /// The DNS names of `trusted` and of the `trusted-files`, followed like standing entries'.
+    #[serde(skip_serializing)]
+    pub trusted_names: Vec<String>,
+    /// Files of networks and names (providers' lists), read at load; `*` in a file name matches.
+    pub trusted_files: Vec<String>,
+    /// The lists read from `trusted_files`, for the log and `status`.
+    #[serde(skip)]
+    pub trusted_lists: Vec<super::trusted::TrustedList>,
     /// The `nft` program.
     pub nft: PathBuf,
     /// How element changes and the read-back reach the kernel.
@@ -43,6 +51,9 @@ impl Default for FirewallConfig {
     fn default() -> Self {
         FirewallConfig {
             trusted: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            trusted_names: Vec::new(),
+            trusted_files: Vec::new(),
+            trusted_lists: Vec::new(),
             nft: "nft".into(),
             elements: ElementPath::Netlink,
         }

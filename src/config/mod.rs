@@ -8,6 +8,8 @@ mod disa;
 mod firewall;
 mod grants;
 mod knock;
+mod standing;
+mod trusted;
 
 pub use ami::{AmiConfig, AmiLogin};
 pub use attempts::{SipAttemptsConfig, SipCapture};
@@ -16,6 +18,8 @@ pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
+pub use standing::StandingConfig;
+pub use trusted::TrustedList;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +76,8 @@ pub struct Config {
     pub sip_attempts: SipAttemptsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub standing: StandingConfig,
 }
 
 impl Config {
@@ -81,7 +87,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.firewall.load_trusted_files()?;
+        Ok(config)
     }
 
     /// The example config compiled into the binary.

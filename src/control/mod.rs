@@ -5,7 +5,7 @@
 //! Request: `{"op":"grant","address":"203.0.113.7","services":["sip"],"ttl":"2h","note":"…"}`;
 //! `revoke`/`unban` take `address`; `ban` takes `address`, `ttl`, `reason`; `list` may take
 //! `limit` (rows of each list, those ending first); `status`, `contacts` and `calls` take nothing;
-//! `account-*` manage DISA accounts; `log` takes `since`, `address`, `account`, `limit`, and
+//! `account-*` manage DISA accounts; `allow-add`, `allow-list`, `allow-remove` standing entries; `log` takes `since`, `address`, `account`, `limit`, and
 //! `report` takes `since` (both answered by the daemon from the history, not the engine). The
 //! daemon converts each request to a typed engine command once; the engine never sees this
 //! format. The reply is one object tagged by `reply`; failures are
@@ -28,7 +28,7 @@ use crate::base::secret::ShownOnce;
 use crate::model::Counts;
 use crate::model::Event;
 use crate::model::Report;
-use crate::model::{Account, Ban, Grant};
+use crate::model::{Account, Ban, Grant, NameState, StandingEntry};
 
 /// What `account add` asks for; the daemon fills in the defaults and draws the passcode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +198,20 @@ pub enum Request {
         #[serde(default)]
         since: Option<Ttl>,
     },
+    /// A standing entry: `targets` are addresses, networks or DNS names; no services means the
+    /// config's default services.
+    AllowAdd {
+        name: String,
+        targets: Vec<String>,
+        #[serde(default)]
+        services: Vec<String>,
+        #[serde(default)]
+        note: String,
+    },
+    AllowList,
+    AllowRemove {
+        name: String,
+    },
 }
 
 /// Whether the firewall took a change. The store already has it; when nft refused, the daemon
@@ -271,6 +285,18 @@ pub enum Reply {
         more: bool,
     },
     Report(Box<Report>),
+    /// A standing entry added or removed (`removed` says which).
+    Standing {
+        entry: StandingEntry,
+        removed: bool,
+        firewall: Applied,
+    },
+    /// Every standing entry, and what each DNS name they hold stands for now.
+    StandingList {
+        now: UnixMs,
+        entries: Vec<StandingEntry>,
+        names: Vec<NameState>,
+    },
     Done {
         message: String,
     },
@@ -311,6 +337,12 @@ pub struct Status {
     pub last_hour: Counts,
     #[serde(default)]
     pub last_24h: Counts,
+    /// Standing entries (`passknock allow`), and each DNS name they hold with its addresses and
+    /// when it last resolved. Absent from an older daemon.
+    #[serde(default)]
+    pub standing: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<NameState>,
     /// The SIP attempt reader's counts since the daemon started; absent when it does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_attempts: Option<crate::observe::attempts::SipAttemptCounts>,

@@ -21,7 +21,9 @@ use crate::base::clock::{now_ms, UnixMs};
 use crate::base::defaults;
 use crate::base::duration::Ttl;
 use crate::control::{self, Applied, Lines, NewAccount, Reply, Request, TooLong};
-use crate::engine::{self, AccountAsk, Actor, BanAsk, EngineHandle, GrantAsk, Refused, Services};
+use crate::engine::{
+    self, AccountAsk, Actor, BanAsk, EngineHandle, GrantAsk, Refused, Services, StandingAsk,
+};
 use crate::model::{Event, Kind, Source};
 use crate::observe::audit;
 use crate::rules::contacts::Contacts;
@@ -83,6 +85,8 @@ pub struct Views {
     pub endpoints: crate::daemon::attempts::Endpoints,
     pub ami: AmiView,
     pub history: Arc<History>,
+    /// Wakes the resolver (`resolve.rs`) at once: a standing entry was added.
+    pub resolve_now: Arc<tokio::sync::Notify>,
 }
 
 impl Views {
@@ -148,6 +152,8 @@ impl Views {
                 firewall_error: s.firewall_error,
                 firewall_path: s.firewall_path,
                 now: s.now,
+                standing: s.standing,
+                names: s.names,
                 last_hour,
                 last_24h,
                 sip_attempts: crate::observe::attempts::SIP_ATTEMPTS.counts(),
@@ -432,6 +438,41 @@ impl Server {
                 limit,
             } => self.views.log(since, address, account, limit).await,
             Request::Report { since } => self.views.report(since).await,
+            Request::AllowAdd {
+                name,
+                targets,
+                services,
+                note,
+            } => {
+                let ask = StandingAsk {
+                    name,
+                    targets,
+                    services,
+                    note,
+                };
+                let r = engine.standing_add(actor, ask).await;
+                if r.is_ok() {
+                    // Its names are resolved now, not at the next period.
+                    self.views.resolve_now.notify_one();
+                }
+                reply(r, |c| Reply::Standing {
+                    entry: c.entry,
+                    removed: false,
+                    firewall: applied(c.firewall),
+                })
+            }
+            Request::AllowList => reply(engine.standing_list(actor).await, |l| Reply::StandingList {
+                now: l.now,
+                entries: l.entries,
+                names: l.names,
+            }),
+            Request::AllowRemove { name } => {
+                reply(engine.standing_remove(actor, name).await, |c| Reply::Standing {
+                    entry: c.entry,
+                    removed: true,
+                    firewall: applied(c.firewall),
+                })
+            }
         }
     }
 

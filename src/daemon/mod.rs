@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod reload;
+pub mod resolve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,6 +94,15 @@ pub async fn run(
     let (ami_secret, disa_key) = ready.into_parts();
     let store = Store::open(&config.daemon.store)?;
     info!("store {} opened", store.path().display());
+    for l in &config.firewall.trusted_lists {
+        info!(
+            "trusted list {} ({}): {} network(s), {} DNS name(s)",
+            l.name,
+            l.path.display(),
+            l.nets.len(),
+            l.names.len()
+        );
+    }
     // Before anything can make an audit event: from here on each one is also a history row.
     let history = Arc::new(History::start(
         &config.daemon.store,
@@ -250,12 +260,16 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let resolve_now = Arc::new(tokio::sync::Notify::new());
+    let resolver =
+        crate::daemon::resolve::spawn(&config, handle.clone(), resolve_now.clone(), shutdown.clone());
     let views = Views {
         contacts,
         attempts,
         endpoints,
         ami: ami_view,
         history: history.clone(),
+        resolve_now,
     };
     let reloader = Reloader::new(handle.clone(), config_path, config.clone(), knock_slot, audit);
     crate::daemon::reload::watch_sighup(reloader.clone(), shutdown.clone());
@@ -281,6 +295,7 @@ pub async fn run(
     if let Some(a) = sip_attempts {
         let _ = a.await;
     }
+    let _ = resolver.await;
     let _ = crate::daemon::notify::notify("STOPPING=1");
     // The last events (a shutdown's grants ended, a knock refused a moment ago) are kept.
     let h = history.clone();

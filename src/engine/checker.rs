@@ -96,6 +96,11 @@ pub fn pass(
     req: PassRequest,
 ) -> Option<PassOutcome> {
     kernel.reconfigure(&req.config);
+    // The standing entries are the store's, like the grants: read with them.
+    if let Ok((entries, names)) = reader.standing() {
+        let nets = crate::nft::standing_nets(kernel.layout(), &entries, &names);
+        kernel.take_standing(nets);
+    }
     let started = Instant::now();
     let now = req.now;
     match req.kind {

@@ -11,7 +11,7 @@ use crate::base::clock::UnixMs;
 use crate::base::duration::Ttl;
 use crate::base::secret::ShownOnce;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, Source};
+use crate::model::{Account, Ban, Grant, NameState, Source, StandingEntry};
 use crate::nft::Reconciled;
 
 /// Who asked, for the audit log (`uid 0` over the control socket, `disa:alice` from a call,
@@ -196,6 +196,9 @@ pub struct TableStatus {
     /// How element changes reach the kernel: netlink, or nft and why.
     pub firewall_path: String,
     pub now: UnixMs,
+    /// Standing entries, and the names they hold.
+    pub standing: u64,
+    pub names: Vec<NameState>,
 }
 
 /// What a reload's table rebuild came to: the store is unchanged either way.
@@ -222,6 +225,40 @@ pub struct AccountAsk {
 pub struct AccountCreated {
     pub account: Account,
     pub passcode: ShownOnce,
+}
+
+/// A standing entry to add: names, networks and DNS names as the admin wrote them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StandingAsk {
+    pub name: String,
+    pub targets: Vec<String>,
+    /// None: the config's default services.
+    pub services: Vec<String>,
+    pub note: String,
+}
+
+/// A standing entry added or removed, and whether the table took it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingChanged {
+    pub entry: StandingEntry,
+    pub firewall: TableChange,
+}
+
+/// Every standing entry and the state of every name followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingListing {
+    pub now: UnixMs,
+    pub entries: Vec<StandingEntry>,
+    pub names: Vec<NameState>,
+    /// Every DNS name to resolve: the entries' and `firewall.trusted`'s.
+    pub followed: Vec<String>,
+}
+
+/// One name's answer from the resolver: its addresses, or why it did not resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub name: String,
+    pub result: Result<Vec<IpAddr>, String>,
 }
 
 /// Where one command's result goes.
@@ -251,6 +288,11 @@ pub(crate) enum Command {
     AccountResetPasscode(String, Reply<AccountCreated>),
     AccountSetDisabled(String, bool, Reply<()>),
     AccountRemove(String, Reply<()>),
+    StandingAdd(StandingAsk, Reply<StandingChanged>),
+    StandingList(Reply<StandingListing>),
+    StandingRemove(String, Reply<StandingChanged>),
+    /// The resolver's answers for the names it was asked to follow.
+    Resolved(Vec<Answer>, Reply<()>),
 }
 
 /// One command, who asked for it, through which door, and when it reached the daemon.

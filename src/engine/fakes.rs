@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::ports::{Comparison, LiveRead, Readback, Records, Table};
 use crate::base::clock::UnixMs;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, Source};
+use crate::model::{Account, Ban, Grant, NameState, Source, StandingEntry};
 use crate::nft::{Changes, Elements, Layout, NftError, TableState};
 use crate::store::{GrantWrite, GrantsWritten, StoreError};
 
@@ -18,6 +18,9 @@ pub struct FakeStore {
     pub grants: Vec<Grant>,
     pub bans: Vec<Ban>,
     pub accounts: Vec<(Account, [u8; 32])>,
+    /// Standing entries by name, and their names' states.
+    pub standing: std::collections::BTreeMap<String, StandingEntry>,
+    pub names: std::collections::BTreeMap<String, NameState>,
     /// Write transactions committed, as SQLite would count them.
     pub transactions: usize,
     next_id: i64,
@@ -44,6 +47,13 @@ impl LiveRead for FakeStore {
 
     fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
         self.first_live_bans(now, None)
+    }
+
+    fn standing(&self) -> Result<(Vec<StandingEntry>, Vec<NameState>), StoreError> {
+        Ok((
+            self.standing.values().cloned().collect(),
+            self.names.values().cloned().collect(),
+        ))
     }
 }
 
@@ -276,6 +286,27 @@ impl Records for FakeStore {
         self.accounts.retain(|(a, _)| a.name != name);
         Ok(self.accounts.len() < before)
     }
+
+    fn add_standing(&mut self, e: &StandingEntry) -> Result<bool, StoreError> {
+        Ok(self.add_standing_row(e))
+    }
+
+    fn remove_standing(&mut self, name: &str) -> Result<Option<StandingEntry>, StoreError> {
+        self.write();
+        Ok(self.standing.remove(name))
+    }
+
+    fn put_name(&mut self, n: &NameState) -> Result<(), StoreError> {
+        self.write();
+        self.names.insert(n.name.clone(), n.clone());
+        Ok(())
+    }
+
+    fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError> {
+        let before = self.names.len();
+        self.names.retain(|n, _| keep.contains(n));
+        Ok(before - self.names.len())
+    }
 }
 
 /// The kernel's table as a map of elements to their ends; `None` while there is no table.
@@ -401,5 +432,17 @@ impl Readback for FakeTable {
         self.elements = Some(want.clone());
         self.rebuilds += 1;
         Ok(())
+    }
+}
+
+/// Standing entries over maps (kept apart so the store's main fake reads as it did).
+impl FakeStore {
+    pub(super) fn add_standing_row(&mut self, e: &StandingEntry) -> bool {
+        if self.standing.contains_key(&e.name) {
+            return false;
+        }
+        self.write();
+        self.standing.insert(e.name.clone(), e.clone());
+        true
     }
 }

@@ -163,4 +163,21 @@ impl EngineHandle {
     pub async fn account_remove(&self, actor: &Actor, name: String) -> Result<(), Refused> {
         self.ask(actor, |r| Command::AccountRemove(name, r)).await
     }
+
+    pub async fn standing_add(&self, actor: &Actor, ask: StandingAsk) -> Result<StandingChanged, Refused> {
+        self.ask(actor, |r| Command::StandingAdd(ask, r)).await
+    }
+
+    pub async fn standing_list(&self, actor: &Actor) -> Result<StandingListing, Refused> {
+        self.ask(actor, Command::StandingList).await
+    }
+
+    pub async fn standing_remove(&self, actor: &Actor, name: String) -> Result<StandingChanged, Refused> {
+        self.ask(actor, |r| Command::StandingRemove(name, r)).await
+    }
+
+    /// Hands the engine the resolver's answers.
+    pub async fn resolved(&self, actor: &Actor, answers: Vec<Answer>) -> Result<(), Refused> {
+        self.ask(actor, |r| Command::Resolved(answers, r)).await
+    }
 }

@@ -11,6 +11,7 @@ mod grants;
 mod handle;
 mod holds;
 pub mod ports;
+mod standing;
 mod status;
 mod upkeep;
 
@@ -20,8 +21,9 @@ mod fakes;
 mod tests;
 
 pub use command::{
-    AccountAsk, AccountCreated, Actor, BanAsk, Banned, GrantAsk, Granted, Held, Holder, Listing, Owner,
-    Refused, Reloaded, Revoked, Services, TableChange, TableStatus, Unbanned,
+    AccountAsk, AccountCreated, Actor, Answer, BanAsk, Banned, GrantAsk, Granted, Held, Holder, Listing,
+    Owner, Refused, Reloaded, Revoked, Services, StandingAsk, StandingChanged, StandingListing, TableChange,
+    TableStatus, Unbanned,
 };
 pub use handle::{channel, EngineHandle, Inbox};
 
@@ -358,6 +360,10 @@ impl<R: Records, T: Table> Engine<R, T> {
                     drop(r.send(self.account_set_disabled(&name, disabled, &actor, now)))
                 }
                 Command::AccountRemove(name, r) => drop(r.send(self.account_remove(&name, &actor, now))),
+                Command::StandingAdd(ask, r) => drop(r.send(self.standing_add(ask, &actor, now))),
+                Command::StandingList(r) => drop(r.send(self.standing_list(now))),
+                Command::StandingRemove(name, r) => drop(r.send(self.standing_remove(&name, &actor, now))),
+                Command::Resolved(answers, r) => drop(r.send(self.resolved(answers, now))),
             }
         }
         if !bans.is_empty() {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::base::clock::UnixMs;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, Source};
-use crate::nft::{Changes, Elements, Firewall, Layout, NftError, TableState};
+use crate::model::{Account, Ban, Grant, NameState, Source, StandingEntry};
+use crate::nft::{Changes, Elements, Firewall, Layout, NftError, StandingNets, TableState};
 use crate::store::{GrantWrite, GrantsWritten, Store, StoreError};
 
 /// What the table's read-back needs from the store: every live grant and ban. A second
@@ -16,6 +16,10 @@ pub trait LiveRead {
     /// `f(address, services joined by commas, end)` for every live grant, without building them.
     fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError>;
     fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError>;
+    /// Every standing entry and the state of every name they hold.
+    fn standing(&self) -> Result<(Vec<StandingEntry>, Vec<NameState>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
+    }
 }
 
 /// The expiry store as the engine uses it: grants, bans and accounts, each write durable when it
@@ -66,6 +70,13 @@ pub trait Records: LiveRead {
     fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError>;
     fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError>;
     fn remove_account(&mut self, name: &str) -> Result<bool, StoreError>;
+    /// Adds a standing entry; false when the name is taken.
+    fn add_standing(&mut self, e: &StandingEntry) -> Result<bool, StoreError>;
+    fn remove_standing(&mut self, name: &str) -> Result<Option<StandingEntry>, StoreError>;
+    /// Writes one name's state.
+    fn put_name(&mut self, n: &NameState) -> Result<(), StoreError>;
+    /// Forgets the state of the names not in `keep`.
+    fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError>;
 }
 
 /// What a read-back of the table found, changing nothing.
@@ -85,6 +96,10 @@ pub trait Table {
     fn change(&mut self, changes: &Changes, now: UnixMs) -> Result<(), NftError>;
     /// How changes reach the kernel, in words for `status` and `doctor`.
     fn path(&self) -> String;
+    /// Puts the standing entries' networks in the table (and in the layout, for later rebuilds).
+    fn put_standing(&mut self, _nets: StandingNets) -> Result<(), NftError> {
+        Ok(())
+    }
 }
 
 /// The table's read-back, on a thread of its own: compares the kernel's table with what the
@@ -95,6 +110,8 @@ pub trait Readback {
     fn layout(&self) -> &Layout;
     fn compare(&mut self, desired: &Elements, now: UnixMs) -> Result<Comparison, NftError>;
     fn rebuild(&mut self, desired: &Elements, now: UnixMs) -> Result<(), NftError>;
+    /// Takes the standing entries' networks the store wants, for the compare and the rebuild.
+    fn take_standing(&mut self, _nets: StandingNets) {}
 }
 
 impl Table for Firewall {
@@ -112,6 +129,10 @@ impl Table for Firewall {
 
     fn path(&self) -> String {
         Firewall::path(self)
+    }
+
+    fn put_standing(&mut self, nets: StandingNets) -> Result<(), NftError> {
+        Firewall::put_standing(self, nets)
     }
 }
 
@@ -136,6 +157,10 @@ impl Readback for Firewall {
     fn rebuild(&mut self, desired: &Elements, now: UnixMs) -> Result<(), NftError> {
         Firewall::rebuild(self, desired, now)
     }
+
+    fn take_standing(&mut self, nets: StandingNets) {
+        Firewall::take_standing(self, nets)
+    }
 }
 
 impl LiveRead for Store {
@@ -144,6 +169,9 @@ impl LiveRead for Store {
     }
     fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
         Store::live_bans(self, now)
+    }
+    fn standing(&self) -> Result<(Vec<StandingEntry>, Vec<NameState>), StoreError> {
+        Ok((Store::standing(self)?, Store::names(self)?))
     }
 }
 
@@ -225,5 +253,17 @@ impl Records for Store {
     }
     fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
         Store::remove_account(self, name)
+    }
+    fn add_standing(&mut self, e: &StandingEntry) -> Result<bool, StoreError> {
+        Store::add_standing(self, e)
+    }
+    fn remove_standing(&mut self, name: &str) -> Result<Option<StandingEntry>, StoreError> {
+        Store::remove_standing(self, name)
+    }
+    fn put_name(&mut self, n: &NameState) -> Result<(), StoreError> {
+        Store::put_name(self, n)
+    }
+    fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError> {
+        Store::forget_names(self, keep)
     }
 }

@@ -27,6 +27,10 @@ impl<R: Records, T: Table> Engine<R, T> {
                 return;
             }
         };
+        let (standing, names) = match self.store.standing() {
+            Ok((entries, names)) => (entries.len() as u64, names),
+            Err(_) => (0, Vec::new()),
+        };
         let layout = self.firewall.layout();
         let status = TableStatus {
             table: format!("inet {}", layout.table),
@@ -42,6 +46,8 @@ impl<R: Records, T: Table> Engine<R, T> {
             firewall_error: self.firewall_error.clone(),
             firewall_path: self.firewall.path(),
             now: now.wall,
+            standing,
+            names,
         };
         self.kick_check(status, reply, now);
     }

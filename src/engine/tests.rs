@@ -20,6 +20,7 @@ use crate::model::Source;
 
 mod owners;
 mod readback;
+mod standing;
 
 const W0: UnixMs = 1_795_248_830_000;
 const SEC: i64 = 1000;

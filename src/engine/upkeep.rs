@@ -77,7 +77,7 @@ impl<R: Records, T: Table> Engine<R, T> {
     }
 
     /// Records an nft failure and schedules a retry: the store has the change, the table will.
-    fn note_firewall(&mut self, r: Result<(), String>, now: Now) -> TableChange {
+    pub(super) fn note_firewall(&mut self, r: Result<(), String>, now: Now) -> TableChange {
         match r {
             Ok(()) => TableChange::default(),
             Err(e) => {

@@ -48,10 +48,14 @@ pub enum Kind {
     /// An account added, removed, disabled, enabled, or given a new passcode or owner numbers.
     Account,
     Reload,
+    /// A standing entry added or removed (`passknock allow`).
+    Standing,
+    /// A standing entry's (or a trusted) DNS name now stands for other addresses, or lost them.
+    NameChanged,
 }
 
 /// Every kind, for parsing and for tests that walk them all.
-pub const KINDS: [Kind; 23] = [
+pub const KINDS: [Kind; 25] = [
     Kind::Grant,
     Kind::GrantEnded,
     Kind::GrantRefused,
@@ -75,6 +79,8 @@ pub const KINDS: [Kind; 23] = [
     Kind::SipCall,
     Kind::Account,
     Kind::Reload,
+    Kind::Standing,
+    Kind::NameChanged,
 ];
 
 impl Kind {
@@ -103,6 +109,8 @@ impl Kind {
             Kind::SipCall => "sip-call",
             Kind::Account => "account",
             Kind::Reload => "reload",
+            Kind::Standing => "standing",
+            Kind::NameChanged => "name-changed",
         }
     }
 
@@ -128,6 +136,7 @@ impl Kind {
             Kind::DisaCall => "DISA call",
             Kind::SipCall => "SIP call",
             Kind::Reload => "config reloaded",
+            Kind::NameChanged => "name changed",
             k => k.as_str(),
         }
     }
@@ -139,6 +148,8 @@ impl Kind {
             Kind::PasscodeAccepted | Kind::Account | Kind::GrantAttempted => "account",
             Kind::KnockAccepted | Kind::KnockRefused => "profile",
             Kind::SipCall => "channel",
+            Kind::Standing => "entry",
+            Kind::NameChanged => "name",
             _ => "who",
         }
     }

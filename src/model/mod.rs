@@ -5,8 +5,10 @@ mod account;
 mod event;
 mod grant;
 mod report;
+mod standing;
 
 pub use account::Account;
 pub use event::{Event, Kind, KINDS};
 pub use grant::{Ban, Grant, NewGrant, Source};
 pub use report::{Counted, Counts, GrantsBySource, Report};
+pub use standing::{check_fqdn, NameState, StandingEntry, Target};

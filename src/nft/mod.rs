@@ -7,11 +7,13 @@ pub mod netlink;
 pub mod readback;
 pub mod render;
 pub mod runner;
+pub mod standing;
 
 pub use desired::{ban_key, lift_bans, Desired};
 pub use readback::{Observed, TableState};
 pub use render::{allow_set, ban_set, Changes, ElemKey, Elements, Layout};
 pub use runner::{Nft, NftError};
+pub use standing::{standing_nets, StandingNets};
 
 use tracing::warn;
 
@@ -118,7 +120,10 @@ impl Firewall {
     /// A reloaded config's layout, program and path; the next reconcile rebuilds to match. A
     /// reload also tries netlink again after a fallback.
     pub fn reconfigure(&mut self, config: &Config) {
+        // The standing entries are the store's: a new config keeps them.
+        let standing = std::mem::take(&mut self.layout.standing);
         self.layout = Layout::from_config(config);
+        self.layout.standing = standing;
         self.nft = Nft::new(&config.firewall.nft);
         let path = config.firewall.elements;
         if path != self.path || self.fallback.is_some() {
@@ -177,6 +182,18 @@ impl Firewall {
         timed(|| self.nft.apply(&batch))
     }
 
+    /// Takes the standing entries' networks as the layout's, for the next rebuild or read-back.
+    pub fn take_standing(&mut self, nets: StandingNets) {
+        self.layout.standing = nets;
+    }
+
+    /// Puts the standing entries' networks in the table now, as one batch.
+    pub fn put_standing(&mut self, nets: StandingNets) -> Result<(), NftError> {
+        self.layout.standing = nets;
+        let batch = self.layout.render_standing();
+        timed(|| self.nft.apply(&batch))
+    }
+
     /// Reads the table back; `None` when it is gone. Over netlink: the structure and the trusted
     /// sets from `nft` (small), the timeout sets' elements by netlink dumps. The time each element
     /// has left is told as of `now`: a listing of 100,000 elements takes the kernel a while, and
@@ -193,8 +210,13 @@ impl Firewall {
             return Ok(None);
         };
         let mut obs = Observed::parse(&json).map_err(NftError::Listing)?;
-        for f in [Family::V4, Family::V6] {
-            let name = render::trusted_set(f);
+        // The interval sets (trusted networks, standing entries, trusted names) are small: nft
+        // lists them with their prefixes.
+        let intervals = [Family::V4, Family::V6]
+            .map(render::trusted_set)
+            .into_iter()
+            .chain(self.layout.standing_sets().into_iter().map(|(n, _)| n));
+        for name in intervals {
             if !obs.sets.contains_key(&name) {
                 continue;
             }
@@ -327,6 +349,9 @@ mod tests {
         let mut obs = Observed::default();
         for f in [Family::V4, Family::V6] {
             obs.sets.insert(trusted_set(f), ObservedSet::default());
+        }
+        for (name, _) in layout.standing_sets() {
+            obs.sets.insert(name, ObservedSet::default());
         }
         for (name, f) in layout.dynamic_sets() {
             let set = ObservedSet {

@@ -23,6 +23,17 @@ pub struct ObservedSet {
     pub prefixes: Vec<Net>,
 }
 
+impl ObservedSet {
+    /// An interval set's networks, sorted.
+    pub fn nets(&self) -> Vec<Net> {
+        let mut have = self.prefixes.clone();
+        // nft lists a /32 or /128 interval element as a plain address.
+        have.extend(self.elems.keys().map(|ip| super::standing::host(*ip)));
+        have.sort();
+        have
+    }
+}
+
 /// The table as nft reports it.
 #[derive(Debug, Default)]
 pub struct Observed {
@@ -223,16 +234,19 @@ fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
             .filter(|n| n.family() == f)
             .copied()
             .collect();
-        let mut have = set.prefixes.clone();
-        // nft lists a /32 or /128 interval element as a plain address.
-        have.extend(set.elems.keys().map(|ip| Net {
-            addr: *ip,
-            prefix: if ip.is_ipv4() { 32 } else { 128 },
-        }));
+        let have = set.nets();
         want.sort();
-        have.sort();
         if want != have {
             return Some(format!("set {name} does not hold the trusted networks"));
+        }
+    }
+    for (name, _) in layout.standing_sets() {
+        let Some(set) = obs.sets.get(&name) else {
+            return Some(format!("set {name} is missing"));
+        };
+        let want = layout.standing.get(&name).cloned().unwrap_or_default();
+        if want != set.nets() {
+            return Some(format!("set {name} does not hold the standing entries"));
         }
     }
     for (name, f) in layout.dynamic_sets() {

@@ -23,6 +23,7 @@ use crate::config::{Config, PortRange, Proto, SipCapture};
 // with its timeout is written the same way in the table and in a change.
 use super::changes::timed;
 pub use super::changes::{render_changes, timeout_secs, Changes};
+use super::standing::StandingNets;
 
 /// The input chain's name.
 pub const CHAIN: &str = "input";
@@ -40,6 +41,12 @@ pub struct Layout {
     pub knock_group: u16,
     /// Dropped SIP requests on these UDP ports are logged (rate-limited) before the drop.
     pub sip_capture: Option<SipCapture>,
+    /// The standing entries' networks, by set (`standing.rs`): the store's, not the config's, so
+    /// not in the fingerprint; a read-back compares them as it does the trusted networks.
+    pub standing: StandingNets,
+    /// `firewall.trusted`'s DNS names: their addresses fill `trusted_names_v4/_v6`, accepted
+    /// like the trusted networks.
+    pub trusted_names: Vec<String>,
 }
 
 /// A set element: which set, which address.
@@ -77,6 +84,13 @@ impl Layout {
         )
         .with_knock(config.knock.ports(), config.knock.nflog_group)
         .with_sip_capture(config.sip_capture())
+        .with_trusted_names(&config.firewall.trusted_names)
+    }
+
+    /// The same layout, following `names` into the trusted-names sets.
+    pub fn with_trusted_names(mut self, names: &[String]) -> Layout {
+        self.trusted_names = names.to_vec();
+        self
     }
 
     /// The same layout, logging dropped SIP requests as `capture` says (or not, for `None`).
@@ -114,6 +128,8 @@ impl Layout {
             knock: Vec::new(),
             knock_group: defaults::KNOCK_NFLOG_GROUP,
             sip_capture: None,
+            standing: StandingNets::new(),
+            trusted_names: Vec::new(),
         }
     }
 
@@ -243,6 +259,7 @@ impl Layout {
                 elems,
             )))));
         }
+        cmds.extend(self.standing_set_objects());
         for (name, f) in self.dynamic_sets() {
             cmds.push(add(NfListObject::Set(Box::new(self.set(
                 &name,
@@ -324,7 +341,7 @@ impl Layout {
         Ok(out)
     }
 
-    fn set(
+    pub(super) fn set(
         &self,
         name: &str,
         family: Family,
@@ -382,6 +399,13 @@ impl Layout {
         for f in [Family::V4, Family::V6] {
             rules.push(vec![saddr_in(f, &trusted_set(f)), Statement::Accept(None)]);
         }
+        for f in [Family::V4, Family::V6] {
+            rules.push(vec![
+                saddr_in(f, &super::standing::trusted_names_set(f)),
+                Statement::Accept(None),
+            ]);
+        }
+        rules.extend(self.standing_rules());
         for f in [Family::V4, Family::V6] {
             for proto in [Proto::Udp, Proto::Tcp] {
                 let ports = self.banned_ports(proto);
@@ -517,7 +541,7 @@ fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'
     })
 }
 
-fn saddr_in(f: Family, set: &str) -> Statement<'static> {
+pub(super) fn saddr_in(f: Family, set: &str) -> Statement<'static> {
     matches(
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
             protocol: ip_protocol(f).into(),
@@ -535,7 +559,7 @@ fn ip_protocol(f: Family) -> &'static str {
     }
 }
 
-fn dport_in(proto: Proto, ports: &[(u16, u16)]) -> Statement<'static> {
+pub(super) fn dport_in(proto: Proto, ports: &[(u16, u16)]) -> Statement<'static> {
     let items = ports
         .iter()
         .map(|&(a, b)| {
@@ -558,7 +582,7 @@ fn dport_in(proto: Proto, ports: &[(u16, u16)]) -> Statement<'static> {
 }
 
 /// Sorted, disjoint ranges: an anonymous nft set refuses overlapping intervals.
-fn merge<'a>(ports: impl Iterator<Item = &'a PortRange>) -> Vec<(u16, u16)> {
+pub(super) fn merge<'a>(ports: impl Iterator<Item = &'a PortRange>) -> Vec<(u16, u16)> {
     let mut v: Vec<(u16, u16)> = ports.map(|p| (p.first, p.last)).collect();
     v.sort();
     let mut out: Vec<(u16, u16)> = Vec::new();

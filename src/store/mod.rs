@@ -22,6 +22,7 @@ mod grants;
 pub mod history;
 mod schema;
 mod side;
+mod standing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -9,7 +9,9 @@ use super::{Store, StoreError};
 /// 2: accounts' owner numbers and passcode length; DISA limits kept across restarts.
 /// 3: the audit history (`events`), written by [`crate::store::history::EventLog`]. A version 2 store
 /// gets the table at open (`CREATE TABLE IF NOT EXISTS`); nothing else changes.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// 4: standing entries (`standing`) and what their DNS names last resolved to (`standing_names`);
+/// new tables, made at open the same way.
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS grants (
@@ -75,6 +77,25 @@ CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
 -- A flood's events share their minute's row; every other row has no minute, and NULLs never
 -- collide in a unique index, so it holds one row per event.
 CREATE UNIQUE INDEX IF NOT EXISTS events_flood ON events (kind, address, who, minute);
+-- Standing entries: targets and services are comma-separated, as grants' services are.
+CREATE TABLE IF NOT EXISTS standing (
+    name        TEXT    PRIMARY KEY,
+    targets     TEXT    NOT NULL,
+    services    TEXT    NOT NULL,
+    note        TEXT    NOT NULL DEFAULT '',
+    who         TEXT    NOT NULL DEFAULT '',
+    created_ms  BIGINT  NOT NULL
+);
+-- One row per DNS name followed: the addresses in force (comma-separated) and when it answered.
+CREATE TABLE IF NOT EXISTS standing_names (
+    name            TEXT    PRIMARY KEY,
+    addresses       TEXT    NOT NULL DEFAULT '',
+    checked_ms      BIGINT,
+    resolved_ms     BIGINT,
+    changed_ms      BIGINT,
+    failing_ms      BIGINT,
+    error           TEXT
+);
 ";
 
 /// Columns added to a table after version 1, for stores made before them.
