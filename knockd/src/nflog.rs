@@ -81,7 +81,8 @@ impl Nflog {
             ConfigNla::QThresh(QUEUE_THRESHOLD),
             Timeout::from(FLUSH_TIMEOUT).into(),
         ])?;
-        set_rcvtimeo(&n.sock, WAKE);
+        // Without it the reader only wakes for packets; it still works, idle ticks come late.
+        let _ = set_recv_timeout(&n.sock, WAKE);
         Ok(n)
     }
 
@@ -236,21 +237,26 @@ fn set_rcvbuf(sock: &Socket, bytes: usize) {
     }
 }
 
-fn set_rcvtimeo(sock: &Socket, d: Duration) {
+/// Sets a socket's receive timeout (SO_RCVTIMEO).
+pub fn set_recv_timeout(sock: &Socket, d: Duration) -> std::io::Result<()> {
     let tv = libc::timeval {
         tv_sec: d.as_secs() as libc::time_t,
         tv_usec: d.subsec_micros() as libc::suseconds_t,
     };
     // SAFETY: setsockopt with a timeval on a socket we own.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             &tv as *const libc::timeval as *const libc::c_void,
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// Walks the netlink messages in one datagram and calls `each(payload, timestamp_ms)` for every

@@ -38,12 +38,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         } = ask;
         let endpoint = endpoint.as_deref();
         let name = name.trim();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if !crate::base::name::is_plain(name) {
             return Err(Refused::new(
                 "an account name is 1–64 letters, digits, `.`, `_` or `-`",
             ));

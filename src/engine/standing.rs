@@ -26,12 +26,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         now: Now,
     ) -> Result<StandingChanged, Refused> {
         let name = ask.name.trim();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if !crate::base::name::is_plain(name) {
             return Err(Refused::new(
                 "a standing entry's name is 1–64 letters, digits, `.`, `_` or `-`",
             ));

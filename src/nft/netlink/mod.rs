@@ -119,27 +119,6 @@ fn force_buf(sock: &Socket, force: libc::c_int, get: libc::c_int, bytes: usize) 
     }
 }
 
-fn set_recv_timeout(sock: &Socket, t: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt on our own socket with a correctly sized timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 impl Netlink {
     /// Opens the socket: buffers for a 100,000-element batch, capped acks (the kernel does not
     /// echo a whole batch message back with its error) and extended acks (its reason in words).
@@ -162,7 +141,8 @@ impl Netlink {
             .map_err(|e| fail("set NETLINK_CAP_ACK on", e))?;
         sock.set_ext_ack(true)
             .map_err(|e| fail("set NETLINK_EXT_ACK on", e))?;
-        set_recv_timeout(&sock, RECV_TIMEOUT).map_err(|e| fail("set a receive timeout on", e))?;
+        knockd::nflog::set_recv_timeout(&sock, RECV_TIMEOUT)
+            .map_err(|e| fail("set a receive timeout on", e))?;
         // A fresh start for the numbering, as nft does, so answers to an earlier socket's
         // requests are never taken for ours.
         let seq = std::time::SystemTime::now()
