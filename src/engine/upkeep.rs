@@ -192,10 +192,15 @@ impl<R: Records, T: Table> Engine<R, T> {
                     Some(e) => Err(e),
                 }
             }
-            Ok(Checked::Rebuilt { reason, elements }) => match self.refresh_whole(&touched, now).error {
-                None => Ok(Reconciled::Rebuilt { reason, elements }),
-                Some(e) => Err(e),
-            },
+            // The rebuild came from the store as it was when the pass began: the addresses
+            // changed since, and the standing entries (added or removed meanwhile), are put right.
+            Ok(Checked::Rebuilt { reason, elements }) => {
+                let standing = self.refresh_standing(now).error;
+                match self.refresh_whole(&touched, now).error.or(standing) {
+                    None => Ok(Reconciled::Rebuilt { reason, elements }),
+                    Some(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         give_back_memory();
