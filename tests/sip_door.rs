@@ -1,0 +1,160 @@
+//! The SIP doors end to end, with real Asterisk, SIPp, nft and passknockd in namespaces: a
+//! REGISTER to the secret SIP domain reaches Asterisk while one to the PBX's real address or name
+//! is dropped in the kernel; with responsive SIP a scanner's REGISTER flood is cut to its burst by
+//! the kernel's per-source limit (and counted) while another address is answered; every other
+//! protected port stays closed throughout.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use support::daemon::{short_socket, test_config, Daemon};
+use support::env::{Env, EnvConfig};
+use support::sipp::{self, Peer, Registration};
+
+/// The secret name the phone on road 1 registers to.
+const SECRET: &str = "k7q2x.pbx.example.test";
+/// How long a REGISTER the table drops is waited for: far longer than an answer takes here.
+const DROPPED: Duration = Duration::from_secs(2);
+/// A port of the `iax` service: nobody listens, and no door opens it.
+const IAX: u16 = 4569;
+/// A port of the `rtp` service.
+const RTP: u16 = 15000;
+
+/// Two roads and the daemon with `sections` added to the test config (no AMI).
+fn env(sections: &str) -> Env {
+    let mut env = Env::with(EnvConfig {
+        roads: 2,
+        ..Default::default()
+    });
+    let dir = env.daemon_dir();
+    // The per-test directory is deep in the chroot: the socket goes where its path fits.
+    let config = test_config(&dir, sections).replace(
+        &format!("{}/control.sock", dir.display()),
+        &short_socket().display().to_string(),
+    );
+    env.daemon = Some(Daemon::start(env.pbx(), &dir, &config));
+    env
+}
+
+fn register_to(env: &Env, road: usize, domain: &str) -> Option<Registration> {
+    sipp::register_to_domain(
+        &env.dir.inside,
+        &Peer::from(env.road(road)),
+        env.topo.pbx_addr(false),
+        domain,
+        "701",
+        support::asterisk::password("701"),
+        DROPPED,
+    )
+    .unwrap_or_else(|e| panic!("REGISTER to {domain} from road {road}: {e}"))
+}
+
+/// Packets the kernel dropped over responsive SIP's rate, from the table's named counter.
+fn rate_drops(d: &Daemon) -> u64 {
+    let out = d.nft(&["-j", "list", "counter", "inet", "passknock", "sip_rate_drops"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["counter"]["packets"].as_u64())
+        .expect("the counter's packets")
+}
+
+#[test]
+fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
+    let env = env(&format!(
+        "[sip-secret-domain]\nnames = [\"{}\"]\nservice = \"sip\"\n",
+        SECRET.to_uppercase()
+    ));
+    let d = env.daemon.as_ref().unwrap();
+    // Matched in the kernel on the payload: the rule as nft shows it.
+    let table = String::from_utf8_lossy(&d.nft(&["list", "table", "inet", "passknock"]).stdout).into_owned();
+    assert!(
+        table.contains("udp dport 5060 @ih,0,128 0x5245474953544552207369703a6b3771 "),
+        "{table}"
+    );
+    assert!(table.contains("{ 0x20, 0x3a, 0x3b, 0x3e } accept"), "{table}");
+
+    // The phone that knows the name gets through to Asterisk, challenge and all.
+    assert_eq!(
+        register_to(&env, 1, SECRET),
+        Some(Registration::Registered),
+        "{}",
+        env.asterisk.log_tail(20)
+    );
+    // The PBX's address, its real name, and a name that merely starts with the secret one: dropped.
+    let pbx = env.topo.pbx_addr(false).to_string();
+    for domain in [pbx.as_str(), "pbx.example.test", "k7q2x.pbx.example.testing"] {
+        assert_eq!(register_to(&env, 1, domain), None, "REGISTER sip:{domain}");
+    }
+    // So is any other SIP request, and every other protected port.
+    assert!(!env.sip_reaches(1, false, DROPPED), "OPTIONS is not a REGISTER");
+    assert!(!env.udp_reaches(1, IAX, false));
+    assert!(!env.udp_reaches(1, RTP, false));
+    // The door grants nothing by itself.
+    assert!(!d.nft_set("allow_sip_v4").contains("203.0.113.10"));
+
+    // A banned address is dropped first, secret or not.
+    assert_eq!(register_to(&env, 2, SECRET), Some(Registration::Registered));
+    let road2 = IpAddr::V4(env.road(2).v4).to_string();
+    d.ok(&["ban", &road2, "--ttl", "1h"]);
+    assert_eq!(register_to(&env, 2, SECRET), None);
+    assert_eq!(
+        register_to(&env, 1, SECRET),
+        Some(Registration::Registered),
+        "another address still passes"
+    );
+    let st = d.json(&["status"]);
+    assert_eq!(st["in_sync"], true, "{st}");
+}
+
+#[test]
+fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others() {
+    let env = env("[sip-responsive]\nenabled = true\nservice = \"sip\"\nrate = 30\nburst = 10\n");
+    let d = env.daemon.as_ref().unwrap();
+    assert_eq!(rate_drops(d), 0);
+
+    // A scanner on road 2: 60 REGISTERs within a second or so, far over 10 and then 30 a minute.
+    let flood = sipp::register_flood(
+        &env.dir.inside,
+        &Peer::from(env.road(2)),
+        env.topo.pbx_addr(false),
+        "701",
+        60,
+        100,
+    )
+    .unwrap_or_else(|e| panic!("flood: {e}"));
+    assert!(
+        flood.answered >= 1,
+        "within its burst the scanner reaches Asterisk: {flood:?}"
+    );
+    // Its burst, and the odd token the rate adds while the flood runs.
+    assert!(
+        flood.answered <= 12,
+        "the kernel cut the flood to its burst: {flood:?}"
+    );
+    let drops = rate_drops(d);
+    eprintln!("flood: {flood:?}, kernel drops counted: {drops}");
+    assert!(
+        drops >= u64::from(flood.sent - flood.answered),
+        "every unanswered REGISTER was dropped and counted: {drops} for {flood:?}"
+    );
+
+    // Another address, within its own rate: answered, and it registers.
+    assert_eq!(env.register(1, "701"), Registration::Registered);
+    // TCP: a new connection to a SIP port within the rate connects.
+    assert!(env.tcp_reaches(1, 5061, false));
+    // Every other protected port stays closed, to both.
+    for road in [1, 2] {
+        assert!(!env.udp_reaches(road, IAX, false), "iax from road {road}");
+        assert!(!env.udp_reaches(road, RTP, false), "rtp from road {road}");
+    }
+    // The meters' entries are the kernel's: the read-back sees no drift.
+    let st = d.json(&["status"]);
+    assert_eq!(st["in_sync"], true, "{st}");
+    assert!(rate_drops(d) >= drops);
+}
