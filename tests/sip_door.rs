@@ -110,6 +110,10 @@ fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
     );
     let st = d.json(&["status"]);
     assert_eq!(st["in_sync"], true, "{st}");
+    assert_eq!(st["sip_door"], "secret domain on for 1 name", "{st}");
+    assert!(st.get("sip_rate_drops").is_none(), "{st}");
+    // The name is the secret: no log line and no status screen shows it.
+    assert!(!d.log_text().contains(SECRET) && !d.ok(&["status"]).contains(SECRET));
 }
 
 #[test]
@@ -156,5 +160,8 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
     // The meters' entries are the kernel's: the read-back sees no drift.
     let st = d.json(&["status"]);
     assert_eq!(st["in_sync"], true, "{st}");
-    assert!(rate_drops(d) >= drops);
+    assert_eq!(st["sip_door"], "responsive 30/min burst 10", "{st}");
+    assert!(st["sip_rate_drops"].as_u64().unwrap() >= drops, "{st}");
+    let screen = d.ok(&["status"]);
+    assert!(screen.contains("sip: responsive 30/min burst 10; "), "{screen}");
 }

@@ -129,22 +129,6 @@ impl Config {
         })
     }
 
-    /// One line for `status` and `doctor`: what the two doors do, or `None` when both are off.
-    pub fn sip_door_summary(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(d) = self.sip_secret_domain() {
-            let n = d.names.len();
-            parts.push(format!(
-                "secret domain on for {n} name{}",
-                if n == 1 { "" } else { "s" }
-            ));
-        }
-        if let Some(r) = self.sip_responsive() {
-            parts.push(format!("responsive {}/min burst {}", r.rate, r.burst));
-        }
-        (!parts.is_empty()).then(|| parts.join("; "))
-    }
-
     pub(super) fn check_sip_door(
         &self,
         invalid: &dyn Fn(String, String) -> ConfigError,

@@ -365,7 +365,7 @@ fn sip_attempts_follow_disa_and_keep_their_own_group() {
 fn the_sip_doors_are_off_by_default_and_checked() {
     let off = Config::parse(MINIMAL, "t").unwrap();
     assert!(off.sip_secret_domain().is_none() && off.sip_responsive().is_none());
-    assert_eq!(off.sip_door_summary(), None);
+    assert_eq!(crate::nft::Layout::from_config(&off).sip_door_summary(), None);
     let on = Config::parse(
         &format!(
             "{MINIMAL}[services.rtp]\nports = [\"udp/10000-20000\"]\n\
@@ -385,7 +385,7 @@ fn the_sip_doors_are_off_by_default_and_checked() {
     let r = on.sip_responsive().unwrap();
     assert_eq!((r.rate, r.burst), (30, 10));
     assert_eq!(
-        on.sip_door_summary().as_deref(),
+        crate::nft::Layout::from_config(&on).sip_door_summary().as_deref(),
         Some("secret domain on for 1 name; responsive 30/min burst 10")
     );
     // The names are the secret: `{:?}` of the config counts them.

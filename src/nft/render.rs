@@ -24,6 +24,7 @@ use crate::config::{Config, PortRange, Proto, Responsive, SecretDomain, SipCaptu
 use super::changes::timed;
 pub use super::changes::{render_changes, timeout_secs, Changes};
 use super::standing::StandingNets;
+pub use sip_door::SIP_RATE_DROPS;
 
 /// The input chain's name.
 pub const CHAIN: &str = "input";

@@ -31,6 +31,22 @@ impl Layout {
         format!("sip_rate_{}_{}", proto.name(), f.suffix())
     }
 
+    /// One line for `status`: what the doors do, or `None` when both are off.
+    pub fn sip_door_summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(d) = &self.secret_domain {
+            let n = d.names.len();
+            parts.push(format!(
+                "secret domain on for {n} name{}",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(r) = &self.responsive {
+            parts.push(format!("responsive {}/min burst {}", r.rate, r.burst));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     /// The objects the doors add to the table: the drop counter, when responsive SIP is on.
     pub(super) fn sip_door_objects(&self) -> Vec<NfObject<'static>> {
         if self.responsive.is_none() {
