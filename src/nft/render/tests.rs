@@ -368,3 +368,36 @@ fn fingerprint_follows_the_doors() {
             .fingerprint()
     );
 }
+
+#[test]
+fn the_doors_come_from_the_config_and_say_what_they_do() {
+    let services = "[services.sip]\nports = [\"udp/5060\", \"tcp/5061\"]\n";
+    let off = Layout::from_config(&Config::parse(services, "t").unwrap());
+    assert_eq!(
+        (off.sip_door_summary(), &off.secret_domain, &off.responsive),
+        (None, &None, &None)
+    );
+    let on = Layout::from_config(
+        &Config::parse(
+            &format!(
+                "{services}[sip-secret-domain]\nnames = [\"a.example.com\", \"b.example.com\"]\n\
+                 [sip-responsive]\nenabled = true\nrate = 20\nburst = 5\n"
+            ),
+            "t",
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        on.sip_door_summary().as_deref(),
+        Some("secret domain on for 2 names; responsive 20/min burst 5")
+    );
+    assert_eq!(
+        on.secret_domain.as_ref().unwrap().ports,
+        ["udp/5060".parse::<PortRange>().unwrap()]
+    );
+    assert_eq!(on.responsive.as_ref().unwrap().ports.len(), 2, "UDP and TCP");
+    assert!(
+        !format!("{on:?}").contains("example"),
+        "the names stay out of `{{:?}}`"
+    );
+}
