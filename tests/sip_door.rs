@@ -164,4 +164,17 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
     assert!(st["sip_rate_drops"].as_u64().unwrap() >= drops, "{st}");
     let screen = d.ok(&["status"]);
     assert!(screen.contains("sip: responsive 30/min burst 10; "), "{screen}");
+
+    // A reload that turns it off builds the table again without it: road 1 is unknown, dropped.
+    assert!(env.sip_reaches(1, false, DROPPED), "open before the reload");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, text.replace("enabled = true\n", "enabled = false\n")).unwrap();
+    d.ok(&["reload"]);
+    let st = d.json(&["status"]);
+    assert!(st["in_sync"] == true && st.get("sip_door").is_none(), "{st}");
+    assert!(!env.sip_reaches(1, false, DROPPED), "closed after it");
+    assert!(!d
+        .nft(&["list", "counter", "inet", "passknock", "sip_rate_drops"])
+        .status
+        .success());
 }
