@@ -39,10 +39,15 @@ fn env(sections: &str) -> Env {
 }
 
 fn register_to(env: &Env, road: usize, domain: &str) -> Option<Registration> {
+    register_over(env, road, domain, false)
+}
+
+/// [`register_to`] over IPv6 (`v6`) or IPv4.
+fn register_over(env: &Env, road: usize, domain: &str, v6: bool) -> Option<Registration> {
     sipp::register_to_domain(
         &env.dir.inside,
         &Peer::from(env.road(road)),
-        env.topo.pbx_addr(false),
+        env.topo.pbx_addr(v6),
         domain,
         "701",
         support::asterisk::password("701"),
@@ -86,6 +91,12 @@ fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
         "{}",
         env.asterisk.log_tail(20)
     );
+    // The match is on the UDP payload, whatever the family.
+    assert_eq!(
+        register_over(&env, 1, SECRET, true),
+        Some(Registration::Registered)
+    );
+    assert_eq!(register_over(&env, 1, "pbx.example.test", true), None);
     // The PBX's address, its real name, and a name that merely starts with the secret one: dropped.
     let pbx = env.topo.pbx_addr(false).to_string();
     for domain in [pbx.as_str(), "pbx.example.test", "k7q2x.pbx.example.testing"] {

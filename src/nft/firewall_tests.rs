@@ -186,7 +186,7 @@ fn the_sip_doors_load_into_the_kernel_and_read_back_in_sync() {
         for part in [
             "udp dport 5060 @ih,0,128 0x5245474953544552207369703a6b3771 @ih,128,128 0x32782e7062782e6578616d706c652e63 @ih,256,16 0x6f6d @ih,272,8 { 0x20, 0x3a, 0x3b, 0x3e } accept",
             "udp dport 5060 meter sip_rate_udp_v4 size 65535 { ip saddr timeout 1m limit rate 30/minute burst 10 packets } accept",
-            "tcp dport 5061 ct state new meter sip_rate_tcp_v6 size 65535 { ip6 saddr timeout 1m limit rate 30/minute burst 10 packets } accept",
+            "tcp dport 5061 ct state new meter sip_rate_tcp_v6 size 65535 { ip6 saddr & ffff:ffff:ffff:ffff:: timeout 1m limit rate 30/minute burst 10 packets } accept",
             "udp dport 5060 counter name \"sip_rate_drops\" drop",
             "counter sip_rate_drops {",
         ] {

@@ -2,7 +2,8 @@
 //! and responsive SIP's per-source rate limit, with a named counter of what it drops.
 
 use nftables::expr::{
-    Elem, Expression, NamedExpression, Payload, PayloadBase, PayloadField, PayloadRaw, SetItem, CT,
+    BinaryOperation, Elem, Expression, NamedExpression, Payload, PayloadBase, PayloadField, PayloadRaw,
+    SetItem, CT,
 };
 use nftables::schema::{Counter as CounterObject, NfListObject, NfObject};
 use nftables::stmt::{Counter, Limit, Match, Meter, Operator, Statement};
@@ -121,7 +122,7 @@ fn payload_at(at: usize, len: usize) -> Expression<'static> {
 }
 
 /// Per family, UDP (every packet) and TCP (each new connection) to the service's ports accept
-/// while their source stays within its rate: a meter keyed by source address, each entry kept
+/// while their source stays within its rate: a meter keyed by source address (IPv6: its /64), each entry kept
 /// until its bucket would be full again. Then the rest: established TCP connections accepted above
 /// go on; requests over the rate drop, counted. The accept sits inside the limit, so a meter
 /// that is full (65535 sources) fails closed: a source it cannot hold is dropped, not let through.
@@ -145,10 +146,18 @@ fn responsive_rules(r: &Responsive) -> Vec<Vec<Statement<'static>>> {
             protocol: ip_protocol(f).into(),
             field: "saddr".into(),
         })));
+        // An IPv6 host holds a whole /64 and picks any address in it: one bucket per /64, or a
+        // scanner walks its own prefix past the limit.
+        let source = match f {
+            Family::V4 => saddr,
+            Family::V6 => {
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(saddr, s("ffff:ffff:ffff:ffff::"))))
+            }
+        };
         Statement::Meter(Meter {
             name: Layout::sip_rate_meter(proto, f).into(),
             key: Expression::Named(NamedExpression::Elem(Elem {
-                val: Box::new(saddr),
+                val: Box::new(source),
                 timeout: Some(meter_timeout(r)),
                 expires: None,
                 comment: None,
