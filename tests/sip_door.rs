@@ -9,8 +9,8 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use support::daemon::{short_socket, test_config, Daemon};
-use support::env::{Env, EnvConfig};
+use support::daemon::{eventually, short_socket, test_config, Daemon};
+use support::env::{Env, EnvConfig, WAIT};
 use support::sipp::{self, Peer, Registration};
 
 /// The secret name the phone on road 1 registers to.
@@ -129,7 +129,10 @@ fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
 
 #[test]
 fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others() {
-    let env = env("[sip-responsive]\nenabled = true\nservice = \"sip\"\nrate = 30\nburst = 10\n");
+    let env = env(
+        "[sip-responsive]\nenabled = true\nservice = \"sip\"\nrate = 30\nburst = 10\n\
+         [metrics]\nenabled = true\nlisten = \"127.0.0.1:9477\"\n",
+    );
     let d = env.daemon.as_ref().unwrap();
     assert_eq!(rate_drops(d), 0);
 
@@ -173,6 +176,15 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
     assert_eq!(st["in_sync"], true, "{st}");
     assert_eq!(st["sip_door"], "responsive 30/min burst 10", "{st}");
     assert!(st["sip_rate_drops"].as_u64().unwrap() >= drops, "{st}");
+    // And /metrics, as of the next read-back (one a second here).
+    let metrics = || support::metrics::scrape(env.pbx(), "127.0.0.1:9477".parse().unwrap());
+    assert!(
+        eventually(WAIT, || metrics()
+            .value("passknock_sip_rate_drops_total")
+            .is_some_and(|v| v >= drops as f64)),
+        "{}",
+        metrics().text
+    );
     let screen = d.ok(&["status"]);
     assert!(screen.contains("sip: responsive 30/min burst 10; "), "{screen}");
 
@@ -188,4 +200,10 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
         .nft(&["list", "counter", "inet", "passknock", "sip_rate_drops"])
         .status
         .success());
+    assert!(
+        eventually(WAIT, || metrics()
+            .value("passknock_sip_rate_drops_total")
+            .is_none()),
+        "off: not exported"
+    );
 }

@@ -135,6 +135,7 @@ pub fn pass(
         }
         PassKind::Repair => {
             let result = repair(reader, kernel, clock, now);
+            crate::observe::metrics::METRICS.sip_rate_drops(kernel.sip_rate_drops());
             if let Ok((_, elements)) = &result {
                 crate::observe::metrics::METRICS.reconciled(started.elapsed(), *elements);
             }
