@@ -93,13 +93,6 @@ impl Layout {
         .with_sip_door(config.sip_secret_domain(), config.sip_responsive())
     }
 
-    /// The same layout, with the secret domain and responsive SIP as given (`None`: off).
-    pub fn with_sip_door(mut self, secret: Option<SecretDomain>, responsive: Option<Responsive>) -> Layout {
-        self.secret_domain = secret;
-        self.responsive = responsive;
-        self
-    }
-
     /// The same layout, following `names` into the trusted-names sets.
     pub fn with_trusted_names(mut self, names: &[String]) -> Layout {
         self.trusted_names = names.to_vec();
@@ -236,24 +229,7 @@ impl Layout {
                 eat(&p.to_string());
             }
         }
-        // Each only when on, so a table built without them keeps its fingerprint.
-        if let Some(d) = &self.secret_domain {
-            eat("sip-secret-domain");
-            for n in &d.names {
-                eat(n);
-            }
-            for p in &d.ports {
-                eat(&p.to_string());
-            }
-        }
-        if let Some(r) = &self.responsive {
-            eat("sip-responsive");
-            eat(&r.rate.to_string());
-            eat(&r.burst.to_string());
-            for p in &r.ports {
-                eat(&p.to_string());
-            }
-        }
+        self.sip_door_fingerprint(&mut eat);
         format!("{h:016x}")
     }
 
@@ -418,8 +394,8 @@ impl Layout {
     /// ports only); knock ports log to NFLOG and drop; replies to connections the PBX started
     /// accept; each service accepts its allow set; a secret domain's REGISTER and responsive SIP
     /// within its rate accept, over it drop (`sip_door.rs`); SIP requests on the SIP service's UDP
-    /// ports log to their NFLOG group within limits (`capture.rs`); every protected port drops. Everything else
-    /// falls through to the host's own firewall.
+    /// ports log to their NFLOG group within limits (`capture.rs`); every protected port drops.
+    /// Everything else falls through to the host's own firewall.
     pub(crate) fn rules(&self) -> Vec<Vec<Statement<'static>>> {
         let mut rules = Vec::new();
         rules.push(vec![

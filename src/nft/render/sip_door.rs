@@ -11,7 +11,7 @@ use nftables::types::NfFamily;
 
 use super::{add, dport_in, ip_protocol, matches, merge, s, Layout};
 use crate::base::addr::Family;
-use crate::config::{Proto, Responsive};
+use crate::config::{Proto, Responsive, SecretDomain};
 
 /// The named counter of what responsive SIP drops over its rate: `status`, metrics and tests read
 /// it with `nft list counter inet <table> sip_rate_drops`.
@@ -30,6 +30,35 @@ impl Layout {
     /// The per-source limit (an nft meter) of responsive SIP, per protocol and family.
     pub fn sip_rate_meter(proto: Proto, f: Family) -> String {
         format!("sip_rate_{}_{}", proto.name(), f.suffix())
+    }
+
+    /// The same layout, with the secret domain and responsive SIP as given (`None`: off).
+    pub fn with_sip_door(mut self, secret: Option<SecretDomain>, responsive: Option<Responsive>) -> Layout {
+        self.secret_domain = secret;
+        self.responsive = responsive;
+        self
+    }
+
+    /// The doors' part of the layout's fingerprint: each only when on, so a table built without
+    /// them keeps the fingerprint it had before they existed.
+    pub(super) fn sip_door_fingerprint(&self, eat: &mut dyn FnMut(&str)) {
+        if let Some(d) = &self.secret_domain {
+            eat("sip-secret-domain");
+            for n in &d.names {
+                eat(n);
+            }
+            for p in &d.ports {
+                eat(&p.to_string());
+            }
+        }
+        if let Some(r) = &self.responsive {
+            eat("sip-responsive");
+            eat(&r.rate.to_string());
+            eat(&r.burst.to_string());
+            for p in &r.ports {
+                eat(&p.to_string());
+            }
+        }
     }
 
     /// One line for `status`: what the doors do, or `None` when both are off.
