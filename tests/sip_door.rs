@@ -17,6 +17,8 @@ use support::sipp::{self, Peer, Registration};
 const SECRET: &str = "k7q2x.pbx.example.test";
 /// How long a REGISTER the table drops is waited for: far longer than an answer takes here.
 const DROPPED: Duration = Duration::from_secs(2);
+/// How long one expected through may take, challenge and all, on a loaded machine.
+const PASSES: Duration = Duration::from_secs(20);
 /// A port of the `iax` service: nobody listens, and no door opens it.
 const IAX: u16 = 4569;
 /// A port of the `rtp` service.
@@ -38,12 +40,9 @@ fn env(sections: &str) -> Env {
     env
 }
 
-fn register_to(env: &Env, road: usize, domain: &str) -> Option<Registration> {
-    register_over(env, road, domain, false)
-}
-
-/// [`register_to`] over IPv6 (`v6`) or IPv4.
-fn register_over(env: &Env, road: usize, domain: &str, v6: bool) -> Option<Registration> {
+/// A REGISTER to `sip:<domain>` from road `road`, over IPv6 (`v6`) or IPv4, answered within
+/// `wait`: the registration's outcome, `None` when nothing answered.
+fn register_to(env: &Env, road: usize, domain: &str, v6: bool, wait: Duration) -> Option<Registration> {
     sipp::register_to_domain(
         &env.dir.inside,
         &Peer::from(env.road(road)),
@@ -51,9 +50,20 @@ fn register_over(env: &Env, road: usize, domain: &str, v6: bool) -> Option<Regis
         domain,
         "701",
         support::asterisk::password("701"),
-        DROPPED,
+        wait,
     )
     .unwrap_or_else(|e| panic!("REGISTER to {domain} from road {road}: {e}"))
+}
+
+/// The phone on `road` registers through the secret domain (waiting as long as a loaded machine
+/// may need).
+fn registers(env: &Env, road: usize, v6: bool) -> bool {
+    register_to(env, road, SECRET, v6, PASSES) == Some(Registration::Registered)
+}
+
+/// Nothing answers a REGISTER to `domain` from `road`.
+fn dropped(env: &Env, road: usize, domain: &str, v6: bool) -> bool {
+    register_to(env, road, domain, v6, DROPPED).is_none()
 }
 
 /// Packets the kernel dropped over responsive SIP's rate, from the table's named counter.
@@ -85,22 +95,14 @@ fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
     assert!(table.contains("{ 0x20, 0x3a, 0x3b, 0x3e } accept"), "{table}");
 
     // The phone that knows the name gets through to Asterisk, challenge and all.
-    assert_eq!(
-        register_to(&env, 1, SECRET),
-        Some(Registration::Registered),
-        "{}",
-        env.asterisk.log_tail(20)
-    );
+    assert!(registers(&env, 1, false), "{}", env.asterisk.log_tail(20));
     // The match is on the UDP payload, whatever the family.
-    assert_eq!(
-        register_over(&env, 1, SECRET, true),
-        Some(Registration::Registered)
-    );
-    assert_eq!(register_over(&env, 1, "pbx.example.test", true), None);
+    assert!(registers(&env, 1, true));
+    assert!(dropped(&env, 1, "pbx.example.test", true));
     // The PBX's address, its real name, and a name that merely starts with the secret one: dropped.
     let pbx = env.topo.pbx_addr(false).to_string();
     for domain in [pbx.as_str(), "pbx.example.test", "k7q2x.pbx.example.testing"] {
-        assert_eq!(register_to(&env, 1, domain), None, "REGISTER sip:{domain}");
+        assert!(dropped(&env, 1, domain, false), "REGISTER sip:{domain}");
     }
     // So is any other SIP request, and every other protected port.
     assert!(!env.sip_reaches(1, false, DROPPED), "OPTIONS is not a REGISTER");
@@ -110,15 +112,11 @@ fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
     assert!(!d.nft_set("allow_sip_v4").contains("203.0.113.10"));
 
     // A banned address is dropped first, secret or not.
-    assert_eq!(register_to(&env, 2, SECRET), Some(Registration::Registered));
+    assert!(registers(&env, 2, false));
     let road2 = IpAddr::V4(env.road(2).v4).to_string();
     d.ok(&["ban", &road2, "--ttl", "1h"]);
-    assert_eq!(register_to(&env, 2, SECRET), None);
-    assert_eq!(
-        register_to(&env, 1, SECRET),
-        Some(Registration::Registered),
-        "another address still passes"
-    );
+    assert!(dropped(&env, 2, SECRET, false));
+    assert!(registers(&env, 1, false), "another address still passes");
     let st = d.json(&["status"]);
     assert_eq!(st["in_sync"], true, "{st}");
     assert_eq!(st["sip_door"], "secret domain on for 1 name", "{st}");
@@ -130,13 +128,14 @@ fn a_register_to_the_secret_domain_passes_and_one_to_the_real_name_does_not() {
 #[test]
 fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others() {
     let env = env(
-        "[sip-responsive]\nenabled = true\nservice = \"sip\"\nrate = 30\nburst = 10\n\
+        "[sip-responsive]\nenabled = true\nservice = \"sip\"\nrate = 1\nburst = 10\n\
          [metrics]\nenabled = true\nlisten = \"127.0.0.1:9477\"\n",
     );
     let d = env.daemon.as_ref().unwrap();
     assert_eq!(rate_drops(d), 0);
 
-    // A scanner on road 2: 60 REGISTERs within a second or so, far over 10 and then 30 a minute.
+    // A scanner on road 2: 60 REGISTERs within a second or so. One a minute after a burst of 10:
+    // however slowly the machine sends them, the rate adds at most a token while they go.
     let flood = sipp::register_flood(
         &env.dir.inside,
         &Peer::from(env.road(2)),
@@ -150,16 +149,17 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
         flood.answered >= 1,
         "within its burst the scanner reaches Asterisk: {flood:?}"
     );
-    // Its burst, and the odd token the rate adds while the flood runs.
     assert!(
-        flood.answered <= 12,
+        flood.answered <= 11,
         "the kernel cut the flood to its burst: {flood:?}"
     );
     let drops = rate_drops(d);
     eprintln!("flood: {flood:?}, kernel drops counted: {drops}");
+    // The kernel let at most 11 through (however slowly Asterisk answered them): the rest were
+    // dropped there, and counted.
     assert!(
-        drops >= u64::from(flood.sent - flood.answered),
-        "every unanswered REGISTER was dropped and counted: {drops} for {flood:?}"
+        drops >= u64::from(flood.sent - 11),
+        "the kernel dropped and counted the rest: {drops} for {flood:?}"
     );
 
     // Another address, within its own rate: answered, and it registers.
@@ -174,7 +174,7 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
     // The meters' entries are the kernel's: the read-back sees no drift.
     let st = d.json(&["status"]);
     assert_eq!(st["in_sync"], true, "{st}");
-    assert_eq!(st["sip_door"], "responsive 30/min burst 10", "{st}");
+    assert_eq!(st["sip_door"], "responsive 1/min burst 10", "{st}");
     assert!(st["sip_rate_drops"].as_u64().unwrap() >= drops, "{st}");
     // And /metrics, as of the next read-back (one a second here).
     let metrics = || support::metrics::scrape(env.pbx(), "127.0.0.1:9477".parse().unwrap());
@@ -186,7 +186,7 @@ fn responsive_sip_cuts_a_scanner_to_its_burst_in_the_kernel_and_answers_others()
         metrics().text
     );
     let screen = d.ok(&["status"]);
-    assert!(screen.contains("sip: responsive 30/min burst 10; "), "{screen}");
+    assert!(screen.contains("sip: responsive 1/min burst 10; "), "{screen}");
 
     // A reload that turns it off builds the table again without it: road 1 is unknown, dropped.
     assert!(env.sip_reaches(1, false, DROPPED), "open before the reload");

@@ -263,7 +263,7 @@ pub struct FloodAnswers {
 }
 
 /// A scanner on `peer`: `count` unauthenticated REGISTERs as `endpoint`, `per_second` of them a
-/// second, each waiting up to a second for the PBX's challenge (`flood.xml`).
+/// second, each waiting up to 3 s for the PBX's challenge (`flood.xml`).
 pub fn register_flood(
     dir: &Path,
     peer: &Peer,
