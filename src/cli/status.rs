@@ -240,6 +240,12 @@ fn counts(out: &mut impl Write, sc: &Screen, p: Paint) -> std::io::Result<()> {
     if let Some(a) = &s.sip_attempts {
         sip_attempts(out, a, p)?;
     }
+    if let Some(door) = &s.sip_door {
+        match s.sip_rate_drops {
+            Some(n) => writeln!(out, "sip: {door}; {n} dropped over the rate")?,
+            None => writeln!(out, "sip: {door}")?,
+        }
+    }
     Ok(())
 }
 
@@ -424,6 +430,8 @@ mod tests {
                     grants_extended: 5,
                 },
                 sip_attempts: None,
+                sip_door: None,
+                sip_rate_drops: None,
             },
             live_grants: (1..=grants).map(grant).collect(),
             live_bans: (1..=bans)

@@ -193,7 +193,8 @@ impl Config {
             ));
         }
         self.check_knock(&invalid)?;
-        self.check_sip_attempts(&invalid)
+        self.check_sip_attempts(&invalid)?;
+        self.check_sip_door(&invalid)
     }
 
     /// Asterisk opens one connection per call from one address, all at once when calls arrive

@@ -8,6 +8,7 @@ mod disa;
 mod firewall;
 mod grants;
 mod knock;
+mod sip_door;
 mod standing;
 mod trusted;
 
@@ -18,6 +19,9 @@ pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
+pub use sip_door::{
+    secret_name, Responsive, SecretDomain, SipResponsiveConfig, SipSecretDomainConfig, SECRET_NAME_MAX,
+};
 pub use standing::StandingConfig;
 pub use trusted::TrustedList;
 
@@ -78,6 +82,11 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub standing: StandingConfig,
+    /// Opt-in doors to the SIP ports for unknown addresses (`sip_door.rs`).
+    #[serde(default)]
+    pub sip_secret_domain: SipSecretDomainConfig,
+    #[serde(default)]
+    pub sip_responsive: SipResponsiveConfig,
 }
 
 impl Config {

@@ -360,3 +360,77 @@ fn sip_attempts_follow_disa_and_keep_their_own_group() {
     let m = Config::parse(tcp_only, "t").unwrap_err().to_string();
     assert!(m.contains("no UDP port"), "{m}");
 }
+
+#[test]
+fn the_sip_doors_are_off_by_default_and_checked() {
+    let off = Config::parse(MINIMAL, "t").unwrap();
+    assert!(off.sip_secret_domain().is_none() && off.sip_responsive().is_none());
+    let on = Config::parse(
+        &format!(
+            "{MINIMAL}[services.rtp]\nports = [\"udp/10000-20000\"]\n\
+             [sip-secret-domain]\nnames = [\"K7Q2X.pbx.Example.com\"]\n\
+             [sip-responsive]\nenabled = true\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    let d = on.sip_secret_domain().unwrap();
+    assert_eq!(
+        d.names,
+        ["k7q2x.pbx.example.com"],
+        "lowercased, as the table matches it"
+    );
+    assert_eq!(d.ports, ["udp/5060".parse::<PortRange>().unwrap()]);
+    let r = on.sip_responsive().unwrap();
+    assert_eq!((r.rate, r.burst), (30, 10));
+    // The names are the secret: `{:?}` of the config counts them.
+    assert!(!format!("{on:?}").contains("k7q2x"));
+
+    let e = |extra: &str| {
+        Config::parse(&format!("{MINIMAL}{extra}"), "t")
+            .unwrap_err()
+            .to_string()
+    };
+    let secret = |names: &str| e(&format!("[sip-secret-domain]\nnames = [{names}]\n"));
+    for (names, why) in [
+        ("\"pbx example.com\"", "not a DNS name"),
+        ("\"-pbx.example.com\"", "starts or ends with `-`"),
+        ("\"pbx..example.com\"", "not a DNS name"),
+        ("\"pbx.example.com.\"", "root dot"),
+        ("\"198.51.100.1\"", "an address"),
+        ("\"\"", "is empty"),
+        ("\"a.b\", \"A.B\"", "listed twice"),
+    ] {
+        let m = secret(names);
+        assert!(
+            m.contains("sip-secret-domain.names[") && m.contains(why),
+            "{names}: {m}"
+        );
+    }
+    let long = format!("\"{}.example.com\"", "a".repeat(60));
+    let m = secret(&long);
+    assert!(
+        m.contains("at most 64") && !m.contains("aaaa"),
+        "never echoes the name: {m}"
+    );
+    let m = e("[sip-secret-domain]\nnames = [\"x.example.com\"]\nservice = \"nope\"\n");
+    assert!(
+        m.contains("sip-secret-domain.service") && m.contains("not a service"),
+        "{m}"
+    );
+    let m = e("[services.web]\nports = [\"tcp/443\"]\n[sip-secret-domain]\nnames = [\"x.example.com\"]\nservice = \"web\"\n");
+    assert!(
+        m.contains("sip-secret-domain.service") && m.contains("no UDP port"),
+        "{m}"
+    );
+    let m = e("[sip-responsive]\nenabled = true\nservice = \"nope\"\n");
+    assert!(m.contains("sip-responsive.service"), "{m}");
+    for k in ["rate = 0", "burst = 0", "rate = 6001"] {
+        let m = e(&format!("[sip-responsive]\n{k}\n"));
+        assert!(m.contains("sip-responsive."), "{k}: {m}");
+    }
+    // Off, a missing service is no error: only what is on insists on its service.
+    let quiet =
+        format!("{MINIMAL}[sip-responsive]\nservice = \"nope\"\n[sip-secret-domain]\nservice = \"nope\"\n");
+    assert!(Config::parse(&quiet, "t").is_ok());
+}

@@ -346,6 +346,11 @@ pub struct Status {
     /// The SIP attempt reader's counts since the daemon started; absent when it does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_attempts: Option<crate::observe::attempts::SipAttemptCounts>,
+    /// What the SIP doors do, and what responsive SIP dropped over its rate; absent when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_door: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_rate_drops: Option<u64>,
 }
 
 /// The AMI listener's state, for `passknock contacts` and `passknock calls`.

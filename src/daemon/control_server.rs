@@ -157,6 +157,8 @@ impl Views {
                 last_hour,
                 last_24h,
                 sip_attempts: crate::observe::attempts::SIP_ATTEMPTS.counts(),
+                sip_door: s.sip_door,
+                sip_rate_drops: s.sip_rate_drops,
             })),
             Err(e) => Reply::error(e),
         }

@@ -112,6 +112,7 @@ pub fn pass(
                 Ok(c) => {
                     status.table_present = c.present;
                     status.in_sync = c.verdict == TableState::InSync;
+                    status.sip_rate_drops = kernel.sip_rate_drops();
                     status.elements = c.elements;
                     status.sync_detail = match &c.verdict {
                         TableState::InSync => String::new(),
@@ -134,6 +135,7 @@ pub fn pass(
         }
         PassKind::Repair => {
             let result = repair(reader, kernel, clock, now);
+            crate::observe::metrics::METRICS.sip_rate_drops(kernel.sip_rate_drops());
             if let Ok((_, elements)) = &result {
                 crate::observe::metrics::METRICS.reconciled(started.elapsed(), *elements);
             }

@@ -199,6 +199,9 @@ pub struct TableStatus {
     /// Standing entries, and the names they hold.
     pub standing: u64,
     pub names: Vec<NameState>,
+    /// What the SIP doors do (`None`: both off), and what responsive SIP dropped over its rate.
+    pub sip_door: Option<String>,
+    pub sip_rate_drops: Option<u64>,
 }
 
 /// What a reload's table rebuild came to: the store is unchanged either way.

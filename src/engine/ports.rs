@@ -112,6 +112,10 @@ pub trait Readback {
     fn rebuild(&mut self, desired: &Elements, now: UnixMs) -> Result<(), NftError>;
     /// Takes the standing entries' networks the store wants, for the compare and the rebuild.
     fn take_standing(&mut self, _nets: StandingNets) {}
+    /// Packets responsive SIP dropped over its rate, when it is on and the kernel says.
+    fn sip_rate_drops(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 impl Table for Firewall {
@@ -160,6 +164,10 @@ impl Readback for Firewall {
 
     fn take_standing(&mut self, nets: StandingNets) {
         Firewall::take_standing(self, nets)
+    }
+
+    fn sip_rate_drops(&mut self) -> Option<u64> {
+        Firewall::sip_rate_drops(self)
     }
 }
 

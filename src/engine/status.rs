@@ -48,6 +48,8 @@ impl<R: Records, T: Table> Engine<R, T> {
             now: now.wall,
             standing,
             names,
+            sip_door: layout.sip_door_summary(),
+            sip_rate_drops: None,
         };
         self.kick_check(status, reply, now);
     }

@@ -150,3 +150,47 @@ fn a_netlink_path_the_kernel_refuses_falls_back_to_nft_and_says_so() {
         assert!(e.to_string().contains("No such file or directory"), "{e}");
     });
 }
+
+/// The SIP doors load into the real kernel as rendered: the secret name in 16-byte payload
+/// compares, the meters and the named counter; a read-back of that table is in sync.
+#[test]
+fn the_sip_doors_load_into_the_kernel_and_read_back_in_sync() {
+    in_netns(|_| {
+        let now = now_ms();
+        let mut f = firewall(ElementPath::Nft, None);
+        let udp = "udp/5060".parse::<PortRange>().unwrap();
+        let tcp = "tcp/5061".parse::<PortRange>().unwrap();
+        f.layout.services[1].1.push(tcp);
+        f.layout = f.layout.clone().with_sip_door(
+            Some(crate::config::SecretDomain {
+                names: vec!["k7q2x.pbx.example.com".into()],
+                ports: vec![udp],
+            }),
+            Some(crate::config::Responsive {
+                ports: vec![udp, tcp],
+                rate: 30,
+                burst: 10,
+            }),
+        );
+        let want = elements(3, now);
+        f.rebuild(&want, now).unwrap();
+        assert_eq!(f.compare(&want, now).unwrap().1, TableState::InSync);
+        let mut nl = firewall(ElementPath::Netlink, Some(Netlink::open().unwrap()));
+        nl.layout = f.layout.clone();
+        assert_eq!(nl.compare(&want, now).unwrap().1, TableState::InSync);
+        let out = std::process::Command::new("nft")
+            .args(["list", "table", "inet", "pk_paths"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for part in [
+            "udp dport 5060 @ih,0,128 0x5245474953544552207369703a6b3771 @ih,128,128 0x32782e7062782e6578616d706c652e63 @ih,256,16 0x6f6d @ih,272,8 { 0x20, 0x3a, 0x3b, 0x3e } accept",
+            "udp dport 5060 meter sip_rate_udp_v4 size 65535 { ip saddr timeout 1m limit rate 30/minute burst 10 packets } accept",
+            "tcp dport 5061 ct state new meter sip_rate_tcp_v6 size 65535 { ip6 saddr & ffff:ffff:ffff:ffff:: timeout 1m limit rate 30/minute burst 10 packets } accept",
+            "udp dport 5060 counter name \"sip_rate_drops\" drop",
+            "counter sip_rate_drops {",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+    });
+}

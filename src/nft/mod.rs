@@ -277,6 +277,21 @@ impl Firewall {
         Ok(Some(obs))
     }
 
+    /// Packets responsive SIP dropped over its rate since the table was built, from its named
+    /// counter; `None` when responsive SIP is off or nft cannot say.
+    pub fn sip_rate_drops(&self) -> Option<u64> {
+        self.layout.responsive.as_ref()?;
+        let json = self
+            .nft
+            .list_counter(&self.layout.table, render::SIP_RATE_DROPS)
+            .ok()??;
+        let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        v["nftables"]
+            .as_array()?
+            .iter()
+            .find_map(|o| o["counter"]["packets"].as_u64())
+    }
+
     /// Compares the table with `desired` without changing anything.
     pub fn compare(
         &mut self,

@@ -108,6 +108,12 @@ impl Observed {
         let mut out = Observed::default();
         for obj in listing.nftables {
             if let Some(set) = obj.set {
+                // A meter's set (the SIP capture's, responsive SIP's) is the kernel's to fill: its
+                // elements are not ours to compare or count. nft 1.0 leaves meters out of a table
+                // listing; this keeps a version that lists them from seeing drift.
+                if set.flags.iter().any(|f| f == "dynamic") {
+                    continue;
+                }
                 let mut o = ObservedSet {
                     type_name: set.kind.as_str().unwrap_or("concatenated").to_string(),
                     flags: set.flags,
@@ -283,4 +289,23 @@ fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A meter's set, listed as some nft versions do, is neither compared nor counted.
+    #[test]
+    fn a_meters_set_is_the_kernels_not_drift() {
+        let json = br#"{"nftables":[
+            {"set":{"family":"inet","name":"ban_v4","table":"passknock","type":"ipv4_addr","flags":["timeout"],
+              "elem":[{"elem":{"val":"203.0.113.9","timeout":60,"expires":59}}]}},
+            {"set":{"family":"inet","name":"sip_rate_udp_v4","table":"passknock","type":"ipv4_addr","size":65535,
+              "flags":["dynamic","timeout"],"elem":[{"elem":{"val":"203.0.113.66","timeout":60,"expires":58}}]}}
+        ]}"#;
+        let obs = Observed::parse(json).unwrap();
+        assert_eq!(obs.sets.keys().collect::<Vec<_>>(), ["ban_v4"]);
+        assert_eq!(obs.element_count(), 1);
+    }
 }

@@ -17,13 +17,14 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use crate::base::addr::{Family, Net};
 use crate::base::clock::UnixMs;
 use crate::base::defaults;
-use crate::config::{Config, PortRange, Proto, SipCapture};
+use crate::config::{Config, PortRange, Proto, Responsive, SecretDomain, SipCapture};
 
 // Element changes live in changes.rs; their paths stay `render::…` for the callers. An element
 // with its timeout is written the same way in the table and in a change.
 use super::changes::timed;
 pub use super::changes::{render_changes, timeout_secs, Changes};
 use super::standing::StandingNets;
+pub use sip_door::SIP_RATE_DROPS;
 
 /// The input chain's name.
 pub const CHAIN: &str = "input";
@@ -47,6 +48,10 @@ pub struct Layout {
     /// `firewall.trusted`'s DNS names: their addresses fill `trusted_names_v4/_v6`, accepted
     /// like the trusted networks.
     pub trusted_names: Vec<String>,
+    /// `REGISTER sip:<name>` for a secret name passes to these UDP ports (`sip_door.rs`).
+    pub secret_domain: Option<SecretDomain>,
+    /// Unknown sources reach these ports under a per-source rate limit (`sip_door.rs`).
+    pub responsive: Option<Responsive>,
 }
 
 /// A set element: which set, which address.
@@ -85,6 +90,7 @@ impl Layout {
         .with_knock(config.knock.ports(), config.knock.nflog_group)
         .with_sip_capture(config.sip_capture())
         .with_trusted_names(&config.firewall.trusted_names)
+        .with_sip_door(config.sip_secret_domain(), config.sip_responsive())
     }
 
     /// The same layout, following `names` into the trusted-names sets.
@@ -130,6 +136,8 @@ impl Layout {
             sip_capture: None,
             standing: StandingNets::new(),
             trusted_names: Vec::new(),
+            secret_domain: None,
+            responsive: None,
         }
     }
 
@@ -221,6 +229,7 @@ impl Layout {
                 eat(&p.to_string());
             }
         }
+        self.sip_door_fingerprint(&mut eat);
         format!("{h:016x}")
     }
 
@@ -268,6 +277,7 @@ impl Layout {
                 Vec::new(),
             )))));
         }
+        cmds.extend(self.sip_door_objects());
         cmds.push(add(NfListObject::Chain(Chain {
             family: NfFamily::INet,
             table: self.table.clone().into(),
@@ -382,9 +392,10 @@ impl Layout {
 
     /// The input chain, in order: loopback and trusted accept; banned drop (protected and knock
     /// ports only); knock ports log to NFLOG and drop; replies to connections the PBX started
-    /// accept; each service accepts its allow set; SIP requests on the SIP service's UDP ports log
-    /// to their NFLOG group within limits (`capture.rs`); every protected port drops. Everything else
-    /// falls through to the host's own firewall.
+    /// accept; each service accepts its allow set; a secret domain's REGISTER and responsive SIP
+    /// within its rate accept, over it drop (`sip_door.rs`); SIP requests on the SIP service's UDP
+    /// ports log to their NFLOG group within limits (`capture.rs`); every protected port drops.
+    /// Everything else falls through to the host's own firewall.
     pub(crate) fn rules(&self) -> Vec<Vec<Statement<'static>>> {
         let mut rules = Vec::new();
         rules.push(vec![
@@ -444,6 +455,7 @@ impl Layout {
                 }
             }
         }
+        rules.extend(self.sip_door_rules());
         rules.extend(self.sip_capture_rules());
         for proto in [Proto::Udp, Proto::Tcp] {
             let ports = self.protected(proto);
@@ -595,8 +607,9 @@ pub(super) fn merge<'a>(ports: impl Iterator<Item = &'a PortRange>) -> Vec<(u16,
     out
 }
 
-// The SIP capture's rules live beside this file.
+// The SIP capture's rules and the SIP doors' live beside this file.
 mod capture;
+mod sip_door;
 
 #[cfg(test)]
 mod tests;

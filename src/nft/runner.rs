@@ -76,6 +76,15 @@ impl Nft {
         }
     }
 
+    /// `nft -j list counter inet TABLE NAME`, or `None` when it does not exist.
+    pub fn list_counter(&self, table: &str, name: &str) -> Result<Option<Vec<u8>>, NftError> {
+        match self.run(&["-j", "list", "counter", "inet", table, name], None) {
+            Ok(out) => Ok(Some(out)),
+            Err(NftError::Rejected { message }) if message.contains("No such file or directory") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the table (used by tests and the bench to start clean; the daemon never does).
     pub fn delete_table(&self, table: &str) -> Result<(), NftError> {
         match self.run(&["delete", "table", "inet", table], None) {

@@ -83,6 +83,9 @@ pub struct Metrics {
     reconcile_micros: AtomicU64,
     reconcile_elements: AtomicU64,
     ami_connected: AtomicBool,
+    /// Packets responsive SIP dropped over its rate, from the table's counter at the last
+    /// read-back; `u64::MAX` while it is off (not exported then).
+    sip_rate_drops: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -134,6 +137,7 @@ impl Metrics {
             reconcile_micros: ZERO,
             reconcile_elements: ZERO,
             ami_connected: AtomicBool::new(false),
+            sip_rate_drops: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -218,6 +222,12 @@ impl Metrics {
         self.reconcile_micros
             .store(took.as_micros() as u64, Ordering::Relaxed);
         self.reconcile_elements.store(elements as u64, Ordering::Relaxed);
+    }
+
+    /// The table's count of what responsive SIP dropped over its rate; `None`: it is off.
+    pub fn sip_rate_drops(&self, n: Option<u64>) {
+        self.sip_rate_drops
+            .store(n.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub fn ami_connected(&self, up: bool) {
@@ -341,6 +351,14 @@ impl Metrics {
             "# HELP passknock_ami_connected 1 while logged in to Asterisk's manager interface.\n# TYPE passknock_ami_connected gauge\npassknock_ami_connected {}",
             u8::from(self.ami_connected.load(Ordering::Relaxed))
         );
+        let drops = g(&self.sip_rate_drops);
+        if drops != u64::MAX {
+            // The kernel's counter starts again at 0 when the table is rebuilt, as a counter may.
+            let _ = writeln!(
+                o,
+                "# HELP passknock_sip_rate_drops_total Packets responsive SIP dropped in the kernel over a source's rate, as of the last read-back.\n# TYPE passknock_sip_rate_drops_total counter\npassknock_sip_rate_drops_total {drops}"
+            );
+        }
         crate::observe::attempts::SIP_ATTEMPTS.render(&mut o);
         o
     }

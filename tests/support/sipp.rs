@@ -212,6 +212,104 @@ pub fn keep_registering(
     })
 }
 
+/// Registers like [`register`], but to the request URI `sip:<domain>` (a secret SIP domain), and
+/// waits at most `wait` for an answer: `Ok(None)` when none came (the table dropped it).
+pub fn register_to_domain(
+    dir: &Path,
+    peer: &Peer,
+    pbx: IpAddr,
+    domain: &str,
+    endpoint: &str,
+    password: &str,
+    wait: Duration,
+) -> Result<Option<Registration>, String> {
+    let scenario = fs::read_to_string(scenario_path("register.xml"))
+        .expect("read register.xml")
+        .replace(
+            "REGISTER sip:[remote_ip]:[remote_port] SIP/2.0",
+            &format!("REGISTER sip:{domain} SIP/2.0"),
+        );
+    let local = if pbx.is_ipv6() {
+        IpAddr::V6(peer.v6)
+    } else {
+        IpAddr::V4(peer.v4)
+    };
+    let (_, inside) = run_raw(
+        dir,
+        peer,
+        local,
+        pbx,
+        &scenario,
+        &[
+            "-key", "user", endpoint, "-key", "expires", "300", "-au", endpoint, "-ap", password,
+        ],
+        wait,
+    )?;
+    let log = fs::read_to_string(chroot::on_host(&inside.join("outcome.log"))).unwrap_or_default();
+    Ok(if log.contains("OUTCOME registered") {
+        Some(Registration::Registered)
+    } else {
+        log.lines()
+            .find_map(|l| l.split("OUTCOME rejected ").nth(1))
+            .map(|code| Registration::Rejected(code.trim().parse().unwrap_or(0)))
+    })
+}
+
+/// What a REGISTER flood got: how many it sent and how many the PBX answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloodAnswers {
+    pub sent: u32,
+    pub answered: u32,
+}
+
+/// A scanner on `peer`: `count` unauthenticated REGISTERs as `endpoint`, `per_second` of them a
+/// second, each waiting up to 3 s for the PBX's challenge (`flood.xml`).
+pub fn register_flood(
+    dir: &Path,
+    peer: &Peer,
+    pbx: IpAddr,
+    endpoint: &str,
+    count: u32,
+    per_second: u32,
+) -> Result<FloodAnswers, String> {
+    let scenario = fs::read_to_string(scenario_path("flood.xml")).expect("read flood.xml");
+    let local = if pbx.is_ipv6() {
+        IpAddr::V6(peer.v6)
+    } else {
+        IpAddr::V4(peer.v4)
+    };
+    let (count_s, rate_s) = (count.to_string(), per_second.to_string());
+    // The later -m overrides run_raw's `-m 1`.
+    let (status, inside) = run_raw(
+        dir,
+        peer,
+        local,
+        pbx,
+        &scenario,
+        &[
+            "-key", "user", endpoint, "-m", &count_s, "-r", &rate_s, "-l", &count_s,
+        ],
+        Duration::from_secs(u64::from(count / per_second.max(1)) + 15),
+    )?;
+    if status.is_none() {
+        return Err(format!("SIPp flood hung\n{}", logs(&inside)));
+    }
+    let log = fs::read_to_string(chroot::on_host(&inside.join("outcome.log"))).unwrap_or_default();
+    let n = |what: &str| log.lines().filter(|l| l.contains(what)).count() as u32;
+    let answers = FloodAnswers {
+        sent: n("OUTCOME answered") + n("OUTCOME lost"),
+        answered: n("OUTCOME answered"),
+    };
+    if answers.sent != count {
+        return Err(format!(
+            "SIPp flood logged {} of {count} REGISTERs\n{}",
+            answers.sent,
+            logs(&inside)
+        ));
+    }
+    Ok(answers)
+}
+
 /// Places `call` from `peer`: INVITE with digest auth, DTMF after answer, then waits for the PBX
 /// to hang up (or hangs up after `call.hold`). A call the PBX does not answer is an error.
 pub fn call(dir: &Path, peer: &Peer, pbx: IpAddr, call: &Call) -> Result<(Hangup, Run), String> {

@@ -93,10 +93,15 @@ pub(super) fn table(socket: &Path, nft_ok: bool) -> Check {
              kernel has nf_tables and passknockd has CAP_NET_ADMIN, then restart it",
         );
     }
+    let door = status
+        .sip_door
+        .as_deref()
+        .map(|d| format!("; sip: {d}"))
+        .unwrap_or_default();
     ok(
         "table",
         format!(
-            "table {} is in sync: {} grant(s), {} ban(s); changes through {}",
+            "table {} is in sync: {} grant(s), {} ban(s); changes through {}{door}",
             status.table, status.grants, status.bans, status.firewall_path
         ),
     )

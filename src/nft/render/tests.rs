@@ -237,3 +237,167 @@ fn fingerprint_follows_the_capture() {
     );
     assert_eq!(off.rules(), layout().with_sip_capture(None).rules());
 }
+
+/// The table as it was before the SIP doors: with both off, not a byte of it changes.
+#[test]
+fn the_doors_off_change_nothing() {
+    let l = layout()
+        .with_knock(vec!["tcp/7000".parse().unwrap()], 7)
+        .with_sip_capture(Some(capture()));
+    let json = l.render_table_json(&Elements::new(), 0).unwrap();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &json {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    assert_eq!(l.fingerprint(), "6f0f5011e070068f");
+    assert_eq!(
+        (format!("{h:016x}"), json.len()),
+        ("ae3bc3aa7c6f025e".into(), 11606)
+    );
+    assert_eq!(l, l.clone().with_sip_door(None, None));
+}
+
+fn secret() -> SecretDomain {
+    SecretDomain {
+        names: vec!["k7q2x.pbx.example.com".into()],
+        ports: vec!["udp/5060".parse().unwrap(), "tcp/5060".parse().unwrap()],
+    }
+}
+
+fn responsive() -> Responsive {
+    Responsive {
+        ports: vec![
+            "udp/5060".parse().unwrap(),
+            "tcp/5060".parse().unwrap(),
+            "udp/5061".parse().unwrap(),
+        ],
+        rate: 30,
+        burst: 10,
+    }
+}
+
+#[test]
+fn a_secret_register_is_matched_on_the_payload_in_16_byte_compares() {
+    let l = layout().with_sip_door(Some(secret()), None);
+    assert_eq!(l.rules().len(), layout().rules().len() + 1, "one rule per name");
+    let json = serde_json::to_string(&l.render_table(&Elements::new(), 0)).unwrap();
+    // "REGISTER sip:k7q2x.pbx.example.com" is 34 bytes: 16 + 16 + 2, then the byte after it.
+    for part in [
+        "{\"payload\":{\"base\":\"ih\",\"offset\":0,\"len\":128}},\"right\":\"0x5245474953544552207369703a6b3771\"",
+        "{\"payload\":{\"base\":\"ih\",\"offset\":128,\"len\":128}},\"right\":\"0x32782e7062782e6578616d706c652e63\"",
+        "{\"payload\":{\"base\":\"ih\",\"offset\":256,\"len\":16}},\"right\":\"0x6f6d\"",
+        "{\"payload\":{\"base\":\"ih\",\"offset\":272,\"len\":8}},\"right\":{\"set\":[32,58,59,62]}",
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    // UDP only, after the grants and the bans, before the protected ports drop.
+    let at = json.find("\"base\":\"ih\"").unwrap();
+    let rule = &json[json[..at].rfind("{\"add\":{\"rule\"").unwrap()..at];
+    assert!(rule.contains("\"udp\"") && !rule.contains("\"tcp\""), "{rule}");
+    assert!(json.find("@ban_v6").unwrap() < at && json.rfind("@allow_sip_v6").unwrap() < at);
+    assert!(json.rfind("\"drop\"").unwrap() > at);
+    // A longest name still fits: every compare at most 16 bytes.
+    let long = "a".repeat(crate::config::SECRET_NAME_MAX);
+    let stmts = sip_door::register_prefix(&long);
+    assert_eq!(stmts.len(), (13 + long.len()).div_ceil(16) + 1);
+    assert!(!serde_json::to_string(&stmts).unwrap().contains("\"len\":136"));
+}
+
+#[test]
+fn responsive_sip_accepts_within_each_sources_rate_and_counts_the_drops() {
+    let l = layout().with_sip_door(None, Some(responsive()));
+    // Per family a UDP and a TCP meter; established TCP; a counted drop per protocol.
+    assert_eq!(l.rules().len(), layout().rules().len() + 7);
+    let json = serde_json::to_string(&l.render_table(&Elements::new(), 0)).unwrap();
+    assert!(
+        json.contains(
+            "{\"add\":{\"counter\":{\"family\":\"inet\",\"table\":\"passknock\",\"name\":\"sip_rate_drops\""
+        ),
+        "{json}"
+    );
+    for meter in [
+        "sip_rate_udp_v4",
+        "sip_rate_tcp_v4",
+        "sip_rate_udp_v6",
+        "sip_rate_tcp_v6",
+    ] {
+        assert!(
+            json.contains(&format!("\"name\":\"{meter}\"")),
+            "{meter} in {json}"
+        );
+    }
+    for part in [
+        "\"limit\":{\"rate\":30,\"per\":\"minute\",\"burst\":10}",
+        "\"timeout\":60",
+        "{\"counter\":\"sip_rate_drops\"},{\"drop\":null}",
+        "\"right\":{\"set\":[{\"range\":[5060,5061]}]},\"op\":\"==\"}},{\"meter\"",
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let first = json.find("sip_rate_udp_v4").unwrap();
+    assert!(json.rfind("@allow_sip_v6").unwrap() < first);
+    // RTP's ports are no part of it: the last rule still drops every protected port.
+    let counted = json.rfind("sip_rate_drops").unwrap();
+    assert!(json[counted..].contains("{\"range\":[10000,20000]}"));
+}
+
+#[test]
+fn fingerprint_follows_the_doors() {
+    let off = layout();
+    let secret_on = layout().with_sip_door(Some(secret()), None);
+    let both = layout().with_sip_door(Some(secret()), Some(responsive()));
+    assert_ne!(off.fingerprint(), secret_on.fingerprint());
+    assert_ne!(secret_on.fingerprint(), both.fingerprint());
+    let mut other = secret();
+    other.names = vec!["other.pbx.example.com".into()];
+    assert_ne!(
+        secret_on.fingerprint(),
+        layout().with_sip_door(Some(other), None).fingerprint()
+    );
+    let mut slower = responsive();
+    slower.rate = 20;
+    assert_ne!(
+        both.fingerprint(),
+        layout().with_sip_door(Some(secret()), Some(slower)).fingerprint()
+    );
+    assert_eq!(
+        both.fingerprint(),
+        layout()
+            .with_sip_door(Some(secret()), Some(responsive()))
+            .fingerprint()
+    );
+}
+
+#[test]
+fn the_doors_come_from_the_config_and_say_what_they_do() {
+    let services = "[services.sip]\nports = [\"udp/5060\", \"tcp/5061\"]\n";
+    let off = Layout::from_config(&Config::parse(services, "t").unwrap());
+    assert_eq!(
+        (off.sip_door_summary(), &off.secret_domain, &off.responsive),
+        (None, &None, &None)
+    );
+    let on = Layout::from_config(
+        &Config::parse(
+            &format!(
+                "{services}[sip-secret-domain]\nnames = [\"a.example.com\", \"b.example.com\"]\n\
+                 [sip-responsive]\nenabled = true\nrate = 20\nburst = 5\n"
+            ),
+            "t",
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        on.sip_door_summary().as_deref(),
+        Some("secret domain on for 2 names; responsive 20/min burst 5")
+    );
+    assert_eq!(
+        on.secret_domain.as_ref().unwrap().ports,
+        ["udp/5060".parse::<PortRange>().unwrap()]
+    );
+    assert_eq!(on.responsive.as_ref().unwrap().ports.len(), 2, "UDP and TCP");
+    assert!(
+        !format!("{on:?}").contains("example"),
+        "the names stay out of `{{:?}}`"
+    );
+}
