@@ -8,6 +8,7 @@ mod disa;
 mod firewall;
 mod grants;
 mod knock;
+mod sip_auth;
 mod standing;
 mod trusted;
 
@@ -18,6 +19,7 @@ pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
+pub use sip_auth::SipAuthGrantConfig;
 pub use standing::StandingConfig;
 pub use trusted::TrustedList;
 
@@ -78,6 +80,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub standing: StandingConfig,
+    /// A successful SIP login by a listed endpoint grants its address (off by default).
+    #[serde(default)]
+    pub sip_auth_grant: SipAuthGrantConfig,
 }
 
 impl Config {

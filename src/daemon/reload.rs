@@ -133,6 +133,11 @@ fn prepare(
         new.sip_attempts.nflog_group = running.sip_attempts.nflog_group;
         new.sip_attempts.window = running.sip_attempts.window;
     }
+    // The AMI listener reads its list of granting endpoints once, at the start.
+    if new.sip_auth_grant != running.sip_auth_grant {
+        restart.push("sip-auth-grant");
+        new.sip_auth_grant = running.sip_auth_grant.clone();
+    }
     Ok((new, restart))
 }
 
