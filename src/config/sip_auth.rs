@@ -105,23 +105,51 @@ secret-file = "/nonexistent/ami.secret"
         let c = Config::parse(BASE, "t").unwrap();
         assert!(!c.sip_auth_grant.enabled());
         assert_eq!(c.sip_auth_grant, SipAuthGrantConfig::default());
-        let c = parse("endpoints = [\"701\", \"702\"]\nservices = [\"sip\", \"rtp\"]\nttl = \"8h\"\n").unwrap();
+        let c =
+            parse("endpoints = [\"701\", \"702\"]\nservices = [\"sip\", \"rtp\"]\nttl = \"8h\"\n").unwrap();
         let g = &c.sip_auth_grant;
         assert!(g.enabled() && g.lists("701") && g.lists("702") && !g.lists("70"));
         assert_eq!(g.ttl, Some("8h".parse().unwrap()));
         // An empty list is off, whatever else is set.
-        assert!(!parse("endpoints = []\nservices = [\"rtp\"]\n").unwrap().sip_auth_grant.enabled());
+        assert!(!parse("endpoints = []\nservices = [\"rtp\"]\n")
+            .unwrap()
+            .sip_auth_grant
+            .enabled());
     }
 
     #[test]
     fn bad_values_name_their_key() {
         for (section, key, words) in [
-            ("endpoints = [\"701\"]\nservices = [\"ssh\"]\n", "sip-auth-grant.services[0]", "`ssh` is not a service"),
-            ("endpoints = [\"701\"]\nttl = \"13h\"\n", "sip-auth-grant.ttl", "grants.ttl-max (12h)"),
-            ("endpoints = [\"701\"]\nttl = \"0s\"\n", "sip-auth-grant.ttl", "more than 0s"),
-            ("endpoints = [\"701\", \"\"]\n", "sip-auth-grant.endpoints[1]", "not a PJSIP endpoint"),
-            ("endpoints = [\"7 01\"]\n", "sip-auth-grant.endpoints[0]", "no spaces"),
-            ("endpoints = [\"701\", \"701\"]\n", "sip-auth-grant.endpoints[1]", "listed twice"),
+            (
+                "endpoints = [\"701\"]\nservices = [\"ssh\"]\n",
+                "sip-auth-grant.services[0]",
+                "`ssh` is not a service",
+            ),
+            (
+                "endpoints = [\"701\"]\nttl = \"13h\"\n",
+                "sip-auth-grant.ttl",
+                "grants.ttl-max (12h)",
+            ),
+            (
+                "endpoints = [\"701\"]\nttl = \"0s\"\n",
+                "sip-auth-grant.ttl",
+                "more than 0s",
+            ),
+            (
+                "endpoints = [\"701\", \"\"]\n",
+                "sip-auth-grant.endpoints[1]",
+                "not a PJSIP endpoint",
+            ),
+            (
+                "endpoints = [\"7 01\"]\n",
+                "sip-auth-grant.endpoints[0]",
+                "no spaces",
+            ),
+            (
+                "endpoints = [\"701\", \"701\"]\n",
+                "sip-auth-grant.endpoints[1]",
+                "listed twice",
+            ),
             ("endpoint = [\"701\"]\n", "unknown field `endpoint`", ""),
             ("endpoints = \"701\"\n", "endpoints", "sequence"),
         ] {
@@ -139,6 +167,9 @@ secret-file = "/nonexistent/ami.secret"
             BASE.replace("enabled = true\n", "")
         );
         let e = Config::parse(&text, "t").unwrap_err().to_string();
-        assert!(e.contains("sip-auth-grant.endpoints") && e.contains("ami.enabled"), "{e}");
+        assert!(
+            e.contains("sip-auth-grant.endpoints") && e.contains("ami.enabled"),
+            "{e}"
+        );
     }
 }
