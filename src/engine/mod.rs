@@ -17,7 +17,7 @@ mod status;
 mod upkeep;
 
 #[cfg(test)]
-mod fakes;
+pub(crate) mod fakes;
 #[cfg(test)]
 mod tests;
 
