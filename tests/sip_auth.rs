@@ -196,3 +196,34 @@ fn an_endpoint_not_listed_registers_but_is_not_granted() {
     assert!(grants(d).is_empty(), "{:?}", grants(d));
     assert!(!env.udp_reaches(1, RTP_PROBE, false));
 }
+
+#[test]
+fn a_phone_registering_over_ipv6_is_granted_its_ipv6_address() {
+    let env = start();
+    let d = env.daemon.as_ref().unwrap();
+    let v6 = env.road(1).v6.to_string();
+    assert!(
+        !env.udp_reaches(1, RTP_PROBE, true),
+        "RTP is closed over IPv6 too"
+    );
+    assert_eq!(
+        env.register_over(1, "702", support::asterisk::password("702"), true),
+        Registration::Registered
+    );
+    assert!(
+        eventually(WAIT, || grants_of(d, "sip-auth:702")
+            .iter()
+            .any(|g| g["address"] == v6.as_str())),
+        "no grant for {v6}:\n{}",
+        d.log_text()
+    );
+    assert!(eventually(WAIT, || d.nft_set("allow_rtp_v6").contains(&v6)));
+    assert!(
+        env.udp_reaches(1, RTP_PROBE, true),
+        "the IPv6 address reaches RTP"
+    );
+    assert!(
+        !env.udp_reaches(1, RTP_PROBE, false),
+        "its IPv4 address was not granted"
+    );
+}
