@@ -193,6 +193,9 @@ impl Config {
             ));
         }
         self.check_knock(&invalid)?;
+        self.sip_auth_grant
+            .check(self)
+            .map_err(|(key, message)| invalid(key, message))?;
         self.check_sip_attempts(&invalid)?;
         self.check_sip_door(&invalid)
     }

@@ -8,6 +8,7 @@ mod disa;
 mod firewall;
 mod grants;
 mod knock;
+mod sip_auth;
 mod sip_door;
 mod standing;
 mod trusted;
@@ -19,6 +20,7 @@ pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
+pub use sip_auth::SipAuthGrantConfig;
 pub use sip_door::{
     secret_name, Responsive, SecretDomain, SipResponsiveConfig, SipSecretDomainConfig, SECRET_NAME_MAX,
 };
@@ -87,6 +89,9 @@ pub struct Config {
     pub sip_secret_domain: SipSecretDomainConfig,
     #[serde(default)]
     pub sip_responsive: SipResponsiveConfig,
+    /// A successful SIP login by a listed endpoint grants its address (off by default).
+    #[serde(default)]
+    pub sip_auth_grant: SipAuthGrantConfig,
 }
 
 impl Config {

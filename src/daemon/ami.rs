@@ -1,6 +1,7 @@
 //! The daemon's side of AMI: runs the listener and turns what it learns into policy — registered
 //! contacts for the DISA flow, holds for grants with a live call, bans for addresses that fail
-//! too often. The listener only reports; every decision is made here, every change by the engine.
+//! too often, grants for listed endpoints' logins (`sip_auth`). The listener only reports; every
+//! decision is made here, every change by the engine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -8,12 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ami_listener::event::Security;
+use ami_listener::event::{Security, SecurityKind};
 use ami_listener::{AmiSecret, AmiSettings, DecoderCaps, LoginMethod, Stats, Update};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::sip_auth::AuthGrants;
 use crate::base::addr::{self, Net};
 use crate::base::clock::now_ms;
 use crate::base::defaults;
@@ -173,6 +175,8 @@ struct AmiHandler {
     known: BTreeMap<(String, String), IpAddr>,
     calls: LiveCalls,
     offenders: Offenders,
+    /// `[sip-auth-grant]`, when it lists endpoints.
+    sip_auth: Option<AuthGrants>,
 }
 
 impl AmiHandler {
@@ -186,6 +190,7 @@ impl AmiHandler {
             known: BTreeMap::new(),
             calls: LiveCalls::default(),
             offenders: Offenders::new(BanPolicy::from_config(&config.ami)),
+            sip_auth: AuthGrants::from_config(config),
         }
     }
 
@@ -285,6 +290,12 @@ impl AmiHandler {
     }
 
     async fn security(&mut self, s: Security, received: Instant) {
+        if s.kind == SecurityKind::SuccessfulAuth {
+            if let Some(grants) = &mut self.sip_auth {
+                grants.on_event(&s, &self.engine);
+            }
+            return;
+        }
         if !s.kind.is_failure() {
             return;
         }

@@ -13,6 +13,7 @@ pub mod notify;
 pub mod preflight;
 pub mod reload;
 pub mod resolve;
+pub mod sip_auth;
 
 use std::path::PathBuf;
 use std::sync::Arc;

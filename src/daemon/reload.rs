@@ -133,6 +133,11 @@ fn prepare(
         new.sip_attempts.nflog_group = running.sip_attempts.nflog_group;
         new.sip_attempts.window = running.sip_attempts.window;
     }
+    // The AMI listener reads its list of granting endpoints once, at the start.
+    if new.sip_auth_grant != running.sip_auth_grant {
+        restart.push("sip-auth-grant");
+        new.sip_auth_grant = running.sip_auth_grant.clone();
+    }
     Ok((new, restart))
 }
 
@@ -232,6 +237,17 @@ mod tests {
         let (new, restart) = prepare(&path, &config(""), &KnockSlot::default()).unwrap();
         assert_eq!(new.grants.ttl_max.to_string(), "8h");
         assert!(restart.is_empty());
+        // The AMI listener holds its granting endpoints from the start: the running ones stay.
+        let ami = "[ami]\nenabled = true\nsecret-file = \"/x\"\n";
+        let running = config(ami);
+        std::fs::write(
+            &path,
+            format!("{BASE}{ami}[sip-auth-grant]\nendpoints = [\"701\"]\n"),
+        )
+        .unwrap();
+        let (new, restart) = prepare(&path, &running, &KnockSlot::default()).unwrap();
+        assert_eq!(restart, ["sip-auth-grant"]);
+        assert!(!new.sip_auth_grant.enabled());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -95,14 +95,17 @@ pub enum Holder {
     Account(String),
     /// A knock profile, by name.
     Profile(String),
+    /// A PJSIP endpoint whose successful login (`[sip-auth-grant]`) earned the grant, by name.
+    Endpoint(String),
 }
 
 impl Holder {
-    /// As grants record it: `disa:alice`, `knock:laptop`.
+    /// As grants record it: `disa:alice`, `knock:laptop`, `sip-auth:701`.
     pub fn who(&self) -> String {
         match self {
             Holder::Account(name) => format!("disa:{name}"),
             Holder::Profile(name) => format!("knock:{name}"),
+            Holder::Endpoint(name) => format!("sip-auth:{name}"),
         }
     }
 
@@ -111,6 +114,7 @@ impl Holder {
         match self {
             Holder::Account(_) => Source::Disa,
             Holder::Profile(_) => Source::Knock,
+            Holder::Endpoint(_) => Source::Ami,
         }
     }
 }
@@ -131,6 +135,15 @@ pub struct Granted {
     pub firewall: TableChange,
     /// Said when the address is banned: the ban wins until it ends.
     pub warning: Option<String>,
+}
+
+/// The answer to a grant a successful SIP login earned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthGranted {
+    /// Granted, or extended in place.
+    Granted(Granted),
+    /// The holder's grant at the address has more than half its TTL left: nothing written.
+    Fresh(Grant),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,6 +286,9 @@ pub(crate) enum Command {
     /// An owned grant that, replacing, spares the holder's grant at the other address: one
     /// dual-stack knock opens its IPv4 and its IPv6 address, and neither replaces the other.
     GrantBeside(GrantAsk, IpAddr, Reply<Granted>),
+    /// A grant a successful SIP login earned: refused while the address is banned, a no-op
+    /// while the holder's grant there is fresh, otherwise a grant batched with the others.
+    GrantOnAuth(GrantAsk, Reply<AuthGranted>),
     Revoke(IpAddr, Reply<Revoked>),
     Ban(BanAsk, Reply<Banned>),
     Unban(IpAddr, Reply<Unbanned>),

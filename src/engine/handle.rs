@@ -63,6 +63,11 @@ impl EngineHandle {
         self.ask(actor, |r| Command::GrantBeside(ask, beside, r)).await
     }
 
+    /// A grant a successful SIP login earned (`[sip-auth-grant]`): see [`AuthGranted`].
+    pub async fn grant_on_auth(&self, actor: &Actor, ask: GrantAsk) -> Result<AuthGranted, Refused> {
+        self.ask(actor, |r| Command::GrantOnAuth(ask, r)).await
+    }
+
     pub async fn revoke(&self, actor: &Actor, address: IpAddr) -> Result<Revoked, Refused> {
         self.ask(actor, |r| Command::Revoke(address, r)).await
     }

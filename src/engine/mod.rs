@@ -4,6 +4,7 @@
 //! run loop reads [`Now`] once per wake and hands it down.
 
 mod accounts;
+mod auth_grants;
 mod bans;
 pub mod checker;
 pub mod command;
@@ -16,14 +17,14 @@ mod status;
 mod upkeep;
 
 #[cfg(test)]
-mod fakes;
+pub(crate) mod fakes;
 #[cfg(test)]
 mod tests;
 
 pub use command::{
-    AccountAsk, AccountCreated, Actor, Answer, BanAsk, Banned, GrantAsk, Granted, Held, Holder, Listing,
-    Owner, Refused, Reloaded, Revoked, Services, StandingAsk, StandingChanged, StandingListing, TableChange,
-    TableStatus, Unbanned,
+    AccountAsk, AccountCreated, Actor, Answer, AuthGranted, BanAsk, Banned, GrantAsk, Granted, Held, Holder,
+    Listing, Owner, Refused, Reloaded, Revoked, Services, StandingAsk, StandingChanged, StandingListing,
+    TableChange, TableStatus, Unbanned,
 };
 pub use handle::{channel, EngineHandle, Inbox};
 
@@ -303,6 +304,8 @@ impl<R: Records, T: Table> Engine<R, T> {
         let mut grants = Vec::new();
         let mut bans = Vec::new();
         let mut arrivals = Vec::new();
+        // Login-earned grants in the grant batch: each answer is passed on once it is written.
+        let mut earned = Vec::new();
         for Job {
             actor,
             command,
@@ -318,6 +321,23 @@ impl<R: Records, T: Table> Engine<R, T> {
                 Command::GrantBeside(ask, beside, reply) => {
                     grants.push((actor, ask, Some(beside), reply));
                     arrivals.push(arrived);
+                    continue;
+                }
+                Command::GrantOnAuth(ask, reply) => {
+                    // The bans queued before it are written first: the ban wins.
+                    if !bans.is_empty() {
+                        self.ban_batch(std::mem::take(&mut bans), now);
+                    }
+                    match self.auth_precheck(&ask, &actor, now.wall) {
+                        Err(e) => drop(reply.send(Err(e))),
+                        Ok(Some(fresh)) => drop(reply.send(Ok(AuthGranted::Fresh(fresh)))),
+                        Ok(None) => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            grants.push((actor, ask, None, tx));
+                            earned.push((rx, reply));
+                            arrivals.push(arrived);
+                        }
+                    }
                     continue;
                 }
                 Command::Ban(ask, reply) if grants.is_empty() => {
@@ -336,7 +356,9 @@ impl<R: Records, T: Table> Engine<R, T> {
                 observe_arrivals(&mut arrivals);
             }
             match command {
-                Command::Grant(..) | Command::GrantBeside(..) => unreachable!("grants are batched above"),
+                Command::Grant(..) | Command::GrantBeside(..) | Command::GrantOnAuth(..) => {
+                    unreachable!("grants are batched above")
+                }
                 Command::Ban(ask, reply) => {
                     bans.push((actor, ask, reply));
                     arrivals.push(arrived);
@@ -371,6 +393,13 @@ impl<R: Records, T: Table> Engine<R, T> {
         }
         if !grants.is_empty() {
             self.grant_batch(grants, now);
+        }
+        // Every grant batch has run, so every answer is in its channel.
+        for (mut rx, reply) in earned {
+            let answer = rx
+                .try_recv()
+                .unwrap_or_else(|_| Err(Refused::new("not granted: the grant was not answered")));
+            let _ = reply.send(answer.map(AuthGranted::Granted));
         }
         observe_arrivals(&mut arrivals);
         self.counts_stale = true;

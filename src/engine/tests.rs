@@ -18,6 +18,7 @@ use crate::base::secret::DisaKey;
 use crate::config::Config;
 use crate::model::Source;
 
+mod auth_grants;
 mod owners;
 mod readback;
 mod standing;

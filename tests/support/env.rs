@@ -90,6 +90,17 @@ impl Env {
     /// `sections` is more TOML before `[ami]`, `ami_keys` more keys under it. Does not wait for
     /// the login.
     pub fn start_ami_daemon(&mut self, sections: &str, ami_keys: &str) -> &Daemon {
+        self.start_ami_daemon_edited(sections, ami_keys, |c| c)
+    }
+
+    /// [`Env::start_ami_daemon`] with the whole config text passed through `edit` first: e.g. to
+    /// take the SIP service out of the test config, so SIP is reachable without a grant.
+    pub fn start_ami_daemon_edited(
+        &mut self,
+        sections: &str,
+        ami_keys: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> &Daemon {
         let dir = self.daemon_dir();
         let secret = dir.join("ami.secret");
         super::daemon::write_secret(&secret, &format!("{}\n", asterisk::AMI_SECRET));
@@ -103,7 +114,7 @@ impl Env {
             &format!("{}/control.sock", dir.display()),
             &super::daemon::short_socket().display().to_string(),
         );
-        self.daemon = Some(Daemon::start(self.pbx(), &dir, &config));
+        self.daemon = Some(Daemon::start(self.pbx(), &dir, &edit(config)));
         self.daemon.as_ref().unwrap()
     }
 
