@@ -68,15 +68,7 @@ fn dropped(env: &Env, road: usize, domain: &str, v6: bool) -> bool {
 
 /// Packets the kernel dropped over responsive SIP's rate, from the table's named counter.
 fn rate_drops(d: &Daemon) -> u64 {
-    let out = d.nft(&["-j", "list", "counter", "inet", "passknock", "sip_rate_drops"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|o| o["counter"]["packets"].as_u64())
-        .expect("the counter's packets")
+    d.nft_counter("sip_rate_drops")
 }
 
 #[test]

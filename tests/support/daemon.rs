@@ -248,6 +248,20 @@ impl Daemon {
             .output()
             .unwrap()
     }
+
+    /// The packets a named counter of the table has counted (`sip_rate_drops`: what responsive
+    /// SIP dropped over its rate).
+    pub fn nft_counter(&self, name: &str) -> u64 {
+        let out = self.nft(&["-j", "list", "counter", "inet", "passknock", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|o| o["counter"]["packets"].as_u64())
+            .unwrap_or_else(|| panic!("counter {name}: {v}"))
+    }
 }
 
 impl Drop for Daemon {

@@ -272,7 +272,45 @@ pub fn register_flood(
     count: u32,
     per_second: u32,
 ) -> Result<FloodAnswers, String> {
-    let scenario = fs::read_to_string(scenario_path("flood.xml")).expect("read flood.xml");
+    flood(
+        dir,
+        peer,
+        pbx,
+        "flood.xml",
+        &["-key", "user", endpoint],
+        count,
+        per_second,
+    )
+}
+
+/// A scanner on `peer` guessing: `count` REGISTERs as `endpoint` that answer the challenge with
+/// `password` (a wrong one), `per_second` of them a second (`guess.xml`). `answered`: the guesses
+/// Asterisk refused, so saw.
+pub fn guess_flood(
+    dir: &Path,
+    peer: &Peer,
+    pbx: IpAddr,
+    endpoint: &str,
+    password: &str,
+    count: u32,
+    per_second: u32,
+) -> Result<FloodAnswers, String> {
+    let keys = ["-key", "user", endpoint, "-au", endpoint, "-ap", password];
+    flood(dir, peer, pbx, "guess.xml", &keys, count, per_second)
+}
+
+/// Runs `scenario` `count` times at `per_second`, each logging "OUTCOME answered" or "OUTCOME
+/// lost", and counts them.
+fn flood(
+    dir: &Path,
+    peer: &Peer,
+    pbx: IpAddr,
+    scenario: &str,
+    keys: &[&str],
+    count: u32,
+    per_second: u32,
+) -> Result<FloodAnswers, String> {
+    let scenario = fs::read_to_string(scenario_path(scenario)).expect("read the flood scenario");
     let local = if pbx.is_ipv6() {
         IpAddr::V6(peer.v6)
     } else {
@@ -280,15 +318,15 @@ pub fn register_flood(
     };
     let (count_s, rate_s) = (count.to_string(), per_second.to_string());
     // The later -m overrides run_raw's `-m 1`.
+    let mut extra = keys.to_vec();
+    extra.extend(["-m", &count_s, "-r", &rate_s, "-l", &count_s]);
     let (status, inside) = run_raw(
         dir,
         peer,
         local,
         pbx,
         &scenario,
-        &[
-            "-key", "user", endpoint, "-m", &count_s, "-r", &rate_s, "-l", &count_s,
-        ],
+        &extra,
         Duration::from_secs(u64::from(count / per_second.max(1)) + 15),
     )?;
     if status.is_none() {
