@@ -31,6 +31,13 @@ use crate::rules::contacts::Contacts;
 use crate::rules::limiter::{normalize_number, Admission, Caller, GuessLimits, Key, Limiter, Record};
 use crate::store::{LimitLog, Store, StoreError};
 
+/// The accounts' passcode lengths and owner numbers, as of one store version.
+struct Shapes {
+    version: i64,
+    lengths: Vec<Option<usize>>,
+    owners: std::collections::HashSet<String>,
+}
+
 /// Private ranges, granted only when `disa.allow-private` says so.
 const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
 
@@ -44,6 +51,8 @@ pub struct DisaBackend {
     key: Arc<DisaKey>,
     /// A read connection of its own; the engine stays the only writer.
     store: Mutex<Store>,
+    /// What every call asks of all accounts, kept while the store is unchanged.
+    shapes: Mutex<Option<Shapes>>,
     limiter: Mutex<Limiter>,
     /// Where the limiter's state is kept, so a restart keeps every lockout.
     limits_log: Mutex<LimitLog>,
@@ -87,6 +96,7 @@ impl DisaBackend {
             },
             key,
             store: Mutex::new(Store::open(&config.daemon.store)?),
+            shapes: Mutex::new(None),
             limiter: Mutex::new(Limiter::restore(policy, kept, now)),
             limits_log: Mutex::new(limits_log),
             passcode_digits: d.passcode_digits,
@@ -119,33 +129,53 @@ impl DisaBackend {
             .filter(|ip| !self.trusted.iter().any(|n| n.contains(*ip)))
     }
 
+    /// `f` of the accounts' passcode lengths and owner numbers, read again only when another
+    /// connection has committed since: 500 calls at once each scanned every account twice.
+    fn with_shapes<T>(&self, f: impl FnOnce(&Shapes) -> T) -> T {
+        let store = lock(&self.store);
+        let mut shapes = lock(&self.shapes);
+        let version = store.data_version().ok();
+        if version.is_none() || shapes.as_ref().map(|s| Some(s.version)) != Some(version) {
+            let lengths = store.passcode_lengths().unwrap_or_else(|e| {
+                warn!("DISA: cannot read passcode lengths: {e}");
+                vec![None]
+            });
+            let owners = store.owner_numbers().unwrap_or_else(|e| {
+                warn!("DISA: cannot read accounts: {e}");
+                Default::default()
+            });
+            let fresh = Shapes {
+                version: version.unwrap_or(-1),
+                lengths,
+                owners,
+            };
+            // Kept only when the store said which version it read.
+            if version.is_none() {
+                return f(&fresh);
+            }
+            *shapes = Some(fresh);
+        }
+        f(shapes.as_ref().expect("just read"))
+    }
+
     /// Whether `entry` could be a passcode at all: digits of a length some account's passcode has.
     /// Anything else (silence, a fax, a misdial) uses up a try but costs no one a lockout.
     fn could_be_passcode(&self, entry: &str) -> bool {
         if entry.is_empty() || !entry.bytes().all(|b| b.is_ascii_digit()) {
             return false;
         }
-        let lengths = {
-            let store = lock(&self.store);
-            store.passcode_lengths().unwrap_or_else(|e| {
-                warn!("DISA: cannot read passcode lengths: {e}");
-                vec![None]
-            })
-        };
         let n = entry.len();
         n == self.passcode_digits
-            || lengths.iter().any(|l| match l {
-                Some(l) => *l == n,
-                None => (defaults::PASSCODE_DIGITS_MIN..=32).contains(&n),
+            || self.with_shapes(|s| {
+                s.lengths.iter().any(|l| match l {
+                    Some(l) => *l == n,
+                    None => (defaults::PASSCODE_DIGITS_MIN..=32).contains(&n),
+                })
             })
     }
 
     fn is_owner_number(&self, number: &str) -> bool {
-        let store = lock(&self.store);
-        store.is_owner_number(number).unwrap_or_else(|e| {
-            warn!("DISA: cannot read accounts: {e}");
-            false
-        })
+        !number.is_empty() && self.with_shapes(|s| s.owners.contains(number))
     }
 
     /// Writes what a guess or a success changed, before the caller hears the verdict.

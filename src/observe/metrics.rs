@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use crate::model::Source;
 
-/// Latency buckets, seconds: fine at the bottom, where a netlink change lands.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0,
+/// Latency buckets, seconds: fine at the bottom, where a netlink change lands, and fine around
+/// 1 ms, so a p99 can be told on either side of it.
+const BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    2.5, 5.0,
 ];
 
 /// A latency histogram in atomics.
@@ -367,6 +369,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Buckets around 1 ms tell a p99 just under it from one just over it.
+    #[test]
+    fn buckets_are_fine_around_a_millisecond() {
+        let m = Metrics::new();
+        m.nft_apply(Duration::from_micros(700), true);
+        m.nft_apply(Duration::from_micros(1200), true);
+        let t = m.render();
+        for (le, n) in [
+            ("0.0005", 0),
+            ("0.00075", 1),
+            ("0.001", 1),
+            ("0.0015", 2),
+            ("0.002", 2),
+        ] {
+            let line = format!("passknock_nft_apply_seconds_bucket{{le=\"{le}\"}} {n}\n");
+            assert!(t.contains(&line), "{line} in {t}");
+        }
+    }
 
     #[test]
     fn renders_counters_and_histogram() {

@@ -102,6 +102,23 @@ impl Store {
         Ok(out)
     }
 
+    /// A number that moves whenever another connection commits: what a reader keeps from the
+    /// accounts stays right while it stays the same.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Every owner number any account lists (what `is_owner_number` looks for, all at once).
+    pub fn owner_numbers(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT callers FROM accounts")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = std::collections::HashSet::new();
+        for r in rows {
+            out.extend(r?.split(',').filter(|n| !n.is_empty()).map(str::to_string));
+        }
+        Ok(out)
+    }
+
     /// Whether any account lists `number` as its owner's.
     pub fn is_owner_number(&self, number: &str) -> Result<bool, StoreError> {
         if number.is_empty() {

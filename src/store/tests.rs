@@ -171,11 +171,22 @@ fn accounts_by_tag_never_by_passcode() {
     assert!(s.add_account(&b, &[7u8; 32]).is_err(), "tags are unique");
     assert_eq!(s.account_by_tag(&[7u8; 32]).unwrap().unwrap().0, a);
     assert!(s.account_by_tag(&[9u8; 32]).unwrap().is_none());
+    // A reader's view: the owners' numbers at once, and a version another connection's commit
+    // moves (the DISA check keeps both while it stays).
+    let reader = Store::open(&dir.path().join("s.db")).unwrap();
+    let seen = reader.data_version().unwrap();
+    assert_eq!(
+        reader.owner_numbers().unwrap(),
+        ["15550100100".to_string()].into()
+    );
+    assert_eq!(reader.data_version().unwrap(), seen, "nothing committed since");
     assert!(s.is_owner_number("15550100100").unwrap());
     assert!(!s.is_owner_number("5550100100").unwrap(), "whole numbers only");
     assert!(!s.is_owner_number("").unwrap());
     assert!(s.set_callers("ann", &[]).unwrap());
     assert!(!s.is_owner_number("15550100100").unwrap());
+    assert_ne!(reader.data_version().unwrap(), seen, "the writer committed");
+    assert!(reader.owner_numbers().unwrap().is_empty());
     assert_eq!(s.passcode_lengths().unwrap(), vec![Some(12)]);
     assert!(s.set_passcode("ann", &[9u8; 32], 14, 5).unwrap());
     assert_eq!(s.passcode_lengths().unwrap(), vec![Some(14)]);
