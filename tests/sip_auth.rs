@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use support::daemon::{eventually, Daemon};
-use support::disa_daemon::grants;
+use support::disa_daemon::{grants, grants_of};
 use support::env::{Env, EnvConfig, WAIT};
 use support::sipp::Registration;
 
@@ -58,11 +58,6 @@ fn start() -> Env {
 
 fn in_rtp_set(d: &Daemon, ip: &str) -> bool {
     d.nft_set("allow_rtp_v4").contains(ip)
-}
-
-/// The live grants `who` holds.
-fn grants_of(d: &Daemon, who: &str) -> Vec<serde_json::Value> {
-    grants(d).into_iter().filter(|g| g["who"] == who).collect()
 }
 
 #[test]

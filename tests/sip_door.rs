@@ -40,30 +40,15 @@ fn env(sections: &str) -> Env {
     env
 }
 
-/// A REGISTER to `sip:<domain>` from road `road`, over IPv6 (`v6`) or IPv4, answered within
-/// `wait`: the registration's outcome, `None` when nothing answered.
-fn register_to(env: &Env, road: usize, domain: &str, v6: bool, wait: Duration) -> Option<Registration> {
-    sipp::register_to_domain(
-        &env.dir.inside,
-        &Peer::from(env.road(road)),
-        env.topo.pbx_addr(v6),
-        domain,
-        "701",
-        support::asterisk::password("701"),
-        wait,
-    )
-    .unwrap_or_else(|e| panic!("REGISTER to {domain} from road {road}: {e}"))
-}
-
 /// The phone on `road` registers through the secret domain (waiting as long as a loaded machine
 /// may need).
 fn registers(env: &Env, road: usize, v6: bool) -> bool {
-    register_to(env, road, SECRET, v6, PASSES) == Some(Registration::Registered)
+    env.register_to(road, SECRET, v6, PASSES) == Some(Registration::Registered)
 }
 
 /// Nothing answers a REGISTER to `domain` from `road`.
 fn dropped(env: &Env, road: usize, domain: &str, v6: bool) -> bool {
-    register_to(env, road, domain, v6, DROPPED).is_none()
+    env.register_to(road, domain, v6, DROPPED).is_none()
 }
 
 /// Packets the kernel dropped over responsive SIP's rate, from the table's named counter.

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{eventually, Daemon};
-use support::disa_daemon::grants;
+use support::daemon::eventually;
+use support::disa_daemon::{grants, grants_of};
 use support::env::{Env, EnvConfig, WAIT};
 use support::sipp::{self, Peer, Registration};
 
@@ -42,11 +42,6 @@ fn start(sections: &str) -> Env {
         d.log_text()
     );
     env
-}
-
-/// The live grants `who` holds.
-fn grants_of(d: &Daemon, who: &str) -> Vec<serde_json::Value> {
-    grants(d).into_iter().filter(|g| g["who"] == who).collect()
 }
 
 /// 701's login from road `road` was granted, and the grant is in the table.
@@ -147,29 +142,16 @@ fn a_phone_that_registers_through_the_secret_domain_is_granted_and_reaches_rtp()
         "[sip-secret-domain]\nnames = [\"{SECRET}\"]\nservice = \"sip\"\n"
     ));
     let d = env.daemon.as_ref().unwrap();
-    let register_to = |road: usize, domain: &str, wait: Duration| {
-        sipp::register_to_domain(
-            &env.dir.inside,
-            &Peer::from(env.road(road)),
-            env.topo.pbx_addr(false),
-            domain,
-            "701",
-            support::asterisk::password("701"),
-            wait,
-        )
-        .unwrap_or_else(|e| panic!("REGISTER to {domain} from road {road}: {e}"))
-    };
-
     // Before: only a REGISTER to the secret name gets through; OPTIONS and RTP do not.
     assert!(!env.sip_reaches(1, false, DROPPED), "OPTIONS is dropped");
     assert!(!env.udp_reaches(1, RTP_PROBE, false), "RTP is closed");
 
     // Road 2 registers to the PBX's real name: dropped in the kernel, so no login, no grant.
-    assert_eq!(register_to(2, "pbx.example.test", DROPPED), None);
+    assert_eq!(env.register_to(2, "pbx.example.test", false, DROPPED), None);
 
     // Road 1 knows the name: it registers, Asterisk reports the login, the address is granted.
     assert_eq!(
-        register_to(1, SECRET, Duration::from_secs(20)),
+        env.register_to(1, SECRET, false, Duration::from_secs(20)),
         Some(Registration::Registered)
     );
     assert!(login_granted(&env, 1), "no grant for 701:\n{}", d.log_text());

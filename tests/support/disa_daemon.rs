@@ -57,3 +57,8 @@ pub fn add_account(d: &Daemon, args: &[&str]) -> String {
 pub fn grants(d: &Daemon) -> Vec<serde_json::Value> {
     d.json(&["list"])["grants"].as_array().unwrap().clone()
 }
+
+/// The live grants `who` holds (`sip-auth:701`, an account's name).
+pub fn grants_of(d: &Daemon, who: &str) -> Vec<serde_json::Value> {
+    grants(d).into_iter().filter(|g| g["who"] == who).collect()
+}

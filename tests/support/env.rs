@@ -274,6 +274,21 @@ impl Env {
             .unwrap_or_else(|e| panic!("SIP probe from road {road}: {e}"))
     }
 
+    /// 701 on road `road` registers to the request URI `sip:<domain>` (a secret SIP domain), over
+    /// IPv6 (`v6`) or IPv4: the outcome, `None` when nothing answered within `wait`.
+    pub fn register_to(&self, road: usize, domain: &str, v6: bool, wait: Duration) -> Option<Registration> {
+        sipp::register_to_domain(
+            &self.dir.inside,
+            &self.road(road).into(),
+            self.topo.pbx_addr(v6),
+            domain,
+            "701",
+            asterisk::password("701"),
+            wait,
+        )
+        .unwrap_or_else(|e| panic!("REGISTER to {domain} from road {road}: {e}"))
+    }
+
     /// Whether a UDP datagram from road `i` reaches `port` on the PBX address (a sink is bound
     /// there for the check, so the port must be free).
     pub fn udp_reaches(&self, road: usize, port: u16, v6: bool) -> bool {

@@ -186,30 +186,7 @@ pub fn keep_registering(
     timeout: Duration,
 ) -> Result<Option<Registration>, String> {
     let scenario = fs::read_to_string(scenario_path("phone.xml")).expect("read phone.xml");
-    let local = if pbx.is_ipv6() {
-        IpAddr::V6(peer.v6)
-    } else {
-        IpAddr::V4(peer.v4)
-    };
-    let (_, inside) = run_raw(
-        dir,
-        peer,
-        local,
-        pbx,
-        &scenario,
-        &[
-            "-key", "user", endpoint, "-key", "expires", "300", "-au", endpoint, "-ap", password,
-        ],
-        timeout,
-    )?;
-    let log = fs::read_to_string(chroot::on_host(&inside.join("outcome.log"))).unwrap_or_default();
-    Ok(if log.contains("OUTCOME registered") {
-        Some(Registration::Registered)
-    } else {
-        log.lines()
-            .find_map(|l| l.split("OUTCOME rejected ").nth(1))
-            .map(|code| Registration::Rejected(code.trim().parse().unwrap_or(0)))
-    })
+    registration(dir, peer, pbx, &scenario, endpoint, password, timeout)
 }
 
 /// Registers like [`register`], but to the request URI `sip:<domain>` (a secret SIP domain), and
@@ -229,6 +206,20 @@ pub fn register_to_domain(
             "REGISTER sip:[remote_ip]:[remote_port] SIP/2.0",
             &format!("REGISTER sip:{domain} SIP/2.0"),
         );
+    registration(dir, peer, pbx, &scenario, endpoint, password, wait)
+}
+
+/// Runs a registering `scenario` as `endpoint` with `password` for at most `wait`: the outcome
+/// it logged, `None` when the PBX never answered.
+fn registration(
+    dir: &Path,
+    peer: &Peer,
+    pbx: IpAddr,
+    scenario: &str,
+    endpoint: &str,
+    password: &str,
+    wait: Duration,
+) -> Result<Option<Registration>, String> {
     let local = if pbx.is_ipv6() {
         IpAddr::V6(peer.v6)
     } else {
@@ -239,7 +230,7 @@ pub fn register_to_domain(
         peer,
         local,
         pbx,
-        &scenario,
+        scenario,
         &[
             "-key", "user", endpoint, "-key", "expires", "300", "-au", endpoint, "-ap", password,
         ],
