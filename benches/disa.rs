@@ -14,6 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use support::daemon::{bench_config, proc_kib, Daemon};
+use support::disa_daemon::burst_sections;
 use support::netns::Netns;
 
 const SESSIONS: usize = 500;
@@ -67,20 +68,7 @@ fn main() {
     }
     let ns = Netns::new("disabench");
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        r#"
-[agi]
-max-sessions = 600
-# All 500 connect before any sends its environment.
-max-starting = 1024
-max-starting-per-peer = 600
-[disa]
-enabled = true
-key-file = "{}/disa.key"
-global-failures-per-hour = 1000
-"#,
-        dir.path().display()
-    );
+    let extra = burst_sections(dir.path());
     let cfg = bench_config(dir.path(), &extra);
     let d = Daemon::start(&ns, dir.path(), &cfg);
     let out = d.ok(&[

@@ -10,12 +10,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use passknock::model::{NewGrant, Source};
 use passknock::store::Store;
-use support::daemon::{bench_config, proc_kib, Daemon, PASSKNOCK};
+use support::daemon::{bench_config, proc_kib, Daemon};
 use support::netns::Netns;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -60,12 +59,7 @@ fn main() {
     for i in 0..n {
         let a = addr(i);
         let t0 = Instant::now();
-        let out = Command::new(PASSKNOCK)
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(["grant", &a, "--services", "sip", "--ttl", "1h"])
-            .output()
-            .unwrap();
+        let out = d.cli(&["grant", &a, "--services", "sip", "--ttl", "1h"]);
         let t1 = Instant::now();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let mut tries = 0;

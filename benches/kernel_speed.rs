@@ -29,12 +29,12 @@ mod disa;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{addr, grant, histogram_line, ms, present, set_members, table, Cell, Samples};
 use support::ami_peer::AmiPeer;
-use support::daemon::{bench_config, write_secret, Daemon, PASSKNOCK};
+use support::daemon::{bench_config, write_secret, Daemon};
+use support::disa_daemon::burst_sections;
 use support::metrics::{scrape, Histogram};
 use support::netns::Netns;
 
@@ -83,20 +83,10 @@ username = "passknock"
 secret-file = "{dir}/ami.secret"
 login = "plain"
 ban-threshold = {BAN_THRESHOLD}
-
-[agi]
-max-sessions = 600
-# All 500 connect before any sends its environment.
-max-starting = 1024
-max-starting-per-peer = 600
-
-[disa]
-enabled = true
-key-file = "{dir}/disa.key"
-global-failures-per-hour = 1000
-"#,
+{}"#,
         common_extra(path),
         peer.addr,
+        burst_sections(dir),
         dir = dir.display()
     )
 }
@@ -142,12 +132,7 @@ fn cli_grants(ns: &Netns, d: &Daemon, f: &mut Figures) {
     for i in 0..GRANTS {
         let a = addr(2, i).to_string();
         let t = Instant::now();
-        let out = Command::new(PASSKNOCK)
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(["grant", &a, "--services", "sip", "--ttl", "1h"])
-            .output()
-            .unwrap();
+        let out = d.cli(&["grant", &a, "--services", "sip", "--ttl", "1h"]);
         rt.push(ms(t.elapsed()));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use passknock::base::duration::Ttl;
@@ -114,19 +113,9 @@ pub fn ami_status(socket: &Path) -> passknock::control::AmiStatus {
 
 /// The addresses in `inet passknock SET`, read with one `nft -j list set` (none if it is absent).
 pub fn set_members(ns: &Netns, set: &str) -> HashSet<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "nft",
-            "-j",
-            "list",
-            "set",
-            "inet",
-            "passknock",
-            set,
-        ])
+    let out = ns
+        .command("nft")
+        .args(["-j", "list", "set", "inet", "passknock", set])
         .output()
         .unwrap();
     if !out.status.success() {

@@ -224,20 +224,7 @@ impl Daemon {
 
     /// `nft list set inet passknock SET` in the daemon's namespace, or "" if it cannot.
     pub fn nft_set(&self, set: &str) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.netns,
-                "nft",
-                "list",
-                "set",
-                "inet",
-                "passknock",
-                set,
-            ])
-            .output()
-            .unwrap();
+        let out = self.nft(&["list", "set", "inet", "passknock", set]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

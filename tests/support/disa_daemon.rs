@@ -9,6 +9,25 @@ use super::daemon::{short_socket, Daemon};
 /// a real PBX reaches the DISA number through a trusted trunk.
 pub const PROBE: u16 = 7070;
 
+/// `[agi]` and `[disa]` for a burst of 500 calls at once (the DISA benches): room for every
+/// session to connect before any sends its environment, and failures that never suspend entry.
+pub fn burst_sections(dir: &Path) -> String {
+    format!(
+        r#"
+[agi]
+max-sessions = 600
+max-starting = 1024
+max-starting-per-peer = 600
+
+[disa]
+enabled = true
+key-file = "{}/disa.key"
+global-failures-per-hour = 1000
+"#,
+        dir.display()
+    )
+}
+
 /// A config with DISA on, grants opening [`PROBE`], the control socket at a short path, and
 /// `extra` appended right after the `[disa]` lines (more of them, then more sections, e.g. `[agi]`).
 pub fn config(dir: &Path, extra: &str) -> String {
