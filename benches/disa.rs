@@ -81,6 +81,8 @@ fn main() {
         "2h",
         "--address-modes",
         "source",
+        // 500 callers, one account: each keeps its own grant rather than replacing the others'.
+        "--keep-several",
     ]);
     let passcode = out
         .lines()
