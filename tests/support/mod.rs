@@ -13,6 +13,7 @@ pub mod pg;
 pub mod ami;
 pub mod asterisk;
 pub mod chroot;
+pub mod cluster;
 pub mod env;
 pub mod fastagi;
 pub mod sipp;
