@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     pub disa: String,
     /// More `[ami]` lines for the nodes that run Asterisk.
     pub ami: String,
+    /// `[daemon] reconcile-interval`: benches set it long, so that no background reconcile runs
+    /// into what they measure.
+    pub reconcile: String,
 }
 
 impl Default for ClusterConfig {
@@ -56,6 +59,7 @@ impl Default for ClusterConfig {
             asterisk: Vec::new(),
             disa: "lockout-failures = 4".into(),
             ami: String::new(),
+            reconcile: "1s".into(),
         }
     }
 }
@@ -290,7 +294,10 @@ ttl = "1h"
             ports = STATIC.map(|p| format!("\"{p}\"")).join(", "),
         );
         let extra = format!("{}\n{knock}{ami}", self.config.disa);
-        with_store(&disa_daemon::config(&dir, &extra), &dir, &self.url(), n.name)
+        with_store(&disa_daemon::config(&dir, &extra), &dir, &self.url(), n.name).replace(
+            "reconcile-interval = \"1s\"",
+            &format!("reconcile-interval = \"{}\"", self.config.reconcile),
+        )
     }
 
     /// Whether a datagram from road `j` reaches node `i`'s probe port: what a grant opens.
