@@ -26,7 +26,15 @@ impl Pg {
         run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&root));
         run(Command::new("chmod").arg("0700").arg(root.join("data")));
         run(as_postgres(&bin.join("initdb"))
-            .args(["--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C", "-U", ROLE, "-D"])
+            .args([
+                "--auth=trust",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                ROLE,
+                "-D",
+            ])
             .arg(root.join("data")));
         let mut pg = Pg {
             bin,
@@ -98,7 +106,11 @@ impl Pg {
             if ready {
                 return;
             }
-            assert!(Instant::now() < deadline, "PostgreSQL did not come up: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not come up: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -158,9 +170,7 @@ fn tempdir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
