@@ -1,4 +1,5 @@
-//! The PostgreSQL store against a real throwaway server: the same rules as SQLite's store, errors in words, change notices between nodes, and calls from async code.
+//! The PostgreSQL store against a real throwaway server: the same rules as SQLite's store, errors in words,
+//! change notices between nodes, and calls from async code.
 
 mod support;
 
@@ -369,8 +370,10 @@ fn a_lost_connection_is_an_error_in_words_and_the_next_call_connects_again() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE application_name IN ('passknock lost-node', 'passknock lost-follower')",
     );
+    assert!(s.connected(), "no call has found out yet");
     let e = s.counts().unwrap_err();
     assert!(matches!(e, StoreError::PgLost { .. }), "{e:?}");
+    assert!(!s.connected());
     assert!(e.to_string().contains("lost the connection"), "{e}");
     assert_eq!(s.counts().unwrap(), (0, 0), "the next call logs in again");
     // A follower cannot know what it missed: it stays failed, and its owner resyncs.
@@ -501,5 +504,21 @@ fn the_daemon_s_store_opens_either_backend_and_the_engine_uses_both_alike() {
                 assert!(!db.path().to_string_lossy().is_empty());
             }
         }
+    }
+}
+
+#[test]
+fn a_large_batch_of_grants_gets_each_its_own_id() {
+    let pg = cluster();
+    let url = fresh(&pg, "batch");
+    let mut s = PgStore::open(&target(&url, "a")).unwrap();
+    let new: Vec<NewGrant> = (0..500)
+        .map(|i| grant(&format!("2001:db8::{i:x}"), &["sip"], 10_000 + (i * 7919) % 500))
+        .collect();
+    let written = s.insert_grants(&new, 1_000).unwrap();
+    assert_eq!(written.len(), 500);
+    for (g, asked) in written.iter().zip(&new) {
+        assert_eq!(g.address, asked.address);
+        assert_eq!(s.grants_for(g.address, 1_000).unwrap(), vec![g.clone()]);
     }
 }

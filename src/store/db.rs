@@ -1,4 +1,5 @@
-//! The store the daemon opens, on either backend: SQLite on one box, PostgreSQL shared by a cluster; each method does the same on both.
+//! The store the daemon opens, on either backend: SQLite on one box, PostgreSQL shared by a cluster; each
+//! method does the same on both.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -84,6 +85,14 @@ impl Db {
         match self {
             Db::Lite(_) => Ok(()),
             Db::Pg(s) => s.heartbeat(),
+        }
+    }
+
+    /// Whether the store is reachable as of its last call: always on one box.
+    pub fn connected(&self) -> bool {
+        match self {
+            Db::Lite(_) => true,
+            Db::Pg(s) => s.connected(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! DISA accounts on PostgreSQL: the same rows as SQLite's, and a change counter in place of `PRAGMA data_version`.
+//! DISA accounts on PostgreSQL: the same rows as SQLite's, and a change counter in place of `PRAGMA
+//! data_version`.
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,4 +1,5 @@
-//! One connection to the shared PostgreSQL store: where it is, logging in, errors in words, and calls that are safe from async code and from plain threads alike.
+//! One connection to the shared PostgreSQL store: where it is, logging in, errors in words, and calls that
+//! are safe from async code and from plain threads alike.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -113,6 +114,15 @@ impl Conn {
     /// Another connection to the same place (a reader, a follower).
     pub fn again(&self) -> Result<Conn, StoreError> {
         Conn::open(&self.target)
+    }
+
+    /// Whether the connection is up as of its last call (a call in flight counts as up).
+    pub fn is_connected(&self) -> bool {
+        match self.session.try_lock() {
+            Ok(s) => s.as_ref().is_some_and(|s| !s.client.is_closed()),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.get_ref().is_some(),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Box<Session>>> {

@@ -56,32 +56,31 @@ impl PgStore {
                 }
             }
             if !w.insert.is_empty() {
+                // All in one statement, one round trip however many: the rows are inserted in the
+                // order asked, so their ids, sorted, are theirs in that order.
                 let st = conn::prep(
                     stmts,
                     &mut tx,
                     "INSERT INTO grants (address, services, source, who, note, created_ms, expires_ms, hold_ms, end_ms, node)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $7, $8) RETURNING id",
+                     SELECT a, s, src, w, n, $6, e, NULL, e, $8
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::bigint[])
+                          WITH ORDINALITY AS u (a, s, src, w, n, e, ord)
+                     ORDER BY ord
+                     RETURNING id",
                 )?;
-                for g in &w.insert {
-                    let address = g.address.to_string();
-                    let id: i64 = tx
-                        .query_one(
-                            &st,
-                            &[
-                                &address,
-                                &g.services.join(","),
-                                &g.source.as_str(),
-                                &g.who,
-                                &g.note,
-                                &now,
-                                &g.expires,
-                                &node,
-                            ],
-                        )?
-                        .get(0);
-                    ids.push(id);
-                    touched.push(address);
-                }
+                let addresses: Vec<String> = w.insert.iter().map(|g| g.address.to_string()).collect();
+                let services: Vec<String> = w.insert.iter().map(|g| g.services.join(",")).collect();
+                let sources: Vec<&str> = w.insert.iter().map(|g| g.source.as_str()).collect();
+                let whos: Vec<&str> = w.insert.iter().map(|g| g.who.as_str()).collect();
+                let notes: Vec<&str> = w.insert.iter().map(|g| g.note.as_str()).collect();
+                let expires: Vec<i64> = w.insert.iter().map(|g| g.expires).collect();
+                let rows = tx.query(
+                    &st,
+                    &[&addresses, &services, &sources, &whos, &notes, &now, &expires, &node],
+                )?;
+                ids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+                ids.sort_unstable();
+                touched.extend(addresses);
             }
             touched.extend(removed.iter().chain(&extended).map(|r| r.get::<_, String>(1)));
             notify::send(&mut tx, stmts, &node, &Touched::Texts(touched))?;

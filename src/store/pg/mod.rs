@@ -1,4 +1,5 @@
-//! The store on PostgreSQL, shared by the nodes of a cluster: the same methods as SQLite's `Store`, every write also announced to the other nodes.
+//! The store on PostgreSQL, shared by the nodes of a cluster: the same methods as SQLite's `Store`, every
+//! write also announced to the other nodes.
 //!
 //! Times: the engine passes `now` from [`crate::base::clock::now_ms`], which [`PgStore::open`]
 //! moves onto the database server's clock, so nodes whose own clocks disagree still agree on
@@ -74,6 +75,12 @@ impl PgStore {
     /// The server's clock minus ours, in ms, as measured at open.
     pub fn clock_offset(&self) -> i64 {
         self.offset
+    }
+
+    /// Whether the connection was up at its last call; the next call tries to log in again if
+    /// not ([`PgStore::heartbeat`] is the cheapest such call).
+    pub fn connected(&self) -> bool {
+        self.conn.is_connected()
     }
 
     /// Marks this node alive now, on the database's clock.
