@@ -271,6 +271,7 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
         source: Source::parse(&source),
         detail: r.get(5)?,
         count: r.get::<_, i64>(6)?.max(0) as u64,
+        node: String::new(),
     }))
 }
 

@@ -32,14 +32,17 @@ impl ReplayLog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Makes one entry durable; returns once it is on disk.
-    pub fn remember(&self, key: &str, until: UnixMs) -> Result<(), StoreError> {
-        self.conn.execute(
+    /// Makes one entry durable; returns once it is on disk, with whether the key was fresh: false
+    /// when a live entry already held it (used before, here or, with a shared store, at another
+    /// node), and then the knock must not work. An entry past its time is taken over.
+    pub fn remember(&self, key: &str, until: UnixMs) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
             "INSERT INTO knock_replay (key, until_ms) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)",
-            params![key, until],
+             ON CONFLICT (key) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)
+             WHERE knock_replay.until_ms <= ?3",
+            params![key, until, crate::base::clock::now_ms()],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 }
 
@@ -96,12 +99,8 @@ impl LimitLog {
             let (kind, key, failures, locked_until) = row?;
             let k = Key::from_parts(&kind, &key)
                 .ok_or_else(|| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
-            let failures = failures
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(|f| f.parse::<i64>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
+            let failures = parse_failures(&failures)
+                .ok_or_else(|| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
             out.push((
                 k,
                 Record {
@@ -109,6 +108,36 @@ impl LimitLog {
                     locked_until,
                 },
             ));
+        }
+        Ok(out)
+    }
+
+    /// Whether other nodes write these limits too: then each check reads them first.
+    pub fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// These keys' state as the store has it now (keys it does not hold are left out): with a
+    /// shared store, what other nodes' calls did to them.
+    pub fn refresh(&self, keys: &[Key]) -> Result<Vec<(Key, Record)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT failures, locked_ms FROM disa_limits WHERE kind = ?1 AND key = ?2")?;
+        let mut out = Vec::new();
+        for k in keys {
+            let (kind, key) = k.parts();
+            let mut rows = stmt.query(params![kind, key])?;
+            if let Some(r) = rows.next()? {
+                let failures = parse_failures(&r.get::<_, String>(0)?)
+                    .ok_or_else(|| StoreError::BadRow(format!("disa limit {kind} {key}")))?;
+                out.push((
+                    k.clone(),
+                    Record {
+                        failures,
+                        locked_until: r.get(1)?,
+                    },
+                ));
+            }
         }
         Ok(out)
     }
@@ -144,4 +173,12 @@ impl LimitLog {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A `disa_limits` row's failures: comma-separated Unix ms.
+pub(super) fn parse_failures(text: &str) -> Option<Vec<UnixMs>> {
+    text.split(',')
+        .filter(|f| !f.is_empty())
+        .map(|f| f.parse::<i64>().ok())
+        .collect()
 }

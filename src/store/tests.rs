@@ -148,6 +148,30 @@ fn replay_log_survives_reopen_and_forgets_aged() {
 }
 
 #[test]
+fn a_replay_key_is_fresh_once_until_it_ages_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::open(&path).unwrap());
+    let (first, second) = (ReplayLog::open(&path).unwrap(), ReplayLog::open(&path).unwrap());
+    let until = now_ms() + 60_000;
+    assert!(first.remember("spa:1:bb", until).unwrap());
+    assert!(!first.remember("spa:1:bb", until).unwrap(), "used here");
+    assert!(
+        !second.remember("spa:1:bb", until).unwrap(),
+        "used through another connection"
+    );
+    assert!(second.remember("rot:phone:9", until).unwrap(), "another key");
+    // An entry past its time (a row not yet pruned) does not stand in the way.
+    assert!(first.remember("spa:1:cc", now_ms() - 1).unwrap());
+    assert!(second.remember("spa:1:cc", until).unwrap());
+    assert_eq!(
+        second.load(now_ms()).unwrap().len(),
+        3,
+        "the taken-over entry lives on to its new time"
+    );
+}
+
+#[test]
 fn accounts_by_tag_never_by_passcode() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(&dir.path().join("s.db")).unwrap();
@@ -234,6 +258,27 @@ fn disa_limits_survive_reopening_and_old_ones_are_forgotten() {
         kept,
         vec![(Key::Global, global), (Key::Number("111".into()), locked)],
         "the lockout and the recent global count stay; a stale failure goes"
+    );
+}
+
+#[test]
+fn a_refresh_reads_the_keys_another_connection_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    Store::open(&path).unwrap();
+    let (mut writer, reader) = (LimitLog::open(&path).unwrap(), LimitLog::open(&path).unwrap());
+    let number = Key::Number("5551234".into());
+    let r = Record {
+        failures: vec![1_000, 2_000],
+        locked_until: 0,
+    };
+    writer.save(&[(number.clone(), r.clone())], 2_000).unwrap();
+    let keys = [number.clone(), Key::Global];
+    assert_eq!(reader.refresh(&keys).unwrap(), vec![(number.clone(), r)]);
+    writer.save(&[(number, Record::default())], 3_000).unwrap();
+    assert!(
+        reader.refresh(&keys).unwrap().is_empty(),
+        "cleared by a right passcode"
     );
 }
 
