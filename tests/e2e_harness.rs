@@ -186,3 +186,14 @@ fn dialplan_dials_the_daemons_default_fastagi_port() {
     assert!(dialplan.contains(&format!("agi://{}/disa", passknock::base::defaults::AGI_LISTEN)));
     assert!(passknock::base::defaults::AGI_LISTEN.ends_with(&format!(":{}", asterisk::FASTAGI_PORT)));
 }
+
+#[test]
+fn a_throwaway_postgresql_cluster_starts_stops_and_keeps_its_data() {
+    let mut pg = support::pg::Pg::start();
+    pg.create_db("harness");
+    pg.psql("harness", "CREATE TABLE t (n INT); INSERT INTO t VALUES (7)");
+    pg.stop();
+    pg.start_again();
+    assert_eq!(pg.psql("harness", "SELECT n FROM t"), "7");
+    assert!(pg.url("harness").starts_with("postgresql://"));
+}

@@ -30,6 +30,9 @@ command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v man >/dev/null || need+=(man-db)
 # promtool, to check the daemon's /metrics and the Grafana dashboard's queries (tests/metrics.rs).
 command -v promtool >/dev/null || need+=(prometheus)
+# A real PostgreSQL server for the store shared by several nodes (tests/support/pg.rs starts a
+# throwaway cluster from Debian's server binaries).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     echo "run-all: installing ${need[*]}"
     apt-get update -q

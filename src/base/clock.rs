@@ -3,16 +3,34 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Unix time in milliseconds: grants outlive the process, so monotonic time will not do.
 pub type UnixMs = i64;
 
+/// How far the shared store's clock is ahead of ours, in ms: 0 with the embedded store. With a
+/// database shared by several nodes every time is the database server's, so nodes whose own
+/// clocks disagree still agree on when a grant ends.
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// Unix time in ms on the store's clock (the system's, moved by [`set_offset`]).
 pub fn now_ms() -> UnixMs {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+        + OFFSET.load(Ordering::Relaxed)
+}
+
+/// Takes the shared store's clock offset, measured when it connects.
+pub fn set_offset(ms: i64) {
+    OFFSET.store(ms, Ordering::Relaxed);
+}
+
+/// The offset [`now_ms`] adds, for `status`.
+pub fn offset() -> i64 {
+    OFFSET.load(Ordering::Relaxed)
 }
 
 /// One reading of both clocks: the wall clock that the store's ends are written in, and the

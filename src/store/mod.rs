@@ -20,7 +20,8 @@ mod accounts;
 mod bans;
 mod grants;
 pub mod history;
-mod schema;
+pub mod pg;
+pub(crate) mod schema;
 mod side;
 mod standing;
 
@@ -52,6 +53,32 @@ pub enum StoreError {
     BadRow(String),
     #[error("cannot start the history writer thread: {0}")]
     HistoryWriter(#[source] std::io::Error),
+    #[error("the store URL {url} cannot be used: {reason}")]
+    PgUrl { url: String, reason: String },
+    #[error("cannot reach the store's PostgreSQL server at {server}: {reason}")]
+    PgUnreachable { server: String, reason: String },
+    #[error(
+        "the PostgreSQL server at {server} refused the login of {user} to database {database}: {reason}"
+    )]
+    PgLogin {
+        server: String,
+        user: String,
+        database: String,
+        reason: String,
+    },
+    #[error(
+        "the store database {database} has schema version {found}; this passknock knows version {known} \
+         only, so it leaves the database alone (every node must run the same passknock)"
+    )]
+    PgSchema {
+        database: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("lost the connection to the store's PostgreSQL server at {server}: {reason}")]
+    PgLost { server: String, reason: String },
+    #[error("store (PostgreSQL): {0}")]
+    Pg(String),
 }
 
 /// The store. One connection; the daemon's engine thread is its only user.

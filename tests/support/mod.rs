@@ -7,6 +7,7 @@ pub mod disa_daemon;
 pub mod flood;
 pub mod metrics;
 pub mod netns;
+pub mod pg;
 
 // End-to-end harness: real Asterisk and SIPp from a cached Debian sid chroot, in namespaces.
 pub mod ami;
