@@ -29,7 +29,7 @@ use crate::observe::audit::{self};
 use crate::rules::attempts::SeenAttempts;
 use crate::rules::contacts::Contacts;
 use crate::rules::limiter::{normalize_number, Admission, Caller, GuessLimits, Key, Limiter, Record};
-use crate::store::{LimitLog, Store, StoreError};
+use crate::store::{LimitLog, Location, Store, StoreError};
 
 /// The accounts' passcode lengths and owner numbers, as of one store version.
 struct Shapes {
@@ -78,7 +78,7 @@ impl DisaBackend {
         let policy = GuessLimits::from(d);
         // Lockouts and the suspension carry on across a restart.
         let now = now_ms();
-        let limits_log = LimitLog::open(&config.daemon.store)?;
+        let limits_log = LimitLog::open(&Location::File(config.daemon.store.clone()))?;
         let keep = policy.window.max(Duration::from_secs(3600)).as_millis() as i64;
         let kept = limits_log.load(now, now - keep)?;
         if !kept.is_empty() {

@@ -27,7 +27,7 @@ use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
 use crate::rules::contacts::Contacts;
-use crate::store::{ReplayLog, Store, StoreError};
+use crate::store::{Location, ReplayLog, Store, StoreError};
 
 mod answer;
 mod beside;
@@ -168,7 +168,7 @@ pub fn spawn(
     if config.knock.profiles.is_empty() {
         return Ok(None);
     }
-    let log = ReplayLog::open(&config.daemon.store)?;
+    let log = ReplayLog::open(&Location::File(config.daemon.store.clone()))?;
     let (gate, names, marks) = build_gate(config, &log)?;
     let (tx, rx) = mpsc::channel::<Earned>(PENDING);
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,7 +177,7 @@ pub fn spawn(
     let thread = listen_thread(
         config.knock.nflog_group,
         gate,
-        ReplayLog::open(&config.daemon.store)?,
+        ReplayLog::open(&Location::File(config.daemon.store.clone()))?,
         tx,
         Flags {
             stop: stop.clone(),

@@ -14,7 +14,7 @@ use grants::query_grants;
 
 pub use crate::base::clock::{now_ms, UnixMs};
 pub use grants::{GrantWrite, GrantsWritten};
-pub use side::{LimitLog, ReplayLog};
+pub use side::{LimitLog, OffenderLog, ReplayLog};
 
 mod accounts;
 mod bans;
@@ -79,6 +79,13 @@ pub enum StoreError {
     PgLost { server: String, reason: String },
     #[error("store (PostgreSQL): {0}")]
     Pg(String),
+}
+
+/// Where the store is: a SQLite file on this box, or a PostgreSQL database several nodes share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(pg::Target),
 }
 
 /// The store. One connection; the daemon's engine thread is its only user.

@@ -6,6 +6,9 @@ pub use conn::Target;
 mod conn;
 #[allow(dead_code)]
 mod schema;
+// The side tables' and the history's queries (pgside's).
+pub(crate) mod history;
+pub(crate) mod side;
 
 /// Logs in to the store at `target` and makes or checks its schema; what the side tables'
 /// connections build on until the whole store lands.
