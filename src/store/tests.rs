@@ -336,7 +336,7 @@ fn a_version_2_store_gets_the_history_table() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(s.counts().unwrap(), (0, 1));
-    let mut log = crate::store::history::EventLog::open(&path).unwrap();
+    let mut log = crate::store::history::EventLog::open(&at(&path)).unwrap();
     log.append(&[crate::model::Event::new(crate::model::Kind::Reload, 1_000)])
         .unwrap();
     assert_eq!(log.query(0, None, None, 10).unwrap().0.len(), 1);
