@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::paint::{Paint, Tone};
 use super::{call, grant_row, table_lines, CliError};
+use crate::base::clock::UnixMs;
 use crate::base::duration::left;
 use crate::control::{AmiStatus, CallEntry, ContactEntry, Reply, Request, Status};
 use crate::model::{Ban, Grant};
@@ -94,6 +95,9 @@ pub fn headline(out: &mut impl Write, s: &Status, ami: Option<&AmiStatus>, p: Pa
         None => p.tone(Tone::Bad, "never reconciled"),
     };
     writeln!(out, "table     {}: {sync}; {reconciled}", s.table)?;
+    if let Some(c) = &s.cluster {
+        cluster(out, c, s.now, p)?;
+    }
     // Said only when it is not the in-process path: a fallback is worth a line, the norm is not.
     if s.firewall_path.starts_with("nft (netlink") {
         writeln!(
@@ -144,6 +148,56 @@ pub fn headline(out: &mut impl Write, s: &Status, ami: Option<&AmiStatus>, p: Pa
             p.tone(Tone::Warn, &format!("NOT connected{why}"))
         )
     }
+}
+
+/// The shared store: this node, the database, the link, and every node's last sign of life.
+fn cluster(
+    out: &mut impl Write,
+    c: &crate::model::ClusterView,
+    now: UnixMs,
+    p: Paint,
+) -> std::io::Result<()> {
+    let link = if c.connected {
+        let since = match c.resynced {
+            Some(t) => format!(
+                "; in step since {} ago, {} change(s) followed",
+                left(t, now),
+                c.followed
+            ),
+            None => String::new(),
+        };
+        format!("{}{since}", p.tone(Tone::Good, "connected"))
+    } else {
+        let when = c
+            .lost_since
+            .map(|t| format!(" for {}", left(t, now)))
+            .unwrap_or_default();
+        let why = c.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        p.tone(
+            Tone::Bad,
+            &format!("NOT connected{when}{why}; enforcing what it has, new grants refused"),
+        )
+    };
+    writeln!(out, "store     {} as node {}: {link}", c.database, c.node)?;
+    if c.pending_bans > 0 {
+        writeln!(
+            out,
+            "          {}",
+            p.tone(
+                Tone::Warn,
+                &format!("{} ban(s) made here wait to be written up", c.pending_bans)
+            )
+        )?;
+    }
+    if !c.nodes.is_empty() {
+        let nodes: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|(name, seen)| format!("{name} (seen {} ago)", left(*seen, now)))
+            .collect();
+        writeln!(out, "nodes     {}", nodes.join(", "))?;
+    }
+    Ok(())
 }
 
 /// A count, right-aligned in `width`; `None` (not known) is `-`, and a count that should be zero
@@ -432,6 +486,7 @@ mod tests {
                 sip_attempts: None,
                 sip_door: None,
                 sip_rate_drops: None,
+                cluster: None,
             },
             live_grants: (1..=grants).map(grant).collect(),
             live_bans: (1..=bans)
@@ -595,5 +650,48 @@ mod tests {
         let st: Status = serde_json::from_value(old).unwrap();
         assert_eq!(st.last_hour, Counts::default());
         assert_eq!(st.last_24h, Counts::default());
+    }
+
+    #[test]
+    fn a_shared_store_says_its_node_the_link_and_every_node() {
+        let mut sc = screen(1, 0, 0, false);
+        sc.status.cluster = Some(crate::model::ClusterView {
+            node: "pbx-a".into(),
+            database: "postgresql://passknock@db/pk".into(),
+            connected: true,
+            resynced: Some(NOW - 120_000),
+            followed: 4,
+            nodes: vec![("pbx-a".into(), NOW - 1_000), ("pbx-b".into(), NOW - 3_000)],
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        render(&mut out, &sc, Paint(false)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("store     postgresql://passknock@db/pk as node pbx-a: connected; in step since 2m ago, 4 change(s) followed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodes     pbx-a (seen 1s ago), pbx-b (seen 3s ago)"),
+            "{text}"
+        );
+        let c = sc.status.cluster.as_mut().unwrap();
+        c.connected = false;
+        c.lost_since = Some(NOW - 30_000);
+        c.error = Some("cannot reach the database".into());
+        c.pending_bans = 2;
+        let mut out = Vec::new();
+        render(&mut out, &sc, Paint(false)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "NOT connected for 30s: cannot reach the database; enforcing what it has, new grants refused"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 ban(s) made here wait to be written up"),
+            "{text}"
+        );
     }
 }

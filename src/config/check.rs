@@ -192,6 +192,9 @@ impl Config {
                 ),
             ));
         }
+        self.daemon
+            .check_store()
+            .map_err(|(key, message)| invalid(key, message))?;
         self.check_knock(&invalid)?;
         self.sip_auth_grant
             .check(self)

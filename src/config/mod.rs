@@ -15,7 +15,7 @@ mod trusted;
 
 pub use ami::{AmiConfig, AmiLogin};
 pub use attempts::{SipAttemptsConfig, SipCapture};
-pub use daemon::{DaemonConfig, MetricsConfig};
+pub use daemon::{DaemonConfig, MetricsConfig, StoreAt};
 pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
 pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
 pub use grants::{BansConfig, GrantsConfig};

@@ -434,3 +434,38 @@ fn the_sip_doors_are_off_by_default_and_checked() {
         format!("{MINIMAL}[sip-responsive]\nservice = \"nope\"\n[sip-secret-domain]\nservice = \"nope\"\n");
     assert!(Config::parse(&quiet, "t").is_ok());
 }
+
+#[test]
+fn a_shared_store_is_a_url_without_a_password() {
+    use crate::config::StoreAt;
+    let at = |store: &str, extra: &str| {
+        Config::parse(&format!("[daemon]\nstore = \"{store}\"\n{extra}{MINIMAL}"), "t")
+    };
+    let c = at("postgresql://passknock@db.example/pk", "node = \"pbx-a\"\n").unwrap();
+    assert_eq!(
+        c.daemon.store_at(),
+        StoreAt::Postgres("postgresql://passknock@db.example/pk")
+    );
+    assert_eq!(c.daemon.node_name(), "pbx-a");
+    let c = at("/var/lib/passknock/x.db", "").unwrap();
+    assert!(matches!(c.daemon.store_at(), StoreAt::File(_)));
+    for (store, extra, words) in [
+        ("postgres://pk:hunter2@db/pk", "", "holds a password"),
+        (
+            "postgresql:///pk?host=/run/postgresql&password=x",
+            "",
+            "holds a password",
+        ),
+        ("mysql://db/pk", "", "does not know"),
+        (
+            "/x.db",
+            "store-password-file = \"/etc/pw\"\n",
+            "only with a PostgreSQL store",
+        ),
+        ("postgres:///pk", "node = \"a b\"\n", "daemon.node"),
+    ] {
+        let e = at(store, extra).unwrap_err().to_string();
+        assert!(e.contains(words), "{store}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

@@ -351,6 +351,9 @@ pub struct Status {
     pub sip_door: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_rate_drops: Option<u64>,
+    /// The store several nodes share, the link to it and the nodes; absent with SQLite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::model::ClusterView>,
 }
 
 /// The AMI listener's state, for `passknock contacts` and `passknock calls`.

@@ -159,6 +159,7 @@ impl Views {
                 sip_attempts: crate::observe::attempts::SIP_ATTEMPTS.counts(),
                 sip_door: s.sip_door,
                 sip_rate_drops: s.sip_rate_drops,
+                cluster: s.cluster,
             })),
             Err(e) => Reply::error(e),
         }

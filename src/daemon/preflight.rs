@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::base::secret::{DisaKey, SecretError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreAt};
 
 /// The longest Unix socket path: `sun_path` holds 108 bytes, the last one the NUL.
 const SOCKET_PATH_MAX: usize = 107;
@@ -66,9 +66,30 @@ pub fn preflight(config: &Config) -> Result<Ready, PreflightError> {
     };
     config.knock_profiles()?;
     let d = &config.daemon;
-    file_writable("daemon.store", &d.store)?;
-    // SQLite keeps its -wal and -shm files beside the database.
-    dir_writable("daemon.store", &d.store, parent(&d.store))?;
+    match d.store_at() {
+        StoreAt::File(store) => {
+            file_writable("daemon.store", store)?;
+            // SQLite keeps its -wal and -shm files beside the database.
+            dir_writable("daemon.store", store, parent(store))?;
+        }
+        // The database is reached when the daemon starts; its password file must be private.
+        StoreAt::Postgres(_) => {
+            if let Some(f) = &d.store_password_file {
+                knockd::secret::private_mode(f).map_err(|e| {
+                    unwritable(
+                        "daemon.store-password-file",
+                        f,
+                        match e {
+                            knockd::secret::NotPrivate::Mode(m) => {
+                                format!("is mode {m:04o}: others can read it (chmod 600)")
+                            }
+                            knockd::secret::NotPrivate::Unreadable(e) => e.to_string(),
+                        },
+                    )
+                })?;
+            }
+        }
+    }
     if let Some(log) = &d.audit_log {
         file_writable("daemon.audit-log", log)?;
     }

@@ -8,9 +8,10 @@ use super::{check_ttl, clean_text, refused, Engine};
 use crate::base::addr;
 use crate::base::clock::{utc, Now, UnixMs};
 use crate::base::lock::lock;
-use crate::model::{Event, Kind};
+use crate::model::{Ban, Event, Kind, Source};
 use crate::nft::{self, Desired};
 use crate::observe::audit;
+use tracing::warn;
 
 impl<R: Records, T: Table> Engine<R, T> {
     /// Checks one ban; the refusal is what the asker sees, and nothing is changed. Trusted
@@ -51,6 +52,25 @@ impl<R: Records, T: Table> Engine<R, T> {
         }
         let bans = match self.store.ban_many(&rows, now.wall) {
             Ok(b) => b,
+            // With a shared store away, a listener's ban is still enforced here: an attack does
+            // not wait for the database. It is written up when the store is back.
+            Err(e) if self.store.shared() && waiting.iter().all(|(a, _)| a.source == Source::Ami) => {
+                warn!(
+                    "the shared store did not take {} ban(s), enforced here until it is back: {e}",
+                    rows.len()
+                );
+                let bans: Vec<Ban> = rows
+                    .into_iter()
+                    .map(|(address, reason, expires)| Ban {
+                        address,
+                        reason,
+                        created: now.wall,
+                        expires,
+                    })
+                    .collect();
+                self.hold_back_bans(&bans);
+                bans
+            }
             Err(e) => {
                 for (_, reply) in waiting {
                     let _ = reply.send(Err(Refused(format!("not banned: {e}"))));

@@ -11,7 +11,7 @@ use crate::base::clock::UnixMs;
 use crate::base::duration::Ttl;
 use crate::base::secret::ShownOnce;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, NameState, Source, StandingEntry};
+use crate::model::{Account, Ban, ClusterView, Grant, NameState, Source, StandingEntry};
 use crate::nft::Reconciled;
 
 /// Who asked, for the audit log (`uid 0` over the control socket, `disa:alice` from a call,
@@ -215,6 +215,8 @@ pub struct TableStatus {
     /// What the SIP doors do (`None`: both off), and what responsive SIP dropped over its rate.
     pub sip_door: Option<String>,
     pub sip_rate_drops: Option<u64>,
+    /// The shared store and its nodes; `None` with a store of this node's own.
+    pub cluster: Option<ClusterView>,
 }
 
 /// What a reload's table rebuild came to: the store is unchanged either way.
@@ -312,6 +314,9 @@ pub(crate) enum Command {
     StandingRemove(String, Reply<StandingChanged>),
     /// The resolver's answers for the names it was asked to follow.
     Resolved(Vec<Answer>, Reply<()>),
+    /// Another node changed these addresses in the shared store; `None`: anything may have
+    /// changed (accounts, standing entries, or this node was away). No answer.
+    Remote(Option<Vec<IpAddr>>),
 }
 
 /// One command, who asked for it, through which door, and when it reached the daemon.

@@ -23,6 +23,9 @@ pub struct FakeStore {
     pub names: std::collections::BTreeMap<String, NameState>,
     /// Write transactions committed, as SQLite would count them.
     pub transactions: usize,
+    /// Shared with other nodes, as a PostgreSQL store is; and, while `down`, unreachable.
+    pub shared: bool,
+    pub down: bool,
     next_id: i64,
     path: PathBuf,
 }
@@ -159,6 +162,9 @@ impl Records for FakeStore {
     }
 
     fn ban_many(&mut self, bans: &[(IpAddr, String, UnixMs)], now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        if self.down {
+            return Err(StoreError::BadRow("the shared store is away (told to be)".into()));
+        }
         self.write();
         let mut out = Vec::new();
         for (address, reason, expires) in bans {
@@ -300,6 +306,10 @@ impl Records for FakeStore {
         self.write();
         self.names.insert(n.name.clone(), n.clone());
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
     }
 
     fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError> {

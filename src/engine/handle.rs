@@ -181,6 +181,18 @@ impl EngineHandle {
         self.ask(actor, |r| Command::StandingRemove(name, r)).await
     }
 
+    /// Tells the engine another node changed `addresses` in the shared store (`None`: anything
+    /// may have): it reads them again and puts its table in line. From a plain thread: waits for
+    /// room rather than drop a change. False once the engine has stopped.
+    pub fn remote_change(&self, addresses: Option<Vec<IpAddr>>) -> bool {
+        let job = Job {
+            actor: Actor::new("shared store", crate::model::Source::Admin),
+            command: Command::Remote(addresses),
+            arrived: std::time::Instant::now(),
+        };
+        self.tx.send(job).is_ok()
+    }
+
     /// Hands the engine the resolver's answers.
     pub async fn resolved(&self, actor: &Actor, answers: Vec<Answer>) -> Result<(), Refused> {
         self.ask(actor, |r| Command::Resolved(answers, r)).await

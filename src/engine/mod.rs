@@ -12,6 +12,7 @@ mod grants;
 mod handle;
 mod holds;
 pub mod ports;
+mod remote;
 mod standing;
 mod status;
 mod upkeep;
@@ -83,6 +84,8 @@ pub struct Engine<R: Records = Store, T: Table = Firewall> {
     /// Reloads answered when the next repair pass (the one started after them) comes back.
     reloads_next: Vec<Reply<Reloaded>>,
     reloads_running: Vec<Reply<Reloaded>>,
+    /// Bans made while a shared store was away: enforced here, written up once it is back.
+    held_bans: Vec<crate::model::Ban>,
 }
 
 /// A repair pass running longer than this is stuck: the watchdog is no longer fed.
@@ -120,6 +123,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             counts_due: now.mono,
             reloads_next: Vec::new(),
             reloads_running: Vec::new(),
+            held_bans: Vec::new(),
         }
     }
 
@@ -386,6 +390,7 @@ impl<R: Records, T: Table> Engine<R, T> {
                 Command::StandingList(r) => drop(r.send(self.standing_list(now))),
                 Command::StandingRemove(name, r) => drop(r.send(self.standing_remove(&name, &actor, now))),
                 Command::Resolved(answers, r) => drop(r.send(self.resolved(answers, now))),
+                Command::Remote(addresses) => self.remote(addresses, now),
             }
         }
         if !bans.is_empty() {

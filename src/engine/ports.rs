@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::base::clock::UnixMs;
 use crate::config::Config;
-use crate::model::{Account, Ban, Grant, NameState, Source, StandingEntry};
+use crate::model::{Account, Ban, ClusterView, Grant, NameState, Source, StandingEntry};
 use crate::nft::{Changes, Elements, Firewall, Layout, NftError, StandingNets, TableState};
 use crate::store::{GrantWrite, GrantsWritten, Store, StoreError};
 
@@ -77,6 +77,15 @@ pub trait Records: LiveRead {
     fn put_name(&mut self, n: &NameState) -> Result<(), StoreError>;
     /// Forgets the state of the names not in `keep`.
     fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError>;
+    /// Whether other nodes share this store. Then a ban it cannot take (the database is away)
+    /// is still enforced here, and written up once it is back.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The shared store's nodes and this node's link to it; `None` for a store of one's own.
+    fn cluster(&self) -> Option<ClusterView> {
+        None
+    }
 }
 
 /// What a read-back of the table found, changing nothing.

@@ -22,6 +22,8 @@ impl<R: Records, T: Table> Engine<R, T> {
     pub(super) fn status(&mut self, reply: Reply<TableStatus>, now: Now) {
         let (grants, bans) = match self.store.counts() {
             Ok(c) => c,
+            // A shared store that is away: the rest of the status still says what this node has.
+            Err(_) if self.store.shared() => (0, 0),
             Err(e) => {
                 let _ = reply.send(Err(refused(e)));
                 return;
@@ -50,6 +52,10 @@ impl<R: Records, T: Table> Engine<R, T> {
             names,
             sip_door: layout.sip_door_summary(),
             sip_rate_drops: None,
+            cluster: self.store.cluster().map(|mut c| {
+                c.pending_bans = self.held_ban_count();
+                c
+            }),
         };
         self.kick_check(status, reply, now);
     }

@@ -21,6 +21,7 @@ use crate::model::Source;
 mod auth_grants;
 mod owners;
 mod readback;
+mod remote;
 mod standing;
 
 const W0: UnixMs = 1_795_248_830_000;

@@ -49,7 +49,7 @@ impl<R: Records, T: Table> Engine<R, T> {
 
     /// Puts each address's every element (its services' and its ban) in line with the store:
     /// after a rebuild from a snapshot those addresses may have changed since.
-    fn refresh_whole(&mut self, addrs: &BTreeSet<IpAddr>, now: Now) -> TableChange {
+    pub(super) fn refresh_whole(&mut self, addrs: &BTreeSet<IpAddr>, now: Now) -> TableChange {
         let mut changes = Changes::default();
         for ip in addrs {
             let (live, ban) = match (self.store.grants_for(*ip, now.wall), self.store.ban_of(*ip)) {

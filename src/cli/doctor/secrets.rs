@@ -4,12 +4,17 @@ use knockd::secret::NotPrivate;
 use std::path::Path;
 
 use super::{fail, ok, Check};
-use crate::config::Config;
+use crate::config::{Config, StoreAt};
 
 /// Files that hold secrets must be readable by their owner only.
 pub(super) fn secrets(config: &Config) -> Check {
-    let mut files: Vec<(String, &Path, bool)> =
-        vec![("daemon.store".into(), config.daemon.store.as_path(), false)];
+    let mut files: Vec<(String, &Path, bool)> = match config.daemon.store_at() {
+        StoreAt::File(store) => vec![("daemon.store".into(), store, false)],
+        StoreAt::Postgres(_) => Vec::new(),
+    };
+    if let Some(f) = &config.daemon.store_password_file {
+        files.push(("daemon.store-password-file".into(), f, true));
+    }
     if config.disa.enabled {
         files.push(("disa.key-file".into(), &config.disa.key_file, false));
     }
