@@ -444,7 +444,7 @@ impl SharedOffenders {
         let log = self.log.clone();
         let prune = {
             self.counted = self.counted.wrapping_add(1);
-            self.counted % SHARED_PRUNE_EVERY == 0
+            self.counted.is_multiple_of(SHARED_PRUNE_EVERY)
         };
         let asked = tokio::task::spawn_blocking(move || {
             if prune {

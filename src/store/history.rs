@@ -45,7 +45,7 @@ pub struct EventLog {
 /// The history's connection: the SQLite file of this box, or the shared store.
 enum Db {
     Lite(Connection),
-    Pg(HistoryConn),
+    Pg(Box<HistoryConn>),
 }
 
 /// One row as either backend reads it, before it is checked.
@@ -77,7 +77,7 @@ impl EventLog {
     pub fn open(at: &Location) -> Result<EventLog, StoreError> {
         let db = match at {
             Location::File(path) => Db::Lite(lite_connection(path)?),
-            Location::Postgres(target) => Db::Pg(HistoryConn::open(target)?),
+            Location::Postgres(target) => Db::Pg(Box::new(HistoryConn::open(target)?)),
         };
         Ok(EventLog {
             db,

@@ -16,14 +16,14 @@ use crate::rules::limiter::{Key, Record};
 /// A side table's connection: to the SQLite file of this box, or to the shared store.
 enum Side {
     Lite(Connection),
-    Pg(SideConn),
+    Pg(Box<SideConn>),
 }
 
 impl Side {
     fn open(at: &Location) -> Result<Side, StoreError> {
         Ok(match at {
             Location::File(path) => Side::Lite(side_connection(path)?),
-            Location::Postgres(target) => Side::Pg(SideConn::open(target)?),
+            Location::Postgres(target) => Side::Pg(Box::new(SideConn::open(target)?)),
         })
     }
 }

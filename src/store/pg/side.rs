@@ -9,6 +9,9 @@ use crate::rules::limiter::{Key, Record};
 use crate::store::side::parse_failures;
 use crate::store::{StoreError, UnixMs};
 
+/// A `disa_limits` row's values past its key: failures, locked until, last seen.
+type LimitRow = (String, i64, i64);
+
 /// A listener's connection of its own to the shared store, for its side table.
 pub(crate) struct SideConn {
     conn: Conn,
@@ -97,7 +100,7 @@ impl SideConn {
 
     /// Writes these keys' limits in one transaction; an empty record deletes its key.
     pub(crate) fn limits_save(&self, records: &[(Key, Record)], now: UnixMs) -> Result<(), StoreError> {
-        let rows: Vec<(&'static str, String, Option<(String, i64, i64)>)> = records
+        let rows: Vec<(&'static str, String, Option<LimitRow>)> = records
             .iter()
             .map(|(k, r)| {
                 let (kind, key) = k.parts();
