@@ -15,7 +15,7 @@ use grants::query_grants;
 pub use crate::base::clock::{now_ms, UnixMs};
 pub use db::Db;
 pub use grants::{GrantWrite, GrantsWritten};
-pub use side::{LimitLog, ReplayLog};
+pub use side::{LimitLog, OffenderLog, ReplayLog};
 
 mod accounts;
 mod bans;

@@ -221,6 +221,17 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// The client says goodbye to the server as it is dropped, blocking on its own runtime: on a
+    /// tokio worker (a DISA backend dropped at shutdown) that panics like any bare call would.
+    fn drop(&mut self) {
+        let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(s) = session {
+            blocking(move || drop(s));
+        }
+    }
+}
+
 /// Runs blocking client work where it may block: the `postgres` client drives a runtime of its
 /// own, which panics inside a tokio worker. On a multi-thread runtime's worker the work runs in
 /// `block_in_place`; on a current-thread runtime (which cannot give its thread away) on a

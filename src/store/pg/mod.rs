@@ -27,6 +27,9 @@ mod grants;
 mod notify;
 mod schema;
 mod standing;
+// The side tables' and the history's queries.
+pub(crate) mod history;
+pub(crate) mod side;
 
 /// The shared store, through one connection of its own (made again after it is lost).
 pub struct PgStore {
