@@ -50,11 +50,41 @@ pub fn log(out: &mut impl Write, events: &[Event], more: bool, since: Duration) 
             human(since)
         )?;
     }
-    let rows: Vec<[String; 6]> = events.iter().map(row).collect();
-    for line in table_lines(
-        ["TIME (UTC)", "EVENT", "ADDRESS", "WHO", "SOURCE", "DETAIL"],
-        &rows,
-    ) {
+    // In a cluster each row names the node that wrote it; a single box's rows name none, and its
+    // table stays as it was.
+    let lines = if events.iter().any(|e| !e.node.is_empty()) {
+        let rows: Vec<[String; 7]> = events
+            .iter()
+            .map(|e| {
+                let [time, kind, address, who, source, detail] = row(e);
+                let node = if e.node.is_empty() {
+                    "-".into()
+                } else {
+                    e.node.clone()
+                };
+                [time, kind, address, who, source, node, detail]
+            })
+            .collect();
+        table_lines(
+            [
+                "TIME (UTC)",
+                "EVENT",
+                "ADDRESS",
+                "WHO",
+                "SOURCE",
+                "NODE",
+                "DETAIL",
+            ],
+            &rows,
+        )
+    } else {
+        let rows: Vec<[String; 6]> = events.iter().map(row).collect();
+        table_lines(
+            ["TIME (UTC)", "EVENT", "ADDRESS", "WHO", "SOURCE", "DETAIL"],
+            &rows,
+        )
+    };
+    for line in lines {
         writeln!(out, "{line}")?;
     }
     Ok(())
@@ -207,6 +237,23 @@ mod tests {
         assert!(lines[3].ends_with("37× mode=spa: a replay"), "{t}");
         let none = text(|o| log(o, &[], false, Duration::from_secs(3600)));
         assert_eq!(none, "no events in the last 1h\n");
+    }
+
+    #[test]
+    fn rows_of_a_cluster_name_the_node_that_wrote_them() {
+        let mut a = Event::new(Kind::Grant, T)
+            .address("203.0.113.7".parse().unwrap())
+            .who("disa:ann")
+            .source(Source::Disa)
+            .detail("services=sip");
+        a.node = "pbx-a".into();
+        let mut b = a.clone();
+        b.node = "pbx-b".into();
+        let t = text(|o| log(o, &[a, b], false, Duration::from_secs(86_400)));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("SOURCE  NODE   DETAIL"), "{t}");
+        assert!(lines[1].ends_with("disa    pbx-a  services=sip"), "{t}");
+        assert!(lines[2].ends_with("disa    pbx-b  services=sip"), "{t}");
     }
 
     #[test]

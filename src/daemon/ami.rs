@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::sip_auth::AuthGrants;
 use crate::base::addr::{self, Net};
-use crate::base::clock::now_ms;
+use crate::base::clock::{now_ms, UnixMs};
 use crate::base::defaults;
 use crate::base::duration::Ttl;
 use crate::config::{AmiConfig, AmiLogin, Config};
@@ -28,7 +28,8 @@ use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
 use crate::rules::calls::LiveCalls;
 use crate::rules::contacts::Contacts;
-use crate::rules::offenders::{BanPolicy, Offenders};
+use crate::rules::offenders::{BanDecision, BanPolicy, Offenders};
+use crate::store::{Location, OffenderLog};
 
 /// Updates the listener may queue ahead of the policy; past it the listener stops reading
 /// (Asterisk buffers), so nothing is lost and memory stays bounded.
@@ -175,6 +176,9 @@ struct AmiHandler {
     known: BTreeMap<(String, String), IpAddr>,
     calls: LiveCalls,
     offenders: Offenders,
+    /// With a store several nodes share: the offender counts there, so failures from one address
+    /// seen at different nodes add up.
+    shared: Option<SharedOffenders>,
     /// `[sip-auth-grant]`, when it lists endpoints.
     sip_auth: Option<AuthGrants>,
 }
@@ -190,7 +194,28 @@ impl AmiHandler {
             known: BTreeMap::new(),
             calls: LiveCalls::default(),
             offenders: Offenders::new(BanPolicy::from_config(&config.ami)),
+            shared: SharedOffenders::open(&Location::File(config.daemon.store.clone())),
             sip_auth: AuthGrants::from_config(config),
+        }
+    }
+
+    /// Counts one failure from `ip`: in the shared store when there is one and it answers, else
+    /// here alone (a node cut off from the store keeps banning on what it sees itself).
+    async fn count(&mut self, ip: IpAddr, now: UnixMs) -> Option<BanDecision> {
+        let Some(shared) = &mut self.shared else {
+            return self.offenders.record(ip, now);
+        };
+        let since = now - self.offenders.window().as_millis().min(i64::MAX as u128) as i64;
+        match shared.count(ip, now, since).await {
+            Some(hits) => {
+                let v = self.offenders.record_shared(ip, now, &hits);
+                if v.is_some() {
+                    // The ban is decided on these failures: no other node bans on them again.
+                    shared.clear(ip);
+                }
+                v
+            }
+            None => self.offenders.record(ip, now),
         }
     }
 
@@ -305,7 +330,7 @@ impl AmiHandler {
             debug!("AMI: {} from trusted {ip} not counted", s.kind.name());
             return;
         }
-        let Some(v) = self.offenders.record(ip, now_ms()) else {
+        let Some(v) = self.count(ip, now_ms()).await else {
             return;
         };
         let reason = format!(
@@ -376,5 +401,85 @@ impl AmiHandler {
         for ip in self.calls.addresses() {
             self.hold(ip).await;
         }
+    }
+}
+
+/// How long AMI counts offenders on this node alone after the shared store failed to answer,
+/// before asking it again: a store that is down must not hold every event up.
+const SHARED_RETRY_MS: i64 = 5_000;
+/// Counts between two prunes of the shared offender table.
+const SHARED_PRUNE_EVERY: u32 = 1_000;
+
+/// The shared store's offender counts, asked off the runtime's threads.
+struct SharedOffenders {
+    log: Arc<OffenderLog>,
+    /// No asking before this (the store failed to answer).
+    quiet_until: UnixMs,
+    counted: u32,
+}
+
+impl SharedOffenders {
+    /// The shared store's counts, or `None` on a single box (or when the store cannot be
+    /// reached at start: then this node counts alone, and says so).
+    fn open(at: &Location) -> Option<SharedOffenders> {
+        match OffenderLog::open(at) {
+            Ok(log) => log.map(|log| SharedOffenders {
+                log: Arc::new(log),
+                quiet_until: 0,
+                counted: 0,
+            }),
+            Err(e) => {
+                warn!("AMI: offender counts stay on this node, the shared store cannot be reached: {e}");
+                None
+            }
+        }
+    }
+
+    /// `ip`'s failures since `since` as every node counted them, this one included; `None` when
+    /// the store did not answer (or failed to, a moment ago).
+    async fn count(&mut self, ip: IpAddr, now: UnixMs, since: UnixMs) -> Option<Vec<UnixMs>> {
+        if now < self.quiet_until {
+            return None;
+        }
+        let log = self.log.clone();
+        let prune = {
+            self.counted = self.counted.wrapping_add(1);
+            self.counted.is_multiple_of(SHARED_PRUNE_EVERY)
+        };
+        let asked = tokio::task::spawn_blocking(move || {
+            if prune {
+                // Rows past the window with no failure since: nothing left to add up.
+                if let Err(e) = log.prune(since) {
+                    debug!("AMI: cannot prune the shared offender counts: {e}");
+                }
+            }
+            log.count(ip, now, since)
+        })
+        .await;
+        match asked {
+            Ok(Ok(hits)) => Some(hits),
+            Ok(Err(e)) => {
+                warn!(
+                    "AMI: the shared store did not count a failure from {ip}; counting on this node alone for {} s: {e}",
+                    SHARED_RETRY_MS / 1000
+                );
+                self.quiet_until = now + SHARED_RETRY_MS;
+                None
+            }
+            Err(e) => {
+                warn!("AMI: counting a failure from {ip} in the shared store failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Forgets `ip`'s failures in the store, on a task of its own.
+    fn clear(&self, ip: IpAddr) {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = log.clear(ip) {
+                debug!("AMI: cannot clear {ip}'s shared offender count: {e}");
+            }
+        });
     }
 }

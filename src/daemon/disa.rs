@@ -29,7 +29,7 @@ use crate::observe::audit::{self};
 use crate::rules::attempts::SeenAttempts;
 use crate::rules::contacts::Contacts;
 use crate::rules::limiter::{normalize_number, Admission, Caller, GuessLimits, Key, Limiter, Record};
-use crate::store::{LimitLog, Store, StoreError};
+use crate::store::{LimitLog, Location, Store, StoreError};
 
 /// The accounts' passcode lengths and owner numbers, as of one store version.
 struct Shapes {
@@ -53,9 +53,12 @@ pub struct DisaBackend {
     store: Mutex<Store>,
     /// What every call asks of all accounts, kept while the store is unchanged.
     shapes: Mutex<Option<Shapes>>,
-    limiter: Mutex<Limiter>,
-    /// Where the limiter's state is kept, so a restart keeps every lockout.
-    limits_log: Mutex<LimitLog>,
+    limiter: Arc<Mutex<Limiter>>,
+    /// Where the limiter's state is kept, so a restart keeps every lockout; with a store several
+    /// nodes share, so a guesser gets no fresh tries by calling another node.
+    limits_log: Arc<Mutex<LimitLog>>,
+    /// The limits' store is shared: each check reads the caller's keys from it first.
+    shared_limits: bool,
     /// Length of new passcodes: an entry of this length counts as a guess.
     passcode_digits: usize,
     trusted: Vec<Net>,
@@ -75,7 +78,7 @@ impl DisaBackend {
         let policy = GuessLimits::from(d);
         // Lockouts and the suspension carry on across a restart.
         let now = now_ms();
-        let limits_log = LimitLog::open(&config.daemon.store)?;
+        let limits_log = LimitLog::open(&Location::File(config.daemon.store.clone()))?;
         let keep = policy.window.max(Duration::from_secs(3600)).as_millis() as i64;
         let kept = limits_log.load(now, now - keep)?;
         if !kept.is_empty() {
@@ -97,8 +100,9 @@ impl DisaBackend {
             key,
             store: Mutex::new(Store::open(&config.daemon.store)?),
             shapes: Mutex::new(None),
-            limiter: Mutex::new(Limiter::restore(policy, kept, now)),
-            limits_log: Mutex::new(limits_log),
+            limiter: Arc::new(Mutex::new(Limiter::restore(policy, kept, now))),
+            shared_limits: limits_log.is_shared(),
+            limits_log: Arc::new(Mutex::new(limits_log)),
             passcode_digits: d.passcode_digits,
             trusted: config.firewall.trusted.clone(),
             allow_private: d.allow_private,
@@ -178,19 +182,71 @@ impl DisaBackend {
         !number.is_empty() && self.with_shapes(|s| s.owners.contains(number))
     }
 
-    /// Writes what a guess or a success changed, before the caller hears the verdict.
-    fn persist(&self, limiter: &Limiter, caller: &Caller<'_>, now: UnixMs) {
-        let records: Vec<(Key, Record)> = Limiter::keys(caller)
-            .into_iter()
-            .map(|k| {
-                let r = limiter.record(&k);
-                (k, r)
-            })
-            .collect();
-        let mut log = lock(&self.limits_log);
-        if let Err(e) = log.save(&records, now) {
-            warn!("DISA: cannot keep lockout state in the store: {e}");
+    /// `f` on the limiter and its store. For a store of this box, here and now, as a local
+    /// commit always was; for a shared one, on a blocking thread: a network round trip, and the
+    /// PostgreSQL client must not run on the runtime's threads.
+    async fn with_limits<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Limiter, &mut LimitLog) -> T + Send + 'static,
+    ) -> T {
+        let (limiter, log) = (self.limiter.clone(), self.limits_log.clone());
+        let run = move || {
+            let mut limiter = lock(&limiter);
+            let mut log = lock(&log);
+            f(&mut limiter, &mut log)
+        };
+        if !self.shared_limits {
+            return run();
         }
+        match tokio::task::spawn_blocking(run).await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// The caller's keys, owned, for the limiter's thread.
+#[derive(Clone)]
+struct CallerKeys {
+    number: String,
+    address: Option<IpAddr>,
+    owner: bool,
+}
+
+impl CallerKeys {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            number: &self.number,
+            address: self.address,
+            owner: self.owner,
+        }
+    }
+}
+
+/// Before a passcode check: with a shared store, the caller's keys as every node left them.
+fn refresh(
+    limiter: &mut Limiter,
+    log: &LimitLog,
+    caller: &Caller<'_>,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let keys = Limiter::keys(caller);
+    let records = log.refresh(&keys)?;
+    limiter.refresh(&keys, records, now);
+    Ok(())
+}
+
+/// Writes what a guess or a success changed, before the caller hears the verdict.
+fn persist(limiter: &Limiter, log: &mut LimitLog, caller: &Caller<'_>, now: UnixMs) {
+    let records: Vec<(Key, Record)> = Limiter::keys(caller)
+        .into_iter()
+        .map(|k| {
+            let r = limiter.record(&k);
+            (k, r)
+        })
+        .collect();
+    if let Err(e) = log.save(&records, now) {
+        warn!("DISA: cannot keep lockout state in the store: {e}");
     }
 }
 
@@ -199,12 +255,39 @@ impl Backend for DisaBackend {
         let now = now_ms();
         // Caller ids that are not numbers (anonymous, withheld) share one key.
         let number = normalize_number(&call.number).ok().flatten().unwrap_or_default();
-        let caller = Caller {
-            number: &number,
-            address: self.untrusted_peer(call),
+        let keys = CallerKeys {
             owner: self.is_owner_number(&number),
+            number,
+            address: self.untrusted_peer(call),
         };
-        let gate = lock(&self.limiter).gate(&caller, now);
+        let caller = keys.caller();
+        let number = caller.number;
+        let shared = self.shared_limits;
+        let k = keys.clone();
+        let gate = self
+            .with_limits(move |limiter, log| {
+                let caller = k.caller();
+                if shared {
+                    refresh(limiter, log, &caller, now)?;
+                }
+                Ok::<_, StoreError>(limiter.gate(&caller, now))
+            })
+            .await;
+        let gate = match gate {
+            Ok(g) => g,
+            Err(e) => {
+                // Limits that may be stale are no limits: nothing is checked, nothing counted,
+                // and the caller hears what a wrong passcode gets.
+                warn!("DISA: the store is unreachable; passcode not checked: {e}");
+                audit::record(
+                    Event::new(Kind::PasscodeRefused, now)
+                        .source(Source::Disa)
+                        .who(call.number.as_str())
+                        .detail(format!("(store unreachable) channel={:?}", call.channel)),
+                );
+                return PasscodeVerdict::Rejected;
+            }
+        };
         let shaped = self.could_be_passcode(passcode.expose());
         // The same work whatever happens next: the tag is made and looked up even when the
         // caller is locked out, so the answer's timing says nothing.
@@ -214,7 +297,7 @@ impl Backend for DisaBackend {
         let accepted = match (&found, gate) {
             (Some(a), Admission::Open) => !a.disabled,
             // While entry is suspended, an owner's number opens only the account that lists it.
-            (Some(a), Admission::OwnerOnly) => !a.disabled && a.callers.contains(&number),
+            (Some(a), Admission::OwnerOnly) => !a.disabled && a.callers.iter().any(|c| c == number),
             _ => false,
         };
         // The SIP source as the call reported it: trusted or not, it is where the call came from.
@@ -227,14 +310,16 @@ impl Backend for DisaBackend {
             }
         };
         if let (true, Some(a)) = (accepted, found.clone()) {
-            {
-                let mut limiter = lock(&self.limiter);
+            let k = keys.clone();
+            self.with_limits(move |limiter, log| {
+                let caller = k.caller();
                 // A caller with no failures on record changes nothing: no write, no fsync, so
                 // a crowd of right passcodes is not queued behind the disk.
                 if limiter.success(&caller) {
-                    self.persist(&limiter, &caller, now);
+                    persist(limiter, log, &caller, now);
                 }
-            }
+            })
+            .await;
             audit::record(event(Kind::PasscodeAccepted).who(a.name.as_str()).detail(format!(
                 "channel={:?} number={:?}{}",
                 call.channel,
@@ -265,12 +350,20 @@ impl Backend for DisaBackend {
             _ => "wrong passcode",
         };
         // Only a guess counts: an entry that could be a passcode, checked by an open gate.
-        let failure = (gate.checks() && shaped).then(|| {
-            let mut limiter = lock(&self.limiter);
-            let f = limiter.failure(&caller, now);
-            self.persist(&limiter, &caller, now);
-            f
-        });
+        let failure = if gate.checks() && shaped {
+            let k = keys.clone();
+            let f = self
+                .with_limits(move |limiter, log| {
+                    let caller = k.caller();
+                    let f = limiter.failure(&caller, now);
+                    persist(limiter, log, &caller, now);
+                    f
+                })
+                .await;
+            Some(f)
+        } else {
+            None
+        };
         audit::record(
             event(Kind::PasscodeRefused)
                 .who(call.number.as_str())

@@ -2,14 +2,16 @@
 //! replay log that outlives restarts, and grants submitted to the engine like any other.
 //!
 //! Order matters for replays: a knock's replay entry is on disk before its grant is asked for,
-//! so a crash in between burns the knock rather than lets it work twice.
+//! so a crash in between burns the knock rather than lets it work twice; and it is granted only
+//! when the store had no live entry for it, so with a store several nodes share, a knock used at
+//! one node opens nothing at the others.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use knockd::gate::{AnswerTo, Gate, KnockOutcome, REPLAY_MAX};
+use knockd::gate::{AnswerTo, Gate, KnockOutcome, Refusal, REPLAY_MAX};
 use knockd::replay::ReplayMark;
 use knockd::Mode;
 use tokio::sync::mpsc;
@@ -25,7 +27,7 @@ use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
 use crate::rules::contacts::Contacts;
-use crate::store::{ReplayLog, Store, StoreError};
+use crate::store::{Location, ReplayLog, Store, StoreError};
 
 mod answer;
 mod beside;
@@ -166,7 +168,7 @@ pub fn spawn(
     if config.knock.profiles.is_empty() {
         return Ok(None);
     }
-    let log = ReplayLog::open(&config.daemon.store)?;
+    let log = ReplayLog::open(&Location::File(config.daemon.store.clone()))?;
     let (gate, names, marks) = build_gate(config, &log)?;
     let (tx, rx) = mpsc::channel::<Earned>(PENDING);
     let stop = Arc::new(AtomicBool::new(false));
@@ -175,7 +177,7 @@ pub fn spawn(
     let thread = listen_thread(
         config.knock.nflog_group,
         gate,
-        ReplayLog::open(&config.daemon.store)?,
+        ReplayLog::open(&Location::File(config.daemon.store.clone()))?,
         tx,
         Flags {
             stop: stop.clone(),
@@ -293,9 +295,23 @@ fn on_outcome(outcome: KnockOutcome, log: &ReplayLog, tx: &mpsc::Sender<Earned>,
             answer,
         } => {
             if let Some(m) = mark {
-                if let Err(e) = log.remember(&m.key, m.until) {
-                    warn!("knock from {source} (profile {profile}) not granted: cannot record it against replays: {e}");
-                    return;
+                match log.remember(&m.key, m.until) {
+                    Ok(true) => {}
+                    // Used before where this gate could not see it: at another node sharing
+                    // the store. Refused as a replay here would be.
+                    Ok(false) => {
+                        let refused = KnockOutcome::Refused {
+                            profile,
+                            mode,
+                            source,
+                            reason: Refusal::Replayed,
+                        };
+                        return on_outcome(refused, log, tx, refusals);
+                    }
+                    Err(e) => {
+                        warn!("knock from {source} (profile {profile}) not granted: cannot record it against replays: {e}");
+                        return;
+                    }
                 }
             }
             let earned = Earned {

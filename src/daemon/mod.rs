@@ -106,7 +106,7 @@ pub async fn run(
     }
     // Before anything can make an audit event: from here on each one is also a history row.
     let history = Arc::new(History::start(
-        &config.daemon.store,
+        &crate::store::Location::File(config.daemon.store.clone()),
         config.daemon.history_retention.0,
     )?);
     history.install();

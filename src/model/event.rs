@@ -190,6 +190,10 @@ pub struct Event {
     /// Events this row stands for: more than 1 when a flood was counted into one row.
     #[serde(default = "one")]
     pub count: u64,
+    /// The node that wrote the row, in a cluster sharing one store; empty on a single box, and
+    /// for an event not yet written.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 fn one() -> u64 {
@@ -206,6 +210,7 @@ impl Event {
             source: None,
             detail: String::new(),
             count: 1,
+            node: String::new(),
         }
     }
 

@@ -281,6 +281,37 @@ impl Limiter {
         l
     }
 
+    /// Takes `keys`' state from `records`, the store's as it is now: with a store several nodes
+    /// share, what their calls did to these keys counts here too. A key `records` leaves out has
+    /// nothing on record anywhere (a right passcode at another node cleared it).
+    pub fn refresh(&mut self, keys: &[Key], records: Vec<(Key, Record)>, now: UnixMs) {
+        let mut records: HashMap<Key, Record> = records.into_iter().collect();
+        for k in keys {
+            let r = records.remove(k);
+            match k {
+                Key::Number(n) => match r {
+                    Some(r) => self.numbers.restore(n.clone(), r, now),
+                    None => {
+                        self.numbers.clear(n);
+                    }
+                },
+                Key::Address(a) => match r {
+                    Some(r) => self.addrs.restore(*a, r, now),
+                    None => {
+                        self.addrs.clear(a);
+                    }
+                },
+                Key::Global => {
+                    let r = r.unwrap_or_default();
+                    let mut f = r.failures;
+                    f.sort_unstable();
+                    self.global = f.into();
+                    self.suspended_until = r.locked_until;
+                }
+            }
+        }
+    }
+
     /// The state of `key`, to be written to the store after it changed.
     pub fn record(&self, key: &Key) -> Record {
         match key {

@@ -100,6 +100,21 @@ impl Offenders {
     /// admin unbanned it, or the ban was lost) is banned again for what was left, not as a new
     /// offence — a few events still in flight when a ban lands cross nothing.
     pub fn record(&mut self, ip: IpAddr, now: UnixMs) -> Option<BanDecision> {
+        self.judge(ip, now, None)
+    }
+
+    /// Like [`record`](Self::record), with `ip`'s failures in the window as a store several nodes
+    /// share counted them, this one among them: failures seen at other nodes count here too.
+    pub fn record_shared(&mut self, ip: IpAddr, now: UnixMs, hits: &[UnixMs]) -> Option<BanDecision> {
+        self.judge(ip, now, Some(hits))
+    }
+
+    /// The window failures are counted over.
+    pub fn window(&self) -> Duration {
+        self.policy.window
+    }
+
+    fn judge(&mut self, ip: IpAddr, now: UnixMs, shared: Option<&[UnixMs]>) -> Option<BanDecision> {
         if !self.table.contains_key(&ip) && self.table.len() >= self.max_tracked {
             self.forget_stale(now);
             if self.table.len() >= self.max_tracked {
@@ -124,10 +139,22 @@ impl Offenders {
         });
         r.last_seen = now;
         let from = now - ms(p.window);
-        while r.hits.front().is_some_and(|t| *t <= from) {
-            r.hits.pop_front();
+        match shared {
+            Some(hits) => {
+                let mut hits: Vec<UnixMs> = hits.iter().copied().filter(|t| *t > from).collect();
+                hits.sort_unstable();
+                if hits.is_empty() {
+                    hits.push(now);
+                }
+                r.hits = hits.into();
+            }
+            None => {
+                while r.hits.front().is_some_and(|t| *t <= from) {
+                    r.hits.pop_front();
+                }
+                r.hits.push_back(now);
+            }
         }
-        r.hits.push_back(now);
         if (r.hits.len() as u32) < p.threshold {
             return None;
         }
@@ -236,6 +263,25 @@ mod tests {
                 ttl: Duration::from_secs(56),
                 offence: 1
             }
+        );
+    }
+
+    #[test]
+    fn failures_counted_at_other_nodes_add_up() {
+        let mut here = Offenders::new(policy());
+        let a: IpAddr = A.parse().unwrap();
+        // Two failures elsewhere, one here: the store's count says three, and that bans.
+        let v = here.record_shared(a, 2_000, &[500, 1_000, 2_000]).unwrap();
+        assert_eq!(v.offence, 1);
+        // Failures the store still holds from before the window do not count.
+        let b: IpAddr = "2001:db8::66".parse().unwrap();
+        assert_eq!(here.record_shared(b, 20_000, &[1_000, 2_000, 20_000]), None);
+        // An empty answer still counts this failure.
+        assert_eq!(here.record_shared(b, 21_000, &[]), None);
+        assert_eq!(here.record(b, 22_000), None);
+        assert!(
+            here.record(b, 23_000).is_some(),
+            "local counting carries on from it"
         );
     }
 

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
@@ -28,42 +28,90 @@ use crate::model::Source;
 use crate::model::{Counted, Report};
 use crate::model::{Counts, GrantsBySource};
 use crate::model::{Event, Kind};
-use crate::store::StoreError;
+use crate::store::pg::history::HistoryConn;
+use crate::store::{Location, StoreError};
 
-const EVENT_COLUMNS: &str = "time_ms, kind, address, who, source, detail, count";
+const EVENT_COLUMNS: &str = "time_ms, kind, address, who, source, detail, count, node";
 
 /// What a flood row says in place of the sources past the cap.
 const OTHER_SOURCES: &str = "from sources past the per-minute cap";
 
 /// The `events` table on a connection of its own.
 pub struct EventLog {
-    conn: Connection,
+    db: Db,
     floods: FloodCap,
 }
 
+/// The history's connection: the SQLite file of this box, or the shared store.
+enum Db {
+    Lite(Connection),
+    Pg(Box<HistoryConn>),
+}
+
+/// One row as either backend reads it, before it is checked.
+pub(crate) struct EventRow {
+    pub time: i64,
+    pub kind: String,
+    pub address: String,
+    pub who: String,
+    pub source: String,
+    pub detail: String,
+    pub count: i64,
+    pub node: String,
+}
+
+/// One row as either backend writes it.
+pub(crate) struct Written {
+    pub time: i64,
+    pub kind: &'static str,
+    pub address: String,
+    pub who: String,
+    pub source: &'static str,
+    pub detail: String,
+    pub count: i64,
+    pub minute: Option<i64>,
+}
+
 impl EventLog {
-    /// Opens the store at `path` (which `Store::open` has created, with the `events` table).
-    pub fn open(path: &Path) -> Result<EventLog, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
+    /// Opens the store at `at` (which `Store::open` has created, with the `events` table).
+    pub fn open(at: &Location) -> Result<EventLog, StoreError> {
+        let db = match at {
+            Location::File(path) => Db::Lite(lite_connection(path)?),
+            Location::Postgres(target) => Db::Pg(Box::new(HistoryConn::open(target)?)),
         };
-        let conn = Connection::open(path).map_err(open_err)?;
-        // History is not an access decision: a power cut may lose the last batch, never a grant
-        // (that connection syncs every commit). A crash of the daemon alone loses nothing
-        // committed, WAL or not.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
         Ok(EventLog {
-            conn,
+            db,
             floods: FloodCap::default(),
         })
     }
 
     /// Writes `events` in one transaction. Flood kinds are counted into their minute's row.
     pub fn append(&mut self, events: &[Event]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let rows: Vec<Written> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                let minute = e.kind.floods().then(|| e.time.div_euclid(60_000));
+                if let Some(m) = minute {
+                    self.floods.admit(&mut e, m);
+                }
+                Written {
+                    time: e.time,
+                    kind: e.kind.as_str(),
+                    address: e.address.map(|a| a.to_string()).unwrap_or_default(),
+                    who: e.who,
+                    source: e.source.map(Source::as_str).unwrap_or_default(),
+                    detail: e.detail,
+                    count: e.count.min(i64::MAX as u64) as i64,
+                    minute,
+                }
+            })
+            .collect();
+        let conn = match &mut self.db {
+            Db::Lite(c) => c,
+            Db::Pg(p) => return p.append(&rows),
+        };
+        let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO events (time_ms, kind, address, who, source, detail, count, minute)
@@ -71,21 +119,9 @@ impl EventLog {
                  ON CONFLICT (kind, address, who, minute)
                  DO UPDATE SET count = count + excluded.count",
             )?;
-            for e in events {
-                let mut e = e.clone();
-                let minute = e.kind.floods().then(|| e.time.div_euclid(60_000));
-                if let Some(m) = minute {
-                    self.floods.admit(&mut e, m);
-                }
+            for w in rows {
                 stmt.execute(params![
-                    e.time,
-                    e.kind.as_str(),
-                    e.address.map(|a| a.to_string()).unwrap_or_default(),
-                    e.who,
-                    e.source.map(Source::as_str).unwrap_or_default(),
-                    e.detail,
-                    e.count.min(i64::MAX as u64) as i64,
-                    minute
+                    w.time, w.kind, w.address, w.who, w.source, w.detail, w.count, w.minute
                 ])?;
             }
         }
@@ -95,9 +131,10 @@ impl EventLog {
 
     /// Deletes rows older than `before`; returns how many.
     pub fn prune(&self, before: UnixMs) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM events WHERE time_ms < ?1", params![before])?)
+        match &self.db {
+            Db::Lite(c) => Ok(c.execute("DELETE FROM events WHERE time_ms < ?1", params![before])?),
+            Db::Pg(p) => p.prune(before),
+        }
     }
 
     /// Rows since `since`, newest last: at most `limit`, the newest ones, and whether older ones
@@ -109,25 +146,22 @@ impl EventLog {
         account: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Event>, bool), StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE time_ms >= ?1
-               AND (?2 IS NULL OR address = ?2)
-               AND (?3 IS NULL OR who = ?3 OR who LIKE '%:' || ?3)
-             ORDER BY time_ms DESC, id DESC LIMIT ?4"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                since,
-                address.map(|a| a.to_string()),
-                account,
-                (limit.min(i64::MAX as usize - 1) + 1) as i64
-            ],
-            event_row,
-        )?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
+        let address = address.map(|a| a.to_string());
+        let asked = (limit.min(i64::MAX as usize - 1) + 1) as i64;
+        let rows = match &self.db {
+            Db::Pg(p) => p.query(since, address, account, asked)?,
+            Db::Lite(c) => {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE time_ms >= ?1
+                       AND (?2 IS NULL OR address = ?2)
+                       AND (?3 IS NULL OR who = ?3 OR who LIKE '%:' || ?3)
+                     ORDER BY time_ms DESC, id DESC LIMIT ?4"
+                ))?;
+                let rows = stmt.query_map(params![since, address, account, asked], lite_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let mut out = rows.into_iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
         let more = out.len() > limit;
         out.truncate(limit);
         out.reverse();
@@ -136,15 +170,19 @@ impl EventLog {
 
     /// What `passknock status` counts, from `since` on.
     pub fn tally(&self, since: UnixMs) -> Result<Counts, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT kind, source, SUM(count) FROM events WHERE time_ms >= ?1 GROUP BY kind, source",
-        )?;
-        let mut rows = stmt.query(params![since])?;
+        let rows: Vec<(String, String, i64)> = match &self.db {
+            Db::Pg(p) => p.tally(since)?,
+            Db::Lite(conn) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT kind, source, SUM(count) FROM events WHERE time_ms >= ?1 GROUP BY kind, source",
+                )?;
+                let rows = stmt.query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<Result<_, _>>()?
+            }
+        };
         let mut c = Counts::default();
-        while let Some(r) = rows.next()? {
-            let kind: String = r.get(0)?;
-            let source: String = r.get(1)?;
-            let n = r.get::<_, i64>(2)?.max(0) as u64;
+        for (kind, source, n) in rows {
+            let n = n.max(0) as u64;
             let Some(kind) = Kind::parse(&kind) else { continue };
             let GrantsBySource {
                 disa,
@@ -176,19 +214,16 @@ impl EventLog {
     /// The report from `since` to `now`: totals, top refused sources, grants per who, and the
     /// newest bans, lockouts and suspensions.
     pub fn report(&self, since: UnixMs, now: UnixMs) -> Result<Report, StoreError> {
-        let mut totals = Vec::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT kind, SUM(count) FROM events WHERE time_ms >= ?1 GROUP BY kind")?;
-            let mut rows = stmt.query(params![since])?;
-            while let Some(r) = rows.next()? {
-                if let Some(k) = Kind::parse(&r.get::<_, String>(0)?) {
-                    totals.push((k, r.get::<_, i64>(1)?.max(0) as u64));
-                }
-            }
-            totals.sort();
-        }
+        let mut totals: Vec<(Kind, u64)> = self
+            .counted(
+                "SELECT kind, SUM(count) FROM events WHERE time_ms >= ?1 GROUP BY kind LIMIT ?2",
+                since,
+                i64::MAX as usize,
+            )?
+            .into_iter()
+            .filter_map(|c| Kind::parse(&c.name).map(|k| (k, c.count)))
+            .collect();
+        totals.sort();
         let refusals: Vec<String> = crate::model::KINDS
             .iter()
             .filter(|k| k.is_refusal())
@@ -211,16 +246,20 @@ impl EventLog {
         )?;
         let newest = |kinds: &[Kind]| -> Result<Vec<Event>, StoreError> {
             let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE time_ms >= ?1 AND kind IN ({})
-                 ORDER BY time_ms DESC, id DESC LIMIT ?2",
-                list.join(",")
-            ))?;
-            let rows = stmt.query_map(params![since, defaults::REPORT_ROWS as i64], event_row)?;
-            let mut out = Vec::new();
-            for r in rows {
-                out.push(r??);
-            }
+            let limit = defaults::REPORT_ROWS as i64;
+            let rows = match &self.db {
+                Db::Pg(p) => p.newest(&list.join(","), since, limit)?,
+                Db::Lite(c) => {
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE time_ms >= ?1 AND kind IN ({})
+                         ORDER BY time_ms DESC, id DESC LIMIT ?2",
+                        list.join(",")
+                    ))?;
+                    let rows = stmt.query_map(params![since, limit], lite_row)?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                }
+            };
+            let mut out = rows.into_iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
             Ok(out)
         };
@@ -236,42 +275,85 @@ impl EventLog {
         })
     }
 
+    /// (name, count) rows of `sql`, written for SQLite with `?1` since and `?2` the limit.
     fn counted(&self, sql: &str, since: UnixMs, limit: usize) -> Result<Vec<Counted>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![since, limit as i64], |r| {
-            Ok(Counted {
-                name: r.get(0)?,
-                count: r.get::<_, i64>(1)?.max(0) as u64,
+        let rows: Vec<(String, i64)> = match &self.db {
+            Db::Pg(p) => {
+                // PostgreSQL numbers its parameters with `$`, and its SUM of BIGINTs is NUMERIC.
+                let sql = sql
+                    .replace("?1", "$1")
+                    .replace("?2", "$2")
+                    .replace("SUM(count)", "SUM(count)::BIGINT");
+                p.counted(&sql, since, limit as i64)?
+            }
+            Db::Lite(c) => {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map(params![since, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(name, n)| Counted {
+                name,
+                count: n.max(0) as u64,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect())
     }
 }
 
-fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
-    let kind: String = r.get(1)?;
-    let address: String = r.get(2)?;
-    let source: String = r.get(4)?;
-    let Some(kind) = Kind::parse(&kind) else {
-        return Ok(Err(StoreError::BadRow(format!("event of kind {kind}"))));
+/// A connection of the history's own to the SQLite file `Store::open` made.
+fn lite_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
     };
-    let address = if address.is_empty() {
+    let conn = Connection::open(path).map_err(open_err)?;
+    // History is not an access decision: a power cut may lose the last batch, never a grant
+    // (that connection syncs every commit). A crash of the daemon alone loses nothing
+    // committed, WAL or not.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+    Ok(conn)
+}
+
+fn lite_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        time: r.get(0)?,
+        kind: r.get(1)?,
+        address: r.get(2)?,
+        who: r.get(3)?,
+        source: r.get(4)?,
+        detail: r.get(5)?,
+        count: r.get(6)?,
+        node: r.get(7)?,
+    })
+}
+
+/// A row as an event, or why it is not one.
+fn event_of(r: EventRow) -> Result<Event, StoreError> {
+    let Some(kind) = Kind::parse(&r.kind) else {
+        return Err(StoreError::BadRow(format!("event of kind {}", r.kind)));
+    };
+    let address = if r.address.is_empty() {
         None
     } else {
-        match addr::parse_host(&address) {
+        match addr::parse_host(&r.address) {
             Ok(a) => Some(a),
-            Err(_) => return Ok(Err(StoreError::BadRow(format!("event address {address}")))),
+            Err(_) => return Err(StoreError::BadRow(format!("event address {}", r.address))),
         }
     };
-    Ok(Ok(Event {
-        time: r.get(0)?,
+    Ok(Event {
+        time: r.time,
         kind,
         address,
-        who: r.get(3)?,
-        source: Source::parse(&source),
-        detail: r.get(5)?,
-        count: r.get::<_, i64>(6)?.max(0) as u64,
-    }))
+        who: r.who,
+        source: Source::parse(&r.source),
+        detail: r.detail,
+        count: r.count.max(0) as u64,
+        node: r.node,
+    })
 }
 
 /// How many distinct (address, who) rows each flood kind has had this minute; past the cap, an
@@ -311,7 +393,7 @@ enum Msg {
 
 /// The daemon's history writer; [`History::install`] makes it where [`submit`] sends.
 pub struct History {
-    path: PathBuf,
+    at: Location,
     tx: SyncSender<Msg>,
 }
 
@@ -322,9 +404,9 @@ fn send(tx: &SyncSender<Msg>, event: Event) {
 }
 
 impl History {
-    /// Prunes rows past `retention`, then starts the writer thread on the store at `path`.
-    pub fn start(path: &Path, retention: Duration) -> Result<History, StoreError> {
-        let log = EventLog::open(path)?;
+    /// Prunes rows past `retention`, then starts the writer thread on the store at `at`.
+    pub fn start(at: &Location, retention: Duration) -> Result<History, StoreError> {
+        let log = EventLog::open(at)?;
         let retention = retention.as_millis().min(i64::MAX as u128) as i64;
         let pruned = log.prune(now_ms() - retention)?;
         if pruned > 0 {
@@ -335,10 +417,7 @@ impl History {
             .name("history".into())
             .spawn(move || write_loop(log, rx, retention))
             .map_err(StoreError::HistoryWriter)?;
-        Ok(History {
-            path: path.to_path_buf(),
-            tx,
-        })
+        Ok(History { at: at.clone(), tx })
     }
 
     /// Makes this writer the one [`crate::observe::audit::record`] sends to, for the process's life.
@@ -364,7 +443,7 @@ impl History {
 
     /// A connection for reading, for the control socket's `log`, `report` and `status`.
     pub fn reader(&self) -> Result<EventLog, StoreError> {
-        EventLog::open(&self.path)
+        EventLog::open(&self.at)
     }
 }
 
@@ -416,200 +495,4 @@ fn write_loop(mut log: EventLog, rx: Receiver<Msg>, retention: i64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    const DAY: i64 = 86_400_000;
-    const T0: UnixMs = 1_795_248_000_000;
-
-    fn log() -> (tempfile::TempDir, EventLog) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        Store::open(&path).unwrap();
-        let log = EventLog::open(&path).unwrap();
-        (dir, log)
-    }
-
-    fn ev(kind: Kind, time: UnixMs, addr: &str) -> Event {
-        Event::new(kind, time).address(addr.parse().unwrap())
-    }
-
-    #[test]
-    fn rows_older_than_the_retention_are_pruned_by_the_time_given() {
-        let (_d, mut log) = log();
-        log.append(&[
-            ev(Kind::Grant, T0, "203.0.113.1"),
-            ev(Kind::Ban, T0 + 10 * DAY, "203.0.113.2"),
-            ev(Kind::KnockRefused, T0 + 89 * DAY, "203.0.113.3"),
-        ])
-        .unwrap();
-        let retention = 90 * DAY;
-        // 90 days after the first: all three are within the retention.
-        assert_eq!(log.prune(T0 + 90 * DAY - retention).unwrap(), 0);
-        // A day later the first goes; 100 days after the second, the second.
-        assert_eq!(log.prune(T0 + 91 * DAY - retention).unwrap(), 1);
-        assert_eq!(log.prune(T0 + 100 * DAY + 1 - retention).unwrap(), 1);
-        let (left, more) = log.query(0, None, None, 10).unwrap();
-        assert!(!more);
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].kind, Kind::KnockRefused);
-    }
-
-    #[test]
-    fn a_flood_from_one_source_is_one_row_a_minute_and_a_spoofed_one_is_capped() {
-        let (_d, mut log) = log();
-        let one: Vec<Event> = (0..5_000)
-            .map(|i| {
-                ev(Kind::KnockRefused, T0 + i * 10, "203.0.113.9")
-                    .who("laptop")
-                    .detail("a replay")
-            })
-            .collect();
-        // 50 s of one source, sent in several batches: one row, counting all of them.
-        for chunk in one.chunks(700) {
-            log.append(chunk).unwrap();
-        }
-        let (rows, _) = log.query(0, None, None, 100).unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].count, 5_000);
-        assert_eq!(rows[0].detail, "a replay");
-
-        // A spoofed flood: every packet from another address, in the next minute.
-        let spoofed: Vec<Event> = (0..10_000u32)
-            .map(|i| {
-                let a = IpAddr::from([198, 18, (i >> 8) as u8, i as u8]);
-                Event::new(Kind::KnockRefused, T0 + 60_000 + i as i64).address(a)
-            })
-            .collect();
-        log.append(&spoofed).unwrap();
-        let (rows, _) = log.query(T0 + 60_000, None, None, 100_000).unwrap();
-        assert_eq!(rows.len(), defaults::HISTORY_FLOOD_KEYS + 1);
-        assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), 10_000);
-        let other = rows.iter().find(|r| r.address.is_none()).unwrap();
-        assert_eq!(other.count, 10_000 - defaults::HISTORY_FLOOD_KEYS as u64);
-        // Kinds that are not floods keep a row each.
-        log.append(&[
-            ev(Kind::Grant, T0, "203.0.113.1"),
-            ev(Kind::Grant, T0, "203.0.113.1"),
-        ])
-        .unwrap();
-        let (g, _) = log.query(0, None, Some("nobody"), 10).unwrap();
-        assert!(g.is_empty());
-        let (g, _) = log
-            .query(0, Some("203.0.113.1".parse().unwrap()), None, 10)
-            .unwrap();
-        assert_eq!(g.len(), 2);
-    }
-
-    #[test]
-    fn a_query_is_newest_last_filtered_and_says_when_it_left_rows_out() {
-        let (_d, mut log) = log();
-        let events: Vec<Event> = (0..10)
-            .map(|i| {
-                ev(Kind::Grant, T0 + i * 1000, &format!("203.0.113.{}", i % 2 + 1))
-                    .who(if i % 2 == 0 { "disa:ann" } else { "uid 0" })
-                    .source(if i % 2 == 0 { Source::Disa } else { Source::Admin })
-            })
-            .collect();
-        log.append(&events).unwrap();
-        let (rows, more) = log.query(T0 + 3000, None, None, 4).unwrap();
-        assert!(more);
-        let times: Vec<i64> = rows.iter().map(|e| e.time - T0).collect();
-        assert_eq!(times, [6000, 7000, 8000, 9000]);
-        let (ann, more) = log.query(0, None, Some("ann"), 100).unwrap();
-        assert!(!more);
-        assert_eq!(ann.len(), 5);
-        assert!(ann.iter().all(|e| e.who == "disa:ann"));
-        let (uid, _) = log.query(0, None, Some("uid 0"), 100).unwrap();
-        assert_eq!(uid.len(), 5);
-    }
-
-    #[test]
-    fn tally_and_report_count_by_kind_source_and_address() {
-        let (_d, mut log) = log();
-        let mut events = vec![
-            ev(Kind::Grant, T0, "203.0.113.1")
-                .who("disa:ann")
-                .source(Source::Disa),
-            ev(Kind::Grant, T0 + 1, "203.0.113.2")
-                .who("disa:ann")
-                .source(Source::Disa),
-            ev(Kind::Grant, T0 + 2, "203.0.113.3")
-                .who("uid 0")
-                .source(Source::Admin),
-            ev(Kind::Ban, T0 + 3, "198.51.100.6")
-                .who("ami")
-                .detail("reason=\"x\""),
-            Event::new(Kind::LockoutNumber, T0 + 4).who("701"),
-            Event::new(Kind::Suspension, T0 + 5),
-            ev(Kind::KnockAccepted, T0 + 6, "203.0.113.3"),
-            ev(Kind::DisaCall, T0 + 7, "192.0.2.1"),
-            ev(Kind::GrantAttempted, T0 + 8, "203.0.113.2").who("ann"),
-            ev(Kind::GrantReplaced, T0 + 8, "203.0.113.1").who("disa:ann"),
-            ev(Kind::GrantExtended, T0 + 9, "203.0.113.3").who("knock:laptop"),
-            ev(Kind::GrantExtended, T0 + 9, "203.0.113.3").who("knock:laptop"),
-        ];
-        for i in 0..7 {
-            events.push(ev(Kind::KnockRefused, T0 + 10 + i, "198.51.100.7"));
-        }
-        for i in 0..3 {
-            events.push(ev(Kind::PasscodeRefused, T0 + 20 + i, "198.51.100.8").who("5551234"));
-        }
-        log.append(&events).unwrap();
-        let c = log.tally(T0).unwrap();
-        assert_eq!((c.grants.disa, c.grants.admin, c.grants.total()), (2, 1, 3));
-        assert_eq!(
-            (
-                c.bans,
-                c.knocks_accepted,
-                c.knocks_refused,
-                c.failed_passcodes,
-                c.disa_calls
-            ),
-            (1, 1, 7, 3, 1)
-        );
-        assert_eq!(
-            (c.attempted_grants, c.grants_replaced, c.grants_extended),
-            (1, 1, 2),
-            "grants from attempts, replaced and extended are not grants again"
-        );
-        assert_eq!(log.tally(T0 + 10).unwrap().grants.total(), 0, "since counts");
-        let r = log.report(T0, T0 + 60_000).unwrap();
-        assert_eq!(r.total(&[Kind::Grant]), 3);
-        assert_eq!(r.total(&[Kind::KnockRefused, Kind::PasscodeRefused]), 10);
-        assert_eq!(
-            r.top_refused,
-            vec![
-                Counted {
-                    name: "198.51.100.7".into(),
-                    count: 7
-                },
-                Counted {
-                    name: "198.51.100.8".into(),
-                    count: 3
-                }
-            ]
-        );
-        assert_eq!(r.grants_by_who[0].name, "disa:ann");
-        assert_eq!(r.grants_by_who[0].count, 2);
-        assert_eq!(r.bans.len(), 1);
-        assert_eq!(r.lockouts[0].who, "701");
-        assert_eq!(r.suspensions.len(), 1);
-    }
-
-    #[test]
-    fn the_writer_commits_what_was_queued_before_a_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        Store::open(&path).unwrap();
-        let h = History::start(&path, Duration::from_secs(90 * 86_400)).unwrap();
-        let now = now_ms();
-        for i in 0..100 {
-            h.send(ev(Kind::Grant, now + i, "203.0.113.1"));
-        }
-        assert!(h.flush(Duration::from_secs(5)));
-        let (rows, _) = h.reader().unwrap().query(0, None, None, 1000).unwrap();
-        assert_eq!(rows.len(), 100);
-    }
-}
+mod tests;

@@ -13,16 +13,36 @@ use bans::ban_row;
 use grants::query_grants;
 
 pub use crate::base::clock::{now_ms, UnixMs};
+pub use db::Db;
 pub use grants::{GrantWrite, GrantsWritten};
-pub use side::{LimitLog, ReplayLog};
+pub use side::{LimitLog, OffenderLog, ReplayLog};
 
 mod accounts;
 mod bans;
+mod db;
 mod grants;
 pub mod history;
-mod schema;
+pub mod pg;
+pub(crate) mod schema;
 mod side;
 mod standing;
+
+/// Where the store is: a SQLite file on one box, or a PostgreSQL database a cluster shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(pg::Target),
+}
+
+impl std::fmt::Display for Location {
+    /// The file, or the URL without any password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => f.write_str(&t.shown()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +72,32 @@ pub enum StoreError {
     BadRow(String),
     #[error("cannot start the history writer thread: {0}")]
     HistoryWriter(#[source] std::io::Error),
+    #[error("the store URL {url} cannot be used: {reason}")]
+    PgUrl { url: String, reason: String },
+    #[error("cannot reach the store's PostgreSQL server at {server}: {reason}")]
+    PgUnreachable { server: String, reason: String },
+    #[error(
+        "the PostgreSQL server at {server} refused the login of {user} to database {database}: {reason}"
+    )]
+    PgLogin {
+        server: String,
+        user: String,
+        database: String,
+        reason: String,
+    },
+    #[error(
+        "the store database {database} has schema version {found}; this passknock knows version {known} \
+         only, so it leaves the database alone (every node must run the same passknock)"
+    )]
+    PgSchema {
+        database: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("lost the connection to the store's PostgreSQL server at {server}: {reason}")]
+    PgLost { server: String, reason: String },
+    #[error("store (PostgreSQL): {0}")]
+    Pg(String),
 }
 
 /// The store. One connection; the daemon's engine thread is its only user.

@@ -11,7 +11,10 @@ use super::{Store, StoreError};
 /// gets the table at open (`CREATE TABLE IF NOT EXISTS`); nothing else changes.
 /// 4: standing entries (`standing`) and what their DNS names last resolved to (`standing_names`);
 /// new tables, made at open the same way.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+/// 5: node on grants and events: which node of a cluster granted, or saw, what (empty on one box
+/// and in rows written before). Added to older stores at open; the PostgreSQL store
+/// (src/store/pg/schema.rs) has the same tables and version.
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS grants (
@@ -24,7 +27,8 @@ CREATE TABLE IF NOT EXISTS grants (
     created_ms  BIGINT  NOT NULL,
     expires_ms  BIGINT  NOT NULL,
     hold_ms     BIGINT,
-    end_ms      BIGINT  NOT NULL
+    end_ms      BIGINT  NOT NULL,
+    node        TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS grants_address ON grants (address);
 CREATE INDEX IF NOT EXISTS grants_end ON grants (end_ms);
@@ -71,7 +75,8 @@ CREATE TABLE IF NOT EXISTS events (
     source      TEXT    NOT NULL DEFAULT '',
     detail      TEXT    NOT NULL DEFAULT '',
     count       BIGINT  NOT NULL DEFAULT 1,
-    minute      BIGINT
+    minute      BIGINT,
+    node        TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
 -- A flood's events share their minute's row; every other row has no minute, and NULLs never
@@ -99,10 +104,12 @@ CREATE TABLE IF NOT EXISTS standing_names (
 ";
 
 /// Columns added to a table after version 1, for stores made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("accounts", "callers", "TEXT NOT NULL DEFAULT ''"),
     ("accounts", "passcode_digits", "INTEGER"),
     ("accounts", "keep_several", "INTEGER NOT NULL DEFAULT 0"),
+    ("grants", "node", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "node", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 impl Store {

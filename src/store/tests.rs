@@ -7,6 +7,11 @@ use super::*;
 use crate::model::{Account, NewGrant, Source};
 use crate::rules::limiter::{Key, Record};
 
+/// The SQLite store at `path`, as the side tables open it.
+fn at(path: &std::path::Path) -> Location {
+    Location::File(path.to_path_buf())
+}
+
 fn grant(addr: &str, svcs: &[&str], expires: UnixMs) -> NewGrant {
     NewGrant {
         address: addr.parse().unwrap(),
@@ -136,15 +141,42 @@ fn replay_log_survives_reopen_and_forgets_aged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     drop(Store::open(&path).unwrap());
-    let log = ReplayLog::open(&path).unwrap();
+    let log = ReplayLog::open(&at(&path)).unwrap();
     log.remember("spa:1:aa", 5_000).unwrap();
     log.remember("rot:phone:7", 2_000).unwrap();
     log.remember("spa:1:aa", 4_000).unwrap();
     drop(log);
     let _store = Store::open(&path).unwrap();
-    let log = ReplayLog::open(&path).unwrap();
+    let log = ReplayLog::open(&at(&path)).unwrap();
     assert_eq!(log.load(3_000).unwrap(), vec![("spa:1:aa".to_string(), 5_000)]);
     assert!(log.load(5_000).unwrap().is_empty());
+}
+
+#[test]
+fn a_replay_key_is_fresh_once_until_it_ages_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::open(&path).unwrap());
+    let (first, second) = (
+        ReplayLog::open(&at(&path)).unwrap(),
+        ReplayLog::open(&at(&path)).unwrap(),
+    );
+    let until = now_ms() + 60_000;
+    assert!(first.remember("spa:1:bb", until).unwrap());
+    assert!(!first.remember("spa:1:bb", until).unwrap(), "used here");
+    assert!(
+        !second.remember("spa:1:bb", until).unwrap(),
+        "used through another connection"
+    );
+    assert!(second.remember("rot:phone:9", until).unwrap(), "another key");
+    // An entry past its time (a row not yet pruned) does not stand in the way.
+    assert!(first.remember("spa:1:cc", now_ms() - 1).unwrap());
+    assert!(second.remember("spa:1:cc", until).unwrap());
+    assert_eq!(
+        second.load(now_ms()).unwrap().len(),
+        3,
+        "the taken-over entry lives on to its new time"
+    );
 }
 
 #[test]
@@ -203,7 +235,7 @@ fn disa_limits_survive_reopening_and_old_ones_are_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     Store::open(&path).unwrap();
-    let mut log = LimitLog::open(&path).unwrap();
+    let mut log = LimitLog::open(&at(&path)).unwrap();
     let locked = Record {
         failures: vec![],
         locked_until: 10_000,
@@ -227,13 +259,37 @@ fn disa_limits_survive_reopening_and_old_ones_are_forgotten() {
     )
     .unwrap();
     drop(log);
-    let log = LimitLog::open(&path).unwrap();
+    let log = LimitLog::open(&at(&path)).unwrap();
     let mut kept = log.load(5_000, 1_000).unwrap();
     kept.sort_by_key(|(k, _)| k.parts());
     assert_eq!(
         kept,
         vec![(Key::Global, global), (Key::Number("111".into()), locked)],
         "the lockout and the recent global count stay; a stale failure goes"
+    );
+}
+
+#[test]
+fn a_refresh_reads_the_keys_another_connection_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    Store::open(&path).unwrap();
+    let (mut writer, reader) = (
+        LimitLog::open(&at(&path)).unwrap(),
+        LimitLog::open(&at(&path)).unwrap(),
+    );
+    let number = Key::Number("5551234".into());
+    let r = Record {
+        failures: vec![1_000, 2_000],
+        locked_until: 0,
+    };
+    writer.save(&[(number.clone(), r.clone())], 2_000).unwrap();
+    let keys = [number.clone(), Key::Global];
+    assert_eq!(reader.refresh(&keys).unwrap(), vec![(number.clone(), r)]);
+    writer.save(&[(number, Record::default())], 3_000).unwrap();
+    assert!(
+        reader.refresh(&keys).unwrap().is_empty(),
+        "cleared by a right passcode"
     );
 }
 
@@ -280,10 +336,45 @@ fn a_version_2_store_gets_the_history_table() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(s.counts().unwrap(), (0, 1));
-    let mut log = crate::store::history::EventLog::open(&path).unwrap();
+    let mut log = crate::store::history::EventLog::open(&at(&path)).unwrap();
     log.append(&[crate::model::Event::new(crate::model::Kind::Reload, 1_000)])
         .unwrap();
     assert_eq!(log.query(0, None, None, 10).unwrap().0.len(), 1);
+}
+
+/// A store from before clusters gets the node columns at open; its grants keep an empty node.
+#[test]
+fn a_version_4_store_gets_the_node_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.insert_grants(&[grant("203.0.113.4", &["sip"], 9_000)], 1_000)
+            .unwrap();
+        s.conn
+            .execute_batch(
+                "ALTER TABLE grants DROP COLUMN node; ALTER TABLE events DROP COLUMN node;
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let version: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!((version, SCHEMA_VERSION), (5, 5));
+    let g = s.live_grants(1_000).unwrap();
+    assert_eq!((g.len(), g[0].node.as_str()), (1, ""));
+    let n: i64 = s
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'node'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 #[test]

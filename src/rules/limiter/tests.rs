@@ -230,3 +230,44 @@ fn odds_with_the_defaults_are_hopeless() {
     assert!(o.p_year < 1e-4, "{o:?}");
     assert!(o.p_year > 1e-6, "{o:?}");
 }
+
+#[test]
+fn a_refresh_takes_what_other_nodes_did_to_the_callers_keys() {
+    let p = GuessLimits::default();
+    let a: IpAddr = "203.0.113.9".parse().unwrap();
+    let me = caller("5551234", Some(a));
+    let (mut here, mut there) = (Limiter::new(p), Limiter::new(p));
+    // Three wrong passcodes here, one there: each node alone is under the limit of 5.
+    for i in 0..3 {
+        here.failure(&me, i * MIN);
+    }
+    there.failure(&me, 3 * MIN);
+    let keys = Limiter::keys(&me);
+    // `there` takes what the store holds (written by `here`), then fails once more: four.
+    let stored: Vec<(Key, Record)> = keys.iter().map(|k| (k.clone(), here.record(k))).collect();
+    there.refresh(&keys, stored, 4 * MIN);
+    assert_eq!(there.record(&Key::Number("5551234".into())).failures.len(), 3);
+    there.failure(&me, 4 * MIN);
+    // And `here`, refreshed from that, locks the caller out at the fifth.
+    let stored: Vec<(Key, Record)> = keys.iter().map(|k| (k.clone(), there.record(k))).collect();
+    here.refresh(&keys, stored, 5 * MIN);
+    assert_eq!(here.record(&Key::Global).failures.len(), 4);
+    let f = here.failure(&me, 5 * MIN);
+    assert!(f.number_locked && f.address_locked);
+    // The lockout reaches the other node with the next refresh.
+    let stored: Vec<(Key, Record)> = keys.iter().map(|k| (k.clone(), here.record(k))).collect();
+    there.refresh(&keys, stored, 6 * MIN);
+    assert_eq!(there.gate(&me, 6 * MIN), Admission::LockedOut);
+    // A key the store no longer holds (a right passcode elsewhere cleared it) is cleared here;
+    // keys not asked about stay as they were.
+    let other = caller("5550000", None);
+    there.failure(&other, 6 * MIN);
+    there.refresh(&[Key::Number("5551234".into())], vec![], 7 * MIN);
+    assert_eq!(there.record(&Key::Number("5551234".into())), Record::default());
+    assert_eq!(there.record(&Key::Number("5550000".into())).failures.len(), 1);
+    assert_eq!(
+        there.gate(&me, 7 * MIN),
+        Admission::LockedOut,
+        "the address is still locked"
+    );
+}
