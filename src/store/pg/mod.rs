@@ -14,6 +14,7 @@ use crate::model::{Ban, Grant};
 
 pub use conn::Target;
 pub use follow::{Change, Follower};
+pub use link::{Link, LinkState};
 
 use super::StoreError;
 use conn::Conn;
@@ -24,6 +25,7 @@ mod bans;
 mod conn;
 mod follow;
 mod grants;
+mod link;
 mod notify;
 mod schema;
 mod standing;
@@ -34,6 +36,8 @@ pub(crate) mod side;
 /// The shared store, through one connection of its own (made again after it is lost).
 pub struct PgStore {
     conn: Conn,
+    /// The follower's view of the link, shared with it and with the reader.
+    link: std::sync::Arc<Link>,
     /// The server's clock minus ours, in ms, as measured at open.
     offset: i64,
 }
@@ -46,7 +50,11 @@ impl PgStore {
         schema::ensure(&conn)?;
         let offset = measure_offset(&conn)?;
         crate::base::clock::set_offset(offset);
-        let store = PgStore { conn, offset };
+        let store = PgStore {
+            conn,
+            offset,
+            link: Default::default(),
+        };
         store.heartbeat()?;
         Ok(store)
     }
@@ -57,6 +65,7 @@ impl PgStore {
         Ok(PgStore {
             conn: self.conn.again()?,
             offset: self.offset,
+            link: self.link.clone(),
         })
     }
 
@@ -68,6 +77,32 @@ impl PgStore {
     /// The target it was opened with.
     pub fn target(&self) -> &Target {
         &self.conn.target
+    }
+
+    /// The link as the follower sees it, shared with the follower.
+    pub fn link(&self) -> std::sync::Arc<Link> {
+        self.link.clone()
+    }
+
+    /// This node, the database, the link and every node, for `status`. The nodes are read now;
+    /// when that fails the link is down, whatever the follower last saw.
+    pub fn cluster(&self) -> crate::model::ClusterView {
+        let state = self.link.state();
+        let (nodes, error) = match self.nodes() {
+            Ok(n) => (n, state.error.clone()),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        crate::model::ClusterView {
+            node: self.node().to_string(),
+            database: self.conn.shown.clone(),
+            connected: state.connected && self.connected() && !nodes.is_empty(),
+            error,
+            lost_since: state.lost_since,
+            resynced: state.resynced,
+            followed: state.followed,
+            pending_bans: 0,
+            nodes,
+        }
     }
 
     /// This node's name.
