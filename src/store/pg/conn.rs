@@ -93,6 +93,10 @@ pub(super) struct Conn {
     /// The server as errors name it: `host:port` or the socket's path.
     pub server: String,
     session: Mutex<Option<Box<Session>>>,
+    /// The follower's view of the link: while it has seen the server go and not come back, a
+    /// lost connection is not made again here, so the engine never waits on a dead server's
+    /// connect timeout; the follower's own thread does the trying.
+    pub gate: Option<std::sync::Arc<super::Link>>,
 }
 
 impl Conn {
@@ -105,6 +109,7 @@ impl Conn {
             shown: target.shown(),
             server,
             session: Mutex::new(None),
+            gate: None,
         };
         let first = conn.connect()?;
         *conn.lock() = Some(first);
@@ -169,6 +174,17 @@ impl Conn {
                     server: self.server.clone(),
                     reason: "the server closed the connection".into(),
                 });
+            }
+            if let Some(link) = &self.gate {
+                let state = link.state();
+                if !state.connected && state.lost_since.is_some() {
+                    return Err(StoreError::PgLost {
+                        server: self.server.clone(),
+                        reason: state
+                            .error
+                            .unwrap_or_else(|| "the server is not answering".into()),
+                    });
+                }
             }
             *guard = Some(self.connect()?);
         }

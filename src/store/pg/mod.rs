@@ -50,11 +50,10 @@ impl PgStore {
         schema::ensure(&conn)?;
         let offset = measure_offset(&conn)?;
         crate::base::clock::set_offset(offset);
-        let store = PgStore {
-            conn,
-            offset,
-            link: Default::default(),
-        };
+        let link: std::sync::Arc<Link> = Default::default();
+        let mut conn = conn;
+        conn.gate = Some(link.clone());
+        let store = PgStore { conn, offset, link };
         store.heartbeat()?;
         Ok(store)
     }
@@ -62,8 +61,10 @@ impl PgStore {
     /// A second connection to the same database, for a thread of its own (the table's
     /// read-back). The clock offset is the one measured at open.
     pub fn reader(&self) -> Result<PgStore, StoreError> {
+        let mut conn = self.conn.again()?;
+        conn.gate = Some(self.link.clone());
         Ok(PgStore {
-            conn: self.conn.again()?,
+            conn,
             offset: self.offset,
             link: self.link.clone(),
         })
