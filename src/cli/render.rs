@@ -208,8 +208,8 @@ pub(super) fn render(reply: &Reply, out: &mut impl Write) -> Result<(), CliError
     Ok(())
 }
 
-/// A grant as a row: address, services, source, who, time left (`held` marks one a call keeps
-/// open), note.
+/// A grant as a row: address, services, source, who (and at which node, in a cluster), time left
+/// (`held` marks one a call keeps open), note.
 pub(super) fn grant_row(now: UnixMs, g: &Grant, held: &str) -> [String; 6] {
     let mut exp = left(now, g.end());
     if g.hold_until.is_some_and(|h| h > g.expires) {
@@ -219,7 +219,11 @@ pub(super) fn grant_row(now: UnixMs, g: &Grant, held: &str) -> [String; 6] {
         g.address.to_string(),
         g.services.join(","),
         g.source.as_str().to_string(),
-        g.who.clone(),
+        if g.node.is_empty() {
+            g.who.clone()
+        } else {
+            format!("{} at {}", g.who, g.node)
+        },
         exp,
         g.note.clone(),
     ]

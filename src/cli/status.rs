@@ -427,6 +427,7 @@ mod tests {
             created: NOW - 60_000,
             expires: NOW + 3_600_000 + i as i64 * 1000,
             hold_until: None,
+            node: String::new(),
             source: Source::Admin,
             who: "uid 0".into(),
             note: format!("hotel {i}"),
@@ -517,6 +518,14 @@ mod tests {
         let mut out = Vec::new();
         render(&mut out, sc, Paint(color)).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_grant_shows_the_node_that_granted_it_in_a_cluster() {
+        let mut g = grant(1);
+        assert_eq!(grant_row(NOW, &g, "")[3], "uid 0");
+        g.node = "pbx-b".into();
+        assert_eq!(grant_row(NOW, &g, "")[3], "uid 0 at pbx-b");
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl Records for FakeStore {
                 created: now,
                 expires: g.expires,
                 hold_until: None,
+                node: String::new(),
             };
             self.grants.push(grant.clone());
             out.inserted.push(grant);

@@ -8,7 +8,7 @@ use crate::base::clock::UnixMs;
 use crate::config::Config;
 use crate::model::{Account, Ban, ClusterView, Grant, NameState, Source, StandingEntry};
 use crate::nft::{Changes, Elements, Firewall, Layout, NftError, StandingNets, TableState};
-use crate::store::{GrantWrite, GrantsWritten, Store, StoreError};
+use crate::store::{Db, GrantWrite, GrantsWritten, Store, StoreError};
 
 /// What the table's read-back needs from the store: every live grant and ban. A second
 /// connection implements it on the read-back's own thread.
@@ -282,5 +282,111 @@ impl Records for Store {
     }
     fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError> {
         Store::forget_names(self, keep)
+    }
+}
+
+// The same on either backend: the engine never knows which it has.
+impl LiveRead for Db {
+    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
+        Db::for_each_live(self, now, f)
+    }
+    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        Db::live_bans(self, now)
+    }
+    fn standing(&self) -> Result<(Vec<StandingEntry>, Vec<NameState>), StoreError> {
+        Ok((Db::standing(self)?, Db::names(self)?))
+    }
+}
+
+impl Records for Db {
+    fn path(&self) -> &Path {
+        Db::path(self)
+    }
+    fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
+        Db::write_grants(self, w, now)
+    }
+    fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Db::grants_of(self, who, source, now)
+    }
+    fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
+        Db::revoke(self, address)
+    }
+    fn hold_capped(
+        &mut self,
+        address: IpAddr,
+        until: UnixMs,
+        max_past: i64,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
+        Db::hold_capped(self, address, until, max_past, now)
+    }
+    fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
+        Db::release(self, address)
+    }
+    fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
+        Db::grants_for(self, address, now)
+    }
+    fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
+        Db::first_live_grants(self, now, limit)
+    }
+    fn ban_many(&mut self, bans: &[(IpAddr, String, UnixMs)], now: UnixMs) -> Result<Vec<Ban>, StoreError> {
+        Db::ban_many(self, bans, now)
+    }
+    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        Db::ban_of(self, address)
+    }
+    fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
+        Db::unban(self, address)
+    }
+    fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
+        Db::first_live_bans(self, now, limit)
+    }
+    fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError> {
+        Db::prune(self, now)
+    }
+    fn next_end(&self) -> Result<Option<UnixMs>, StoreError> {
+        Db::next_end(self)
+    }
+    fn counts(&self) -> Result<(u64, u64), StoreError> {
+        Db::counts(self)
+    }
+    fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
+        Db::add_account(self, a, tag)
+    }
+    fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        Db::account(self, name)
+    }
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Db::accounts(self)
+    }
+    fn set_passcode(
+        &mut self,
+        name: &str,
+        tag: &[u8; 32],
+        digits: usize,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        Db::set_passcode(self, name, tag, digits, now)
+    }
+    fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError> {
+        Db::set_callers(self, name, callers)
+    }
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        Db::set_disabled(self, name, disabled)
+    }
+    fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
+        Db::remove_account(self, name)
+    }
+    fn add_standing(&mut self, e: &StandingEntry) -> Result<bool, StoreError> {
+        Db::add_standing(self, e)
+    }
+    fn remove_standing(&mut self, name: &str) -> Result<Option<StandingEntry>, StoreError> {
+        Db::remove_standing(self, name)
+    }
+    fn put_name(&mut self, n: &NameState) -> Result<(), StoreError> {
+        Db::put_name(self, n)
+    }
+    fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError> {
+        Db::forget_names(self, keep)
     }
 }

@@ -63,6 +63,9 @@ pub struct Grant {
     pub expires: UnixMs,
     /// Held open past `expires` while a call from this address is up.
     pub hold_until: Option<UnixMs>,
+    /// The cluster node that granted it; empty on one box (and for grants written before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 impl Grant {

@@ -346,6 +346,7 @@ mod tests {
             created: W0,
             expires,
             hold_until: None,
+            node: String::new(),
         }
     }
 

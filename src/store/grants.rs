@@ -29,7 +29,7 @@ pub struct GrantsWritten {
     pub inserted: Vec<Grant>,
 }
 
-const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms";
+const GRANT_COLUMNS: &str = "id, address, services, source, who, note, created_ms, expires_ms, hold_ms, node";
 
 impl Store {
     /// Writes grants in one transaction; they are durable when this returns.
@@ -86,6 +86,7 @@ impl Store {
                     created: now,
                     expires: g.expires,
                     hold_until: None,
+                    node: String::new(),
                 });
             }
         }
@@ -242,5 +243,6 @@ fn grant_row(r: &Row<'_>) -> rusqlite::Result<Result<Grant, StoreError>> {
         created: r.get(6)?,
         expires: r.get(7)?,
         hold_until: r.get(8)?,
+        node: r.get(9)?,
     }))
 }

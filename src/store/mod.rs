@@ -13,17 +13,36 @@ use bans::ban_row;
 use grants::query_grants;
 
 pub use crate::base::clock::{now_ms, UnixMs};
+pub use db::Db;
 pub use grants::{GrantWrite, GrantsWritten};
 pub use side::{LimitLog, OffenderLog, ReplayLog};
 
 mod accounts;
 mod bans;
+mod db;
 mod grants;
 pub mod history;
 pub mod pg;
 pub(crate) mod schema;
 mod side;
 mod standing;
+
+/// Where the store is: a SQLite file on one box, or a PostgreSQL database a cluster shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(pg::Target),
+}
+
+impl std::fmt::Display for Location {
+    /// The file, or the URL without any password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => f.write_str(&t.shown()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,13 +98,6 @@ pub enum StoreError {
     PgLost { server: String, reason: String },
     #[error("store (PostgreSQL): {0}")]
     Pg(String),
-}
-
-/// Where the store is: a SQLite file on this box, or a PostgreSQL database several nodes share.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    File(PathBuf),
-    Postgres(pg::Target),
 }
 
 /// The store. One connection; the daemon's engine thread is its only user.

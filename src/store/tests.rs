@@ -342,6 +342,41 @@ fn a_version_2_store_gets_the_history_table() {
     assert_eq!(log.query(0, None, None, 10).unwrap().0.len(), 1);
 }
 
+/// A store from before clusters gets the node columns at open; its grants keep an empty node.
+#[test]
+fn a_version_4_store_gets_the_node_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.insert_grants(&[grant("203.0.113.4", &["sip"], 9_000)], 1_000)
+            .unwrap();
+        s.conn
+            .execute_batch(
+                "ALTER TABLE grants DROP COLUMN node; ALTER TABLE events DROP COLUMN node;
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let version: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!((version, SCHEMA_VERSION), (5, 5));
+    let g = s.live_grants(1_000).unwrap();
+    assert_eq!((g.len(), g[0].node.as_str()), (1, ""));
+    let n: i64 = s
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'node'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
 #[test]
 fn ban_replaces() {
     let dir = tempfile::tempdir().unwrap();

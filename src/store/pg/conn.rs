@@ -1,4 +1,5 @@
-//! One connection to the shared PostgreSQL store: where it is, logging in, errors in words, and calls that are safe from async code and from plain threads alike.
+//! One connection to the shared PostgreSQL store: where it is, logging in, errors in words, and calls that
+//! are safe from async code and from plain threads alike.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -85,12 +86,13 @@ pub(super) fn prep(
 /// store's reading methods can take `&self` as SQLite's do.
 pub(super) struct Conn {
     pub target: Target,
-    config: Config,
+    /// Boxed: it is large, and the store is moved about as one of [`crate::store::Db`]'s variants.
+    config: Box<Config>,
     /// The URL without any password, for errors and `status`.
     pub shown: String,
     /// The server as errors name it: `host:port` or the socket's path.
     pub server: String,
-    session: Mutex<Option<Session>>,
+    session: Mutex<Option<Box<Session>>>,
 }
 
 impl Conn {
@@ -99,7 +101,7 @@ impl Conn {
         let (config, server) = config_of(target)?;
         let conn = Conn {
             target: target.clone(),
-            config,
+            config: Box::new(config),
             shown: target.shown(),
             server,
             session: Mutex::new(None),
@@ -114,17 +116,26 @@ impl Conn {
         Conn::open(&self.target)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Session>> {
+    /// Whether the connection is up as of its last call (a call in flight counts as up).
+    pub fn is_connected(&self) -> bool {
+        match self.session.try_lock() {
+            Ok(s) => s.as_ref().is_some_and(|s| !s.client.is_closed()),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.get_ref().is_some(),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Box<Session>>> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn connect(&self) -> Result<Session, StoreError> {
+    fn connect(&self) -> Result<Box<Session>, StoreError> {
         let config = &self.config;
         let client = blocking(|| config.connect(NoTls)).map_err(|e| self.refused(e))?;
-        Ok(Session {
+        Ok(Box::new(Session {
             client,
             stmts: HashMap::new(),
-        })
+        }))
     }
 
     /// Runs `f` on the connection (logging in again first if it was lost). An error that closed
@@ -133,12 +144,35 @@ impl Conn {
         &self,
         f: impl FnOnce(&mut Session) -> Result<T, postgres::Error> + Send,
     ) -> Result<T, StoreError> {
+        self.call(f, true)
+    }
+
+    /// Runs `f` on the connection made at open, never another: for a listener, which would not
+    /// hear what was sent while it was away. [`StoreError::PgLost`] once that connection is gone.
+    pub fn with_live<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Session) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, StoreError> {
+        self.call(f, false)
+    }
+
+    fn call<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Session) -> Result<T, postgres::Error> + Send,
+        reconnect: bool,
+    ) -> Result<T, StoreError> {
         let mut guard = self.lock();
         if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
             *guard = None;
+            if !reconnect {
+                return Err(StoreError::PgLost {
+                    server: self.server.clone(),
+                    reason: "the server closed the connection".into(),
+                });
+            }
             *guard = Some(self.connect()?);
         }
-        let session = guard.as_mut().expect("connected just above");
+        let session: &mut Session = guard.as_mut().expect("connected just above");
         match blocking(|| f(session)) {
             Ok(v) => Ok(v),
             Err(e) => {
