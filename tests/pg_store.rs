@@ -371,10 +371,16 @@ fn a_lost_connection_is_an_error_in_words_and_the_next_call_connects_again() {
          WHERE application_name IN ('passknock lost-node', 'passknock lost-follower')",
     );
     assert!(s.connected(), "no call has found out yet");
-    let e = s.counts().unwrap_err();
-    assert!(matches!(e, StoreError::PgLost { .. }), "{e:?}");
-    assert!(!s.connected());
-    assert!(e.to_string().contains("lost the connection"), "{e}");
+    // A connection idle for a second is checked before use and made again at once; a busy one
+    // finds out on its call, which fails in words.
+    match s.counts() {
+        Ok(counts) => assert_eq!(counts, (0, 0)),
+        Err(e) => {
+            assert!(matches!(e, StoreError::PgLost { .. }), "{e:?}");
+            assert!(!s.connected());
+            assert!(e.to_string().contains("lost the connection"), "{e}");
+        }
+    }
     assert_eq!(s.counts().unwrap(), (0, 0), "the next call logs in again");
     // A follower cannot know what it missed: it stays failed, and its owner resyncs.
     let e = f.next(Duration::from_secs(30)).unwrap_err();

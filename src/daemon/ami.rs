@@ -129,6 +129,7 @@ pub fn settings(ami: &AmiConfig, secret: AmiSecret) -> AmiSettings {
 /// Runs the AMI listener and its policy until `shutdown`.
 pub async fn run(
     config: Config,
+    store: Location,
     secret: AmiSecret,
     engine: EngineHandle,
     contacts: Contacts,
@@ -148,7 +149,7 @@ pub async fn run(
         stats,
         shutdown.clone(),
     ));
-    let mut policy = AmiHandler::new(&config, engine, contacts, view);
+    let mut policy = AmiHandler::new(&config, &store, engine, contacts, view);
     let mut renew = tokio::time::interval(defaults::HOLD_STEP / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -184,7 +185,13 @@ struct AmiHandler {
 }
 
 impl AmiHandler {
-    fn new(config: &Config, engine: EngineHandle, contacts: Contacts, view: AmiView) -> AmiHandler {
+    fn new(
+        config: &Config,
+        store: &Location,
+        engine: EngineHandle,
+        contacts: Contacts,
+        view: AmiView,
+    ) -> AmiHandler {
         AmiHandler {
             engine,
             contacts,
@@ -194,7 +201,7 @@ impl AmiHandler {
             known: BTreeMap::new(),
             calls: LiveCalls::default(),
             offenders: Offenders::new(BanPolicy::from_config(&config.ami)),
-            shared: SharedOffenders::open(&Location::File(config.daemon.store.clone())),
+            shared: SharedOffenders::open(store),
             sip_auth: AuthGrants::from_config(config),
         }
     }

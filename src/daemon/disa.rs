@@ -29,7 +29,7 @@ use crate::observe::audit::{self};
 use crate::rules::attempts::SeenAttempts;
 use crate::rules::contacts::Contacts;
 use crate::rules::limiter::{normalize_number, Admission, Caller, GuessLimits, Key, Limiter, Record};
-use crate::store::{LimitLog, Location, Store, StoreError};
+use crate::store::{Db, LimitLog, Location, StoreError};
 
 /// The accounts' passcode lengths and owner numbers, as of one store version.
 struct Shapes {
@@ -50,7 +50,7 @@ pub struct DisaBackend {
     connected_wait: Duration,
     key: Arc<DisaKey>,
     /// A read connection of its own; the engine stays the only writer.
-    store: Mutex<Store>,
+    store: Mutex<Db>,
     /// What every call asks of all accounts, kept while the store is unchanged.
     shapes: Mutex<Option<Shapes>>,
     limiter: Arc<Mutex<Limiter>>,
@@ -69,6 +69,7 @@ pub struct DisaBackend {
 impl DisaBackend {
     pub fn new(
         config: &Config,
+        store: &Location,
         engine: EngineHandle,
         contacts: Contacts,
         attempts: SeenAttempts,
@@ -78,7 +79,7 @@ impl DisaBackend {
         let policy = GuessLimits::from(d);
         // Lockouts and the suspension carry on across a restart.
         let now = now_ms();
-        let limits_log = LimitLog::open(&Location::File(config.daemon.store.clone()))?;
+        let limits_log = LimitLog::open(store)?;
         let keep = policy.window.max(Duration::from_secs(3600)).as_millis() as i64;
         let kept = limits_log.load(now, now - keep)?;
         if !kept.is_empty() {
@@ -98,7 +99,7 @@ impl DisaBackend {
                 Duration::ZERO
             },
             key,
-            store: Mutex::new(Store::open(&config.daemon.store)?),
+            store: Mutex::new(Db::open(store)?),
             shapes: Mutex::new(None),
             limiter: Arc::new(Mutex::new(Limiter::restore(policy, kept, now))),
             shared_limits: limits_log.is_shared(),

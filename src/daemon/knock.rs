@@ -27,7 +27,7 @@ use crate::model::Source;
 use crate::model::{Event, Kind};
 use crate::observe::audit::{self};
 use crate::rules::contacts::Contacts;
-use crate::store::{Location, ReplayLog, Store, StoreError};
+use crate::store::{Db, Location, ReplayLog, StoreError};
 
 mod answer;
 mod beside;
@@ -161,6 +161,7 @@ impl KnockSlot {
 /// task ends after shutdown, dropping its engine handle; the reload handle swaps profiles.
 pub fn spawn(
     config: &Config,
+    store: &Location,
     engine: EngineHandle,
     contacts: Contacts,
     shutdown: CancellationToken,
@@ -168,7 +169,7 @@ pub fn spawn(
     if config.knock.profiles.is_empty() {
         return Ok(None);
     }
-    let log = ReplayLog::open(&Location::File(config.daemon.store.clone()))?;
+    let log = ReplayLog::open(store)?;
     let (gate, names, marks) = build_gate(config, &log)?;
     let (tx, rx) = mpsc::channel::<Earned>(PENDING);
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,7 +178,7 @@ pub fn spawn(
     let thread = listen_thread(
         config.knock.nflog_group,
         gate,
-        ReplayLog::open(&Location::File(config.daemon.store.clone()))?,
+        ReplayLog::open(store)?,
         tx,
         Flags {
             stop: stop.clone(),
@@ -198,7 +199,7 @@ pub fn spawn(
         stop: stop.clone(),
         config: current.clone(),
     };
-    let bans = Store::open(&config.daemon.store)?;
+    let bans = Db::open(store)?;
     let task = tokio::spawn(async move {
         let ctx = Submit {
             config: current,
@@ -358,7 +359,7 @@ struct Submit {
     engine: EngineHandle,
     contacts: Contacts,
     /// A read connection, for the bans a dual-stack address is checked against.
-    bans: Arc<Mutex<Store>>,
+    bans: Arc<Mutex<Db>>,
     /// Answers waiting for a phone, at most [`answer::AT_ONCE`].
     answers: Arc<tokio::sync::Semaphore>,
 }

@@ -6,6 +6,7 @@ pub mod attempts;
 pub mod control_server;
 pub mod control_slots;
 pub mod disa;
+pub mod follow;
 pub mod knock;
 pub mod logs;
 pub mod metrics;
@@ -35,7 +36,7 @@ use crate::engine::Engine;
 use crate::nft::Firewall;
 use crate::rules::contacts::Contacts;
 use crate::store::history::History;
-use crate::store::{Store, StoreError};
+use crate::store::{Db, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -92,9 +93,16 @@ pub async fn run(
     audit: Option<AuditLog>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let (ami_secret, disa_key) = ready.into_parts();
-    let store = Store::open(&config.daemon.store)?;
-    info!("store {} opened", store.path().display());
+    let (ami_secret, disa_key, location) = ready.into_parts();
+    let store = Db::open(&location)?;
+    match store.node() {
+        Some(node) => info!(
+            "store {location} (PostgreSQL) opened as node {node}; its clock is {} ms ahead of ours",
+            store.clock_offset()
+        ),
+        None => info!("store {location} opened"),
+    }
+    let link = store.link();
     for l in &config.firewall.trusted_lists {
         info!(
             "trusted list {} ({}): {} network(s), {} DNS name(s)",
@@ -105,10 +113,7 @@ pub async fn run(
         );
     }
     // Before anything can make an audit event: from here on each one is also a history row.
-    let history = Arc::new(History::start(
-        &crate::store::Location::File(config.daemon.store.clone()),
-        config.daemon.history_retention.0,
-    )?);
+    let history = Arc::new(History::start(&location, config.daemon.history_retention.0)?);
     history.install();
     // The read-back's own connection and table handle: it lists and compares off the engine's
     // thread.
@@ -180,6 +185,11 @@ pub async fn run(
         .name("engine".into())
         .spawn(move || engine.run(inbox))
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
+    // With a shared store: other nodes' changes reach this table, and every reconnect resyncs.
+    if let (crate::store::Location::Postgres(target), Some(link)) = (&location, link) {
+        crate::daemon::follow::spawn(target.clone(), link, handle.clone(), shutdown.clone())
+            .map_err(|e| DaemonError::Engine(e.to_string()))?;
+    }
     // Filled by the AMI listener; read by the DISA flow ("registered" address) and the CLI.
     let contacts = Contacts::default();
     // Filled by the SIP attempt reader; read by the DISA flow ("attempted" address) and the CLI.
@@ -188,8 +198,13 @@ pub async fn run(
     let ami_view = AmiView::default();
     // Listeners for calls, knocks and AMI get a clone of `handle` here, each with `shutdown`.
     // Knocks first: if the NFLOG group cannot be had, nothing else holds a handle yet.
-    let knock = match crate::daemon::knock::spawn(&config, handle.clone(), contacts.clone(), shutdown.clone())
-    {
+    let knock = match crate::daemon::knock::spawn(
+        &config,
+        &location,
+        handle.clone(),
+        contacts.clone(),
+        shutdown.clone(),
+    ) {
         Ok(Some((task, reload))) => {
             knock_slot.set(reload);
             Some(task)
@@ -227,6 +242,7 @@ pub async fn run(
     if let (Some(key), Some(agi_listener)) = (disa_key, agi_listener) {
         let backend = Arc::new(crate::daemon::disa::DisaBackend::new(
             &config,
+            &location,
             handle.clone(),
             contacts.clone(),
             attempts.clone(),
@@ -254,6 +270,7 @@ pub async fn run(
         );
         tokio::spawn(crate::daemon::ami::run(
             config.clone(),
+            location.clone(),
             secret,
             handle.clone(),
             contacts.clone(),

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use crate::base::secret::{DisaKey, SecretError};
 use crate::config::{Config, ConfigError, StoreAt};
+use crate::store::pg::Target;
+use crate::store::Location;
 
 /// The longest Unix socket path: `sun_path` holds 108 bytes, the last one the NUL.
 const SOCKET_PATH_MAX: usize = 107;
@@ -33,13 +35,15 @@ pub enum PreflightError {
 pub struct Ready {
     ami_secret: Option<ami_listener::AmiSecret>,
     disa_key: Option<Arc<DisaKey>>,
+    store: Location,
 }
 
 impl Ready {
     /// The AMI secret (when AMI is on), and the DISA key when DISA is on and the key exists (a
     /// missing one was found creatable, and is made at the start).
-    pub fn into_parts(self) -> (Option<ami_listener::AmiSecret>, Option<Arc<DisaKey>>) {
-        (self.ami_secret, self.disa_key)
+    /// And where the store is, with a shared store's password read.
+    pub fn into_parts(self) -> (Option<ami_listener::AmiSecret>, Option<Arc<DisaKey>>, Location) {
+        (self.ami_secret, self.disa_key, self.store)
     }
 }
 
@@ -66,30 +70,20 @@ pub fn preflight(config: &Config) -> Result<Ready, PreflightError> {
     };
     config.knock_profiles()?;
     let d = &config.daemon;
-    match d.store_at() {
+    let store = match d.store_at() {
         StoreAt::File(store) => {
             file_writable("daemon.store", store)?;
             // SQLite keeps its -wal and -shm files beside the database.
             dir_writable("daemon.store", store, parent(store))?;
+            Location::File(store.to_path_buf())
         }
         // The database is reached when the daemon starts; its password file must be private.
-        StoreAt::Postgres(_) => {
-            if let Some(f) = &d.store_password_file {
-                knockd::secret::private_mode(f).map_err(|e| {
-                    unwritable(
-                        "daemon.store-password-file",
-                        f,
-                        match e {
-                            knockd::secret::NotPrivate::Mode(m) => {
-                                format!("is mode {m:04o}: others can read it (chmod 600)")
-                            }
-                            knockd::secret::NotPrivate::Unreadable(e) => e.to_string(),
-                        },
-                    )
-                })?;
-            }
-        }
-    }
+        StoreAt::Postgres(url) => Location::Postgres(Target {
+            url: url.to_string(),
+            password: d.store_password_file.as_deref().map(read_password).transpose()?,
+            node: d.node_name(),
+        }),
+    };
     if let Some(log) = &d.audit_log {
         file_writable("daemon.audit-log", log)?;
     }
@@ -105,7 +99,28 @@ pub fn preflight(config: &Config) -> Result<Ready, PreflightError> {
         ));
     }
     dir_writable("daemon.control-socket", socket, parent(socket))?;
-    Ok(Ready { ami_secret, disa_key })
+    Ok(Ready {
+        ami_secret,
+        disa_key,
+        store,
+    })
+}
+
+/// The shared store's password: its file private, the first line, without its line end.
+fn read_password(f: &Path) -> Result<String, PreflightError> {
+    let refuse = |reason: String| unwritable("daemon.store-password-file", f, reason);
+    knockd::secret::private_mode(f).map_err(|e| {
+        refuse(match e {
+            knockd::secret::NotPrivate::Mode(m) => format!("is mode {m:04o}: others can read it (chmod 600)"),
+            knockd::secret::NotPrivate::Unreadable(e) => e.to_string(),
+        })
+    })?;
+    let text = std::fs::read_to_string(f).map_err(|e| refuse(e.to_string()))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(refuse("is empty".into()));
+    }
+    Ok(line)
 }
 
 fn unwritable(key: &'static str, path: &Path, reason: impl Into<String>) -> PreflightError {
@@ -210,7 +225,7 @@ mod tests {
                 d.display()
             ),
         );
-        let (_, key) = preflight(&c).unwrap().into_parts();
+        let (_, key, _) = preflight(&c).unwrap().into_parts();
         assert!(key.is_none(), "a missing key is made at the start");
         assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "nothing was created");
     }

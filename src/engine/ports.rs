@@ -302,6 +302,12 @@ impl Records for Db {
     fn path(&self) -> &Path {
         Db::path(self)
     }
+    fn shared(&self) -> bool {
+        matches!(self, Db::Pg(_))
+    }
+    fn cluster(&self) -> Option<ClusterView> {
+        Db::cluster(self)
+    }
     fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
         Db::write_grants(self, w, now)
     }

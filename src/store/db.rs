@@ -96,6 +96,22 @@ impl Db {
         }
     }
 
+    /// The link the follower keeps up to date; `None` on one box.
+    pub fn link(&self) -> Option<std::sync::Arc<super::pg::Link>> {
+        match self {
+            Db::Lite(_) => None,
+            Db::Pg(s) => Some(s.link()),
+        }
+    }
+
+    /// This node, the database, the link and every node; `None` on one box.
+    pub fn cluster(&self) -> Option<crate::model::ClusterView> {
+        match self {
+            Db::Lite(_) => None,
+            Db::Pg(s) => Some(s.cluster()),
+        }
+    }
+
     /// The cluster's nodes and their last sign of life, by name; none on one box.
     pub fn nodes(&self) -> Result<Vec<(String, UnixMs)>, StoreError> {
         match self {

@@ -8,13 +8,13 @@ use crate::base::addr::{self, Net};
 use crate::base::clock::now_ms;
 use crate::base::lock::lock;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::Db;
 
 /// Private ranges, opened beside a source only when the profile's `allow-private` says so.
 const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
 
 /// The address to open, normalised, or why not.
-pub fn check(config: &Config, profile: &str, ip: IpAddr, bans: &Mutex<Store>) -> Result<IpAddr, String> {
+pub fn check(config: &Config, profile: &str, ip: IpAddr, bans: &Mutex<Db>) -> Result<IpAddr, String> {
     let ip = addr::check_grantable(addr::normalize(ip)).map_err(|e| e.to_string())?;
     if let Some(n) = config.firewall.trusted.iter().find(|n| n.contains(ip)) {
         return Err(format!("{ip} is trusted already ({n})"));

@@ -17,6 +17,7 @@ fn written_elsewhere(rig: &mut Rig, address: &str) {
         created: W0,
         expires: W0 + HOUR,
         hold_until: None,
+        node: "pbx-b".into(),
     });
 }
 

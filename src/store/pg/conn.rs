@@ -54,7 +54,14 @@ const USER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) struct Session {
     pub client: Client,
     stmts: HashMap<&'static str, Statement>,
+    /// When it last answered: one idle longer than [`IDLE_CHECK`] is asked if it is still there.
+    used: std::time::Instant,
 }
+
+/// A connection idle this long may have been cut by a restarted server: it is checked with an
+/// empty query before use, so the first grant after the database comes back does not fail on a
+/// dead socket. Busy connections pay nothing.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Session {
     /// `sql` prepared on this connection, once.
@@ -93,6 +100,10 @@ pub(super) struct Conn {
     /// The server as errors name it: `host:port` or the socket's path.
     pub server: String,
     session: Mutex<Option<Box<Session>>>,
+    /// The follower's view of the link: while it has seen the server go and not come back, a
+    /// lost connection is not made again here, so the engine never waits on a dead server's
+    /// connect timeout; the follower's own thread does the trying.
+    pub gate: Option<std::sync::Arc<super::Link>>,
 }
 
 impl Conn {
@@ -105,6 +116,7 @@ impl Conn {
             shown: target.shown(),
             server,
             session: Mutex::new(None),
+            gate: None,
         };
         let first = conn.connect()?;
         *conn.lock() = Some(first);
@@ -135,6 +147,7 @@ impl Conn {
         Ok(Box::new(Session {
             client,
             stmts: HashMap::new(),
+            used: std::time::Instant::now(),
         }))
     }
 
@@ -162,6 +175,14 @@ impl Conn {
         reconnect: bool,
     ) -> Result<T, StoreError> {
         let mut guard = self.lock();
+        if reconnect {
+            if let Some(s) = guard.as_mut() {
+                if s.used.elapsed() >= IDLE_CHECK && blocking(|| s.client.is_valid(CONNECT_TIMEOUT)).is_err()
+                {
+                    *guard = None;
+                }
+            }
+        }
         if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
             *guard = None;
             if !reconnect {
@@ -170,11 +191,25 @@ impl Conn {
                     reason: "the server closed the connection".into(),
                 });
             }
+            if let Some(link) = &self.gate {
+                let state = link.state();
+                if !state.connected && state.lost_since.is_some() {
+                    return Err(StoreError::PgLost {
+                        server: self.server.clone(),
+                        reason: state
+                            .error
+                            .unwrap_or_else(|| "the server is not answering".into()),
+                    });
+                }
+            }
             *guard = Some(self.connect()?);
         }
         let session: &mut Session = guard.as_mut().expect("connected just above");
         match blocking(|| f(session)) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                session.used = std::time::Instant::now();
+                Ok(v)
+            }
             Err(e) => {
                 let lost = session.client.is_closed() || e.is_closed() || io_error(&e);
                 if lost {

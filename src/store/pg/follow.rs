@@ -24,6 +24,7 @@ pub struct Change {
 pub struct Follower {
     conn: Conn,
     own: String,
+    node: String,
 }
 
 impl Follower {
@@ -34,6 +35,21 @@ impl Follower {
         Ok(Follower {
             conn,
             own: node_word(&target.node),
+            node: target.node.clone(),
+        })
+    }
+
+    /// Marks this node alive now, on the database's clock, through the follower's connection.
+    pub fn heartbeat(&self) -> Result<(), StoreError> {
+        let node = self.node.clone();
+        self.conn.with_live(move |s| {
+            let st = s.prep(
+                "INSERT INTO nodes (name, last_seen_ms)
+                 VALUES ($1, (extract(epoch from clock_timestamp()) * 1000)::bigint)
+                 ON CONFLICT (name) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
+            )?;
+            s.client.execute(&st, &[&node])?;
+            Ok(())
         })
     }
 

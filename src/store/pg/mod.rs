@@ -14,6 +14,7 @@ use crate::model::{Ban, Grant};
 
 pub use conn::Target;
 pub use follow::{Change, Follower};
+pub use link::{Link, LinkState};
 
 use super::StoreError;
 use conn::Conn;
@@ -24,6 +25,7 @@ mod bans;
 mod conn;
 mod follow;
 mod grants;
+mod link;
 mod notify;
 mod schema;
 mod standing;
@@ -34,6 +36,8 @@ pub(crate) mod side;
 /// The shared store, through one connection of its own (made again after it is lost).
 pub struct PgStore {
     conn: Conn,
+    /// The follower's view of the link, shared with it and with the reader.
+    link: std::sync::Arc<Link>,
     /// The server's clock minus ours, in ms, as measured at open.
     offset: i64,
 }
@@ -46,7 +50,10 @@ impl PgStore {
         schema::ensure(&conn)?;
         let offset = measure_offset(&conn)?;
         crate::base::clock::set_offset(offset);
-        let store = PgStore { conn, offset };
+        let link: std::sync::Arc<Link> = Default::default();
+        let mut conn = conn;
+        conn.gate = Some(link.clone());
+        let store = PgStore { conn, offset, link };
         store.heartbeat()?;
         Ok(store)
     }
@@ -54,9 +61,12 @@ impl PgStore {
     /// A second connection to the same database, for a thread of its own (the table's
     /// read-back). The clock offset is the one measured at open.
     pub fn reader(&self) -> Result<PgStore, StoreError> {
+        let mut conn = self.conn.again()?;
+        conn.gate = Some(self.link.clone());
         Ok(PgStore {
-            conn: self.conn.again()?,
+            conn,
             offset: self.offset,
+            link: self.link.clone(),
         })
     }
 
@@ -68,6 +78,32 @@ impl PgStore {
     /// The target it was opened with.
     pub fn target(&self) -> &Target {
         &self.conn.target
+    }
+
+    /// The link as the follower sees it, shared with the follower.
+    pub fn link(&self) -> std::sync::Arc<Link> {
+        self.link.clone()
+    }
+
+    /// This node, the database, the link and every node, for `status`. The nodes are read now;
+    /// when that fails the link is down, whatever the follower last saw.
+    pub fn cluster(&self) -> crate::model::ClusterView {
+        let state = self.link.state();
+        let (nodes, error) = match self.nodes() {
+            Ok(n) => (n, state.error.clone()),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        crate::model::ClusterView {
+            node: self.node().to_string(),
+            database: self.conn.shown.clone(),
+            connected: state.connected && self.connected() && !nodes.is_empty(),
+            error,
+            lost_since: state.lost_since,
+            resynced: state.resynced,
+            followed: state.followed,
+            pending_bans: 0,
+            nodes,
+        }
     }
 
     /// This node's name.

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::conn::{prep, Conn, Target};
+use super::conn::{prep, Conn, Session, Target};
 use super::schema;
 use crate::rules::limiter::{Key, Record};
 use crate::store::side::parse_failures;
@@ -18,6 +18,21 @@ pub(crate) struct SideConn {
 }
 
 impl SideConn {
+    /// `f` on the connection, and once more on a fresh one if the server had cut this one (a
+    /// restart, a failover) so the first knock or call after it is not refused for that alone.
+    /// Only for what may run twice: a read, a write that leaves the same state, or taking a
+    /// replay key (if the first try took it, the second finds it taken: refused, never granted
+    /// twice).
+    fn once_more<T: Send>(
+        &self,
+        f: impl Fn(&mut Session) -> Result<T, postgres::Error> + Sync,
+    ) -> Result<T, StoreError> {
+        match self.conn.with(|s| f(s)) {
+            Err(StoreError::PgLost { .. }) => self.conn.with(|s| f(s)),
+            done => done,
+        }
+    }
+
     /// Logs in, on a store whose schema is made and of this version.
     pub(crate) fn open(target: &Target) -> Result<SideConn, StoreError> {
         let conn = Conn::open(target)?;
@@ -27,7 +42,7 @@ impl SideConn {
 
     /// Forgets replay entries that aged out, and returns the rest as (key, until).
     pub(crate) fn replay_load(&self, now: UnixMs) -> Result<Vec<(String, UnixMs)>, StoreError> {
-        self.conn.with(|s| {
+        self.once_more(|s| {
             let del = s.prep("DELETE FROM knock_replay WHERE until_ms <= $1")?;
             s.client.execute(&del, &[&now])?;
             let sel = s.prep("SELECT key, until_ms FROM knock_replay")?;
@@ -42,7 +57,7 @@ impl SideConn {
     /// Makes one replay entry durable; whether no live entry held the key. One statement, so of two
     /// nodes taking the same key at once, one finds it taken: the row lock decides.
     pub(crate) fn replay_remember(&self, key: &str, until: UnixMs, now: UnixMs) -> Result<bool, StoreError> {
-        self.conn.with(|s| {
+        self.once_more(|s| {
             let st = s.prep(
                 "INSERT INTO knock_replay (key, until_ms) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET until_ms = GREATEST(knock_replay.until_ms, EXCLUDED.until_ms)
@@ -58,7 +73,7 @@ impl SideConn {
         now: UnixMs,
         forget_before: UnixMs,
     ) -> Result<Vec<(Key, Record)>, StoreError> {
-        let rows = self.conn.with(|s| {
+        let rows = self.once_more(|s| {
             let del = s.prep("DELETE FROM disa_limits WHERE locked_ms <= $1 AND last_ms <= $2")?;
             s.client.execute(&del, &[&now, &forget_before])?;
             let sel = s.prep("SELECT kind, key, failures, locked_ms FROM disa_limits")?;
@@ -83,7 +98,7 @@ impl SideConn {
     /// These keys' limits as the store holds them now; keys it does not hold are left out.
     pub(crate) fn limits_refresh(&self, keys: &[Key]) -> Result<Vec<(Key, Record)>, StoreError> {
         let parts: Vec<(&'static str, String)> = keys.iter().map(Key::parts).collect();
-        let rows = self.conn.with(|s| {
+        let rows = self.once_more(|s| {
             let st = s.prep("SELECT failures, locked_ms FROM disa_limits WHERE kind = $1 AND key = $2")?;
             let mut out = Vec::new();
             for (kind, key) in &parts {
@@ -118,7 +133,7 @@ impl SideConn {
                 (kind, key, Some((failures.join(","), r.locked_until, last)))
             })
             .collect();
-        self.conn.with(|s| {
+        self.once_more(|s| {
             let (client, stmts) = s.split();
             let mut tx = client.transaction()?;
             for (kind, key, row) in &rows {
