@@ -1,5 +1,6 @@
 //! What the engine needs from the store and from the firewall, as two traits: the daemon plugs
-//! in the store (SQLite or PostgreSQL, one `Db`) and nft, the engine's unit tests plug in the in-memory fakes of `fakes.rs`.
+//! in the store (SQLite or PostgreSQL, one `Db`) and nft, the engine's unit tests plug in the
+//! in-memory fakes of `fakes.rs`.
 
 use std::net::IpAddr;
 use std::path::Path;
