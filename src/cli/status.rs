@@ -41,8 +41,11 @@ pub fn fetch(socket: &Path) -> Result<Screen, CliError> {
     };
     // Only the rows the screen shows: a box with many grants does not ship them all.
     let limit = Some(GRANT_ROWS.max(BAN_ROWS));
+    let store_away = status.cluster.as_ref().is_some_and(|c| !c.connected);
     let (live_grants, live_bans) = match call(socket, &Request::List { limit })? {
         Reply::Listing { grants, bans, .. } => (grants, bans),
+        // A shared store that is away has no rows to show; its store line says so.
+        Reply::Error { .. } if store_away => (Vec::new(), Vec::new()),
         other => return Err(unexpected("list", other)),
     };
     // With AMI off the daemon still answers these, with `ami.enabled` false and empty lists.

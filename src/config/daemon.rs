@@ -82,14 +82,14 @@ impl DaemonConfig {
                     if user.contains(':') {
                         return Err((
                             "daemon.store".into(),
-                            "holds a password; put it in daemon.store-password-file (mode 0600) or the PGPASSFILE environment instead".into(),
+                            "holds a password; put it in daemon.store-password-file (mode 0600) or the PGPASSWORD environment instead".into(),
                         ));
                     }
                 }
                 if rest.contains("password=") {
                     return Err((
                         "daemon.store".into(),
-                        "holds a password; put it in daemon.store-password-file (mode 0600) or the PGPASSFILE environment instead".into(),
+                        "holds a password; put it in daemon.store-password-file (mode 0600) or the PGPASSWORD environment instead".into(),
                     ));
                 }
             }

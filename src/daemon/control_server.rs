@@ -134,10 +134,16 @@ impl Views {
     /// The engine's status with the last hour's and day's counts from the history.
     async fn status(&self, s: engine::TableStatus) -> Reply {
         let now = s.now;
-        match self
+        let tally = self
             .read(move |log, _| Ok((log.tally(now - HOUR)?, log.tally(now - 24 * HOUR)?)))
-            .await
-        {
+            .await;
+        let tally = match tally {
+            // A shared store that is away: the status still says what this node has, and its
+            // store line says why the counts are missing.
+            Err(_) if s.cluster.as_ref().is_some_and(|c| !c.connected) => Ok(Default::default()),
+            t => t,
+        };
+        match tally {
             Ok((last_hour, last_24h)) => Reply::Status(Box::new(control::Status {
                 table: s.table,
                 table_present: s.table_present,

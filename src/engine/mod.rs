@@ -44,7 +44,7 @@ use crate::base::lock::lock;
 use crate::base::secret::DisaKey;
 use crate::config::Config;
 use crate::nft::{Firewall, Reconciled};
-use crate::store::Store;
+use crate::store::Db;
 use checker::{Link, PassOutcome, PassRequest};
 use command::{Command, Job, Reply};
 use ports::{Records, Table};
@@ -55,7 +55,7 @@ use ports::{Records, Table};
 pub type Heartbeat = Box<dyn FnMut(Instant) -> Duration + Send>;
 
 /// The one writer: the config it enforces, the store and the table it keeps in line.
-pub struct Engine<R: Records = Store, T: Table = Firewall> {
+pub struct Engine<R: Records = Db, T: Table = Firewall> {
     config: Arc<Config>,
     disa_key: Option<Arc<DisaKey>>,
     store: R,

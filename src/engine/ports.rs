@@ -1,5 +1,6 @@
 //! What the engine needs from the store and from the firewall, as two traits: the daemon plugs
-//! in SQLite and nft, the engine's unit tests plug in the in-memory fakes of `fakes.rs`.
+//! in the store (SQLite or PostgreSQL, one `Db`) and nft, the engine's unit tests plug in the
+//! in-memory fakes of `fakes.rs`.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -8,7 +9,7 @@ use crate::base::clock::UnixMs;
 use crate::config::Config;
 use crate::model::{Account, Ban, ClusterView, Grant, NameState, Source, StandingEntry};
 use crate::nft::{Changes, Elements, Firewall, Layout, NftError, StandingNets, TableState};
-use crate::store::{Db, GrantWrite, GrantsWritten, Store, StoreError};
+use crate::store::{Db, GrantWrite, GrantsWritten, StoreError};
 
 /// What the table's read-back needs from the store: every live grant and ban. A second
 /// connection implements it on the read-back's own thread.
@@ -180,112 +181,6 @@ impl Readback for Firewall {
     }
 }
 
-impl LiveRead for Store {
-    fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
-        Store::for_each_live(self, now, f)
-    }
-    fn live_bans(&self, now: UnixMs) -> Result<Vec<Ban>, StoreError> {
-        Store::live_bans(self, now)
-    }
-    fn standing(&self) -> Result<(Vec<StandingEntry>, Vec<NameState>), StoreError> {
-        Ok((Store::standing(self)?, Store::names(self)?))
-    }
-}
-
-impl Records for Store {
-    fn path(&self) -> &Path {
-        Store::path(self)
-    }
-    fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
-        Store::write_grants(self, w, now)
-    }
-    fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
-        Store::grants_of(self, who, source, now)
-    }
-    fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
-        Store::revoke(self, address)
-    }
-    fn hold_capped(
-        &mut self,
-        address: IpAddr,
-        until: UnixMs,
-        max_past: i64,
-        now: UnixMs,
-    ) -> Result<usize, StoreError> {
-        Store::hold_capped(self, address, until, max_past, now)
-    }
-    fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
-        Store::release(self, address)
-    }
-    fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
-        Store::grants_for(self, address, now)
-    }
-    fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
-        Store::first_live_grants(self, now, limit)
-    }
-    fn ban_many(&mut self, bans: &[(IpAddr, String, UnixMs)], now: UnixMs) -> Result<Vec<Ban>, StoreError> {
-        Store::ban_many(self, bans, now)
-    }
-    fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
-        Store::ban_of(self, address)
-    }
-    fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
-        Store::unban(self, address)
-    }
-    fn first_live_bans(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Ban>, StoreError> {
-        Store::first_live_bans(self, now, limit)
-    }
-    fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError> {
-        Store::prune(self, now)
-    }
-    fn next_end(&self) -> Result<Option<UnixMs>, StoreError> {
-        Store::next_end(self)
-    }
-    fn counts(&self) -> Result<(u64, u64), StoreError> {
-        Store::counts(self)
-    }
-    fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
-        Store::add_account(self, a, tag)
-    }
-    fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        Store::account(self, name)
-    }
-    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        Store::accounts(self)
-    }
-    fn set_passcode(
-        &mut self,
-        name: &str,
-        tag: &[u8; 32],
-        digits: usize,
-        now: UnixMs,
-    ) -> Result<bool, StoreError> {
-        Store::set_passcode(self, name, tag, digits, now)
-    }
-    fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError> {
-        Store::set_callers(self, name, callers)
-    }
-    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError> {
-        Store::set_disabled(self, name, disabled)
-    }
-    fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
-        Store::remove_account(self, name)
-    }
-    fn add_standing(&mut self, e: &StandingEntry) -> Result<bool, StoreError> {
-        Store::add_standing(self, e)
-    }
-    fn remove_standing(&mut self, name: &str) -> Result<Option<StandingEntry>, StoreError> {
-        Store::remove_standing(self, name)
-    }
-    fn put_name(&mut self, n: &NameState) -> Result<(), StoreError> {
-        Store::put_name(self, n)
-    }
-    fn forget_names(&mut self, keep: &[String]) -> Result<usize, StoreError> {
-        Store::forget_names(self, keep)
-    }
-}
-
-// The same on either backend: the engine never knows which it has.
 impl LiveRead for Db {
     fn for_each_live(&self, now: UnixMs, f: &mut dyn FnMut(IpAddr, &str, UnixMs)) -> Result<(), StoreError> {
         Db::for_each_live(self, now, f)

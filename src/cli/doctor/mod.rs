@@ -13,6 +13,7 @@ mod network;
 mod pbx;
 mod secrets;
 pub(super) mod show;
+mod store;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -173,6 +174,9 @@ pub fn examine(opts: &Options) -> Vec<Check> {
         .clone()
         .unwrap_or_else(|| config.daemon.control_socket.clone());
     checks.push(table(&socket, nft_ok));
+    if matches!(config.daemon.store_at(), crate::config::StoreAt::Postgres(_)) {
+        checks.push(store::store(&socket));
+    }
     let asterisk = Asterisk::find();
     checks.extend(ami(&config, asterisk.as_ref()));
     checks.push(fastagi(&config));

@@ -43,11 +43,7 @@ impl Follower {
     pub fn heartbeat(&self) -> Result<(), StoreError> {
         let node = self.node.clone();
         self.conn.with_live(move |s| {
-            let st = s.prep(
-                "INSERT INTO nodes (name, last_seen_ms)
-                 VALUES ($1, (extract(epoch from clock_timestamp()) * 1000)::bigint)
-                 ON CONFLICT (name) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
-            )?;
+            let st = s.prep(super::HEARTBEAT)?;
             s.client.execute(&st, &[&node])?;
             Ok(())
         })

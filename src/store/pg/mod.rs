@@ -33,6 +33,11 @@ mod standing;
 pub(crate) mod history;
 pub(crate) mod side;
 
+/// Marks node `$1` alive now, on the database's clock.
+const HEARTBEAT: &str = "INSERT INTO nodes (name, last_seen_ms)
+     VALUES ($1, (extract(epoch from clock_timestamp()) * 1000)::bigint)
+     ON CONFLICT (name) DO UPDATE SET last_seen_ms = excluded.last_seen_ms";
+
 /// The shared store, through one connection of its own (made again after it is lost).
 pub struct PgStore {
     conn: Conn,
@@ -126,11 +131,7 @@ impl PgStore {
     pub fn heartbeat(&self) -> Result<(), StoreError> {
         let node = self.node().to_string();
         self.conn.with(move |s| {
-            let st = s.prep(
-                "INSERT INTO nodes (name, last_seen_ms)
-                 VALUES ($1, (extract(epoch from clock_timestamp()) * 1000)::bigint)
-                 ON CONFLICT (name) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
-            )?;
+            let st = s.prep(HEARTBEAT)?;
             s.client.execute(&st, &[&node])?;
             Ok(())
         })
