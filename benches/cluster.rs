@@ -1,4 +1,9 @@
-//! Cluster bench (as root: `cargo bench --bench cluster`): two real passknockd nodes in network namespaces of their own share one real PostgreSQL. Reports, never asserts timings: from a grant at A to its element in B's nft (median, p99, over 1,000 grants one after another); grants per second the cluster takes from many admins at both nodes at once, acknowledged and in both tables; and how long a node takes to bring 100,000 live grants back into its table, after the store comes back and after the node is killed and restarted.
+//! Cluster bench (as root: `cargo bench --bench cluster`): two real passknockd nodes in network
+//! namespaces of their own share one real PostgreSQL. Reports, never asserts timings: from a grant
+//! at A to its element in B's nft (median, p99, over 1,000 grants one after another); grants per
+//! second the cluster takes from many admins at both nodes at once, acknowledged and in both
+//! tables; and how long a node takes to bring 100,000 live grants back into its table, after the
+//! store comes back and after the node is killed and restarted.
 //!
 //! Element times come from `nft monitor` in each node's namespace, read as the kernel reports
 //! them. `CLUSTER_BENCH_LIVE` sets the live grant count for the resync (default 100000).

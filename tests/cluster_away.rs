@@ -18,9 +18,8 @@ const FOLLOW: Duration = Duration::from_secs(20);
 fn doctor_store(d: &support::daemon::Daemon) -> (String, String) {
     let config = d.config.display().to_string();
     let out = d.cli(&["--config", &config, "doctor", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("doctor --json: {e}\n{}", String::from_utf8_lossy(&out.stderr))
-    });
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
     let c = v["checks"]
         .as_array()
         .unwrap()
@@ -48,7 +47,8 @@ fn while_the_store_is_away_a_node_says_so_and_its_ami_bans_are_written_up_after(
         ..ClusterConfig::default()
     });
     assert!(
-        eventually(WAIT, || c.node(0).d().json(&["contacts"])["ami"]["connected"] == true),
+        eventually(WAIT, || c.node(0).d().json(&["contacts"])["ami"]["connected"]
+            == true),
         "A never logged in to its AMI:\n{}",
         c.logs()
     );
@@ -63,7 +63,10 @@ fn while_the_store_is_away_a_node_says_so_and_its_ami_bans_are_written_up_after(
     );
     let (verdict, detail) = doctor_store(c.node(0).d());
     assert_eq!(verdict, "ok", "{detail}");
-    assert!(detail.contains("node a is connected to postgresql://"), "{detail}");
+    assert!(
+        detail.contains("node a is connected to postgresql://"),
+        "{detail}"
+    );
     c.pg.stop();
     let (a, b) = (c.node(0), c.node(1));
     assert!(
@@ -73,7 +76,10 @@ fn while_the_store_is_away_a_node_says_so_and_its_ami_bans_are_written_up_after(
     );
     let (verdict, detail) = doctor_store(a.d());
     assert_eq!(verdict, "fail", "{detail}");
-    assert!(detail.contains("node a has NOT reached postgresql://"), "{detail}");
+    assert!(
+        detail.contains("node a has NOT reached postgresql://"),
+        "{detail}"
+    );
     // A new grant is refused in words; nothing is invented.
     let out = a.d().cli(&["grant", "192.0.2.9", "--ttl", "1h"]);
     let said = String::from_utf8_lossy(&out.stderr);

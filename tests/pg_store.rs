@@ -1,4 +1,5 @@
-//! The PostgreSQL store against a real throwaway server: the same rules as SQLite's store, errors in words,
+//! The PostgreSQL store against a real throwaway server: the same rules as SQLite's store, errors
+//! in words,
 //! change notices between nodes, and calls from async code.
 
 mod support;

@@ -1,4 +1,5 @@
-//! The store the daemon opens, on either backend: SQLite on one box, PostgreSQL shared by a cluster; each
+//! The store the daemon opens, on either backend: SQLite on one box, PostgreSQL shared by a
+//! cluster; each
 //! method does the same on both.
 
 use std::collections::HashSet;

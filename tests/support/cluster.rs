@@ -1,4 +1,6 @@
-//! Several PBX nodes sharing one PostgreSQL store: each node its own network namespace, passknockd and `inet passknock` table (Asterisk where a test asks for it), every road host wired to every node.
+//! Several PBX nodes sharing one PostgreSQL store: each node its own network namespace, passknockd
+//! and `inet passknock` table (Asterisk where a test asks for it), every road host wired to every
+//! node.
 //!
 //! Node `i` (from 1, named a, b, c) is 198.51.100.i (2001:db8:100::i); road host `j` keeps its
 //! address 203.0.113.(10·j) on a veth of its own into each node, so each node tells road hosts

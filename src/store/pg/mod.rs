@@ -1,4 +1,5 @@
-//! The store on PostgreSQL, shared by the nodes of a cluster: the same methods as SQLite's `Store`, every
+//! The store on PostgreSQL, shared by the nodes of a cluster: the same methods as SQLite's `Store`,
+//! every
 //! write also announced to the other nodes.
 //!
 //! Times: the engine passes `now` from [`crate::base::clock::now_ms`], which [`PgStore::open`]
