@@ -1,6 +1,5 @@
 //! The PostgreSQL store against a real throwaway server: the same rules as SQLite's store, errors
-//! in words,
-//! change notices between nodes, and calls from async code.
+//! in words, change notices between nodes, and calls from async code.
 
 mod support;
 

@@ -1,6 +1,5 @@
 //! The store the daemon opens, on either backend: SQLite on one box, PostgreSQL shared by a
-//! cluster; each
-//! method does the same on both.
+//! cluster; each method does the same on both.
 
 use std::collections::HashSet;
 use std::net::IpAddr;

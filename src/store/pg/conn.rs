@@ -1,6 +1,5 @@
 //! One connection to the shared PostgreSQL store: where it is, logging in, errors in words, and
-//! calls that
-//! are safe from async code and from plain threads alike.
+//! calls that are safe from async code and from plain threads alike.
 
 use std::collections::HashMap;
 use std::str::FromStr;

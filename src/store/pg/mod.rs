@@ -1,6 +1,5 @@
 //! The store on PostgreSQL, shared by the nodes of a cluster: the same methods as SQLite's `Store`,
-//! every
-//! write also announced to the other nodes.
+//! every write also announced to the other nodes.
 //!
 //! Times: the engine passes `now` from [`crate::base::clock::now_ms`], which [`PgStore::open`]
 //! moves onto the database server's clock, so nodes whose own clocks disagree still agree on

@@ -1,6 +1,5 @@
 //! The shared store's schema: SQLite's tables in PostgreSQL's types, made once under a lock, and a
-//! database
-//! of another version refused.
+//! database of another version refused.
 
 use postgres::Client;
 

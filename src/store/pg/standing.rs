@@ -1,6 +1,5 @@
 //! Standing entries and their DNS names' state on PostgreSQL; a change that moves the table is
-//! announced as
-//! `*`.
+//! announced as `*`.
 
 use std::collections::HashMap;
 
