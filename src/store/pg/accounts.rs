@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 
 use postgres::{Row, Statement, Transaction};
 
-use super::notify::{self, Touched};
 use super::{conn, PgStore};
 use crate::model::Account;
 use crate::store::{StoreError, UnixMs};
@@ -191,23 +190,10 @@ impl PgStore {
             ) -> Result<(T, bool), postgres::Error>
             + Send,
     ) -> Result<T, StoreError> {
-        let node = self.node().to_string();
-        self.conn.with(move |s| {
-            let (client, stmts) = s.split();
-            let mut tx = client.transaction()?;
-            let (out, changed) = f(&mut tx, stmts)?;
-            if changed {
-                let st = conn::prep(
-                    stmts,
-                    &mut tx,
-                    "UPDATE counters SET value = value + 1 WHERE name = 'accounts'",
-                )?;
-                tx.execute(&st, &[])?;
-                notify::send(&mut tx, stmts, &node, &Touched::All)?;
-            }
-            tx.commit()?;
-            Ok(out)
-        })
+        self.write_all(
+            Some("UPDATE counters SET value = value + 1 WHERE name = 'accounts'"),
+            f,
+        )
     }
 }
 

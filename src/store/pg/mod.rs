@@ -137,6 +137,34 @@ impl PgStore {
         })
     }
 
+    /// One transaction of `f`; when `f` says it changed anything, `bump` (a counter's update)
+    /// runs and every node hears `*`, all in the same transaction.
+    fn write_all<T: Send>(
+        &mut self,
+        bump: Option<&'static str>,
+        f: impl FnOnce(
+                &mut postgres::Transaction<'_>,
+                &mut std::collections::HashMap<&'static str, postgres::Statement>,
+            ) -> Result<(T, bool), postgres::Error>
+            + Send,
+    ) -> Result<T, StoreError> {
+        let node = self.node().to_string();
+        self.conn.with(move |s| {
+            let (client, stmts) = s.split();
+            let mut tx = client.transaction()?;
+            let (out, changed) = f(&mut tx, stmts)?;
+            if changed {
+                if let Some(sql) = bump {
+                    let st = conn::prep(stmts, &mut tx, sql)?;
+                    tx.execute(&st, &[])?;
+                }
+                notify::send(&mut tx, stmts, &node, &Touched::All)?;
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
     /// The cluster's nodes and their last sign of life (database time), by name.
     pub fn nodes(&self) -> Result<Vec<(String, UnixMs)>, StoreError> {
         self.conn.with(|s| {

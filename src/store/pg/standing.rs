@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use postgres::{Row, Statement, Transaction};
 
-use super::notify::{self, Touched};
 use super::{conn, PgStore};
 use crate::base::addr;
 use crate::model::{NameState, StandingEntry, Target};
@@ -130,17 +129,7 @@ impl PgStore {
             ) -> Result<(T, bool), postgres::Error>
             + Send,
     ) -> Result<T, StoreError> {
-        let node = self.node().to_string();
-        self.conn.with(move |s| {
-            let (client, stmts) = s.split();
-            let mut tx = client.transaction()?;
-            let (out, changed) = f(&mut tx, stmts)?;
-            if changed {
-                notify::send(&mut tx, stmts, &node, &Touched::All)?;
-            }
-            tx.commit()?;
-            Ok(out)
-        })
+        self.write_all(None, f)
     }
 }
 
