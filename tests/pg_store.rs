@@ -376,7 +376,7 @@ fn a_lost_connection_is_an_error_in_words_and_the_next_call_connects_again() {
     match s.counts() {
         Ok(counts) => assert_eq!(counts, (0, 0)),
         Err(e) => {
-            assert!(matches!(e, StoreError::PgLost { .. }), "{e:?}");
+            assert!(matches!(e, StoreError::PgInDoubt { .. }), "{e:?}");
             assert!(!s.connected());
             assert!(e.to_string().contains("lost the connection"), "{e}");
         }
@@ -384,7 +384,10 @@ fn a_lost_connection_is_an_error_in_words_and_the_next_call_connects_again() {
     assert_eq!(s.counts().unwrap(), (0, 0), "the next call logs in again");
     // A follower cannot know what it missed: it stays failed, and its owner resyncs.
     let e = f.next(Duration::from_secs(30)).unwrap_err();
-    assert!(matches!(e, StoreError::PgLost { .. }), "{e:?}");
+    assert!(
+        matches!(e, StoreError::PgLost { .. } | StoreError::PgInDoubt { .. }),
+        "{e:?}"
+    );
     assert!(f.next(Duration::from_millis(10)).is_err());
 }
 

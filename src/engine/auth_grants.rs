@@ -26,7 +26,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         let ban = self
             .store
             .ban_of(ip)
-            .map_err(|e| Refused(format!("not granted: {e}")))?;
+            .map_err(|e| super::grants::grant_failed(&e))?;
         if let Some(b) = ban.filter(|b| b.expires > now) {
             let why = format!(
                 "{ip} is banned for another {} ({}); the ban wins, no grant",
@@ -59,7 +59,7 @@ impl<R: Records, T: Table> Engine<R, T> {
         let fresh = self
             .store
             .grants_for(ip, now)
-            .map_err(|e| Refused(format!("not granted: {e}")))?
+            .map_err(|e| super::grants::grant_failed(&e))?
             .into_iter()
             .find(|g| {
                 let mut opens = g.services.clone();

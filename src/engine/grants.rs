@@ -87,7 +87,7 @@ impl<R: Records, T: Table> Engine<R, T> {
                 );
                 for s in slots {
                     for reply in s.replies {
-                        let _ = reply.send(Err(Refused(format!("not granted: {e}"))));
+                        let _ = reply.send(Err(grant_failed(&e)));
                     }
                 }
                 return;
@@ -181,7 +181,7 @@ impl<R: Records, T: Table> Engine<R, T> {
                     let live = self
                         .store
                         .grants_of(&who, owner.holder.source(), now.wall)
-                        .map_err(|e| Refused(format!("not granted: {e}")))?;
+                        .map_err(|e| grant_failed(&e))?;
                     slots.extend(live.into_iter().map(|g| Slot::existing(g, &who)));
                     loaded.insert(who.clone());
                 }
@@ -338,5 +338,14 @@ impl Slot {
         self.grant.expires = self.grant.expires.max(ask.expires);
         self.grant.services = ask.services;
         self.replies.push(reply);
+    }
+}
+
+/// A grant the store did not take, as the asker hears it: "not granted" only when that is so; a
+/// write cut off mid-way may have taken, and the asker is told it is not known.
+pub(super) fn grant_failed(e: &crate::store::StoreError) -> Refused {
+    match e {
+        crate::store::StoreError::PgInDoubt { .. } => Refused(format!("grant outcome unknown: {e}")),
+        _ => Refused(format!("not granted: {e}")),
     }
 }

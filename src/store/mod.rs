@@ -96,6 +96,10 @@ pub enum StoreError {
     },
     #[error("lost the connection to the store's PostgreSQL server at {server}: {reason}")]
     PgLost { server: String, reason: String },
+    /// The connection went in the middle of a call: a write in it may have taken or not. Every
+    /// node follows what the store holds either way.
+    #[error("lost the connection to the store's PostgreSQL server at {server} during the call, so whether it was written is not known (`passknock list` says): {reason}")]
+    PgInDoubt { server: String, reason: String },
     #[error("store (PostgreSQL): {0}")]
     Pg(String),
 }

@@ -246,7 +246,7 @@ impl Conn {
     /// A failed call, in words.
     pub fn failed(&self, e: postgres::Error, lost: bool) -> StoreError {
         if lost {
-            StoreError::PgLost {
+            StoreError::PgInDoubt {
                 server: self.server.clone(),
                 reason: words(&e),
             }

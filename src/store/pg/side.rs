@@ -28,7 +28,7 @@ impl SideConn {
         f: impl Fn(&mut Session) -> Result<T, postgres::Error> + Sync,
     ) -> Result<T, StoreError> {
         match self.conn.with(|s| f(s)) {
-            Err(StoreError::PgLost { .. }) => self.conn.with(|s| f(s)),
+            Err(StoreError::PgLost { .. } | StoreError::PgInDoubt { .. }) => self.conn.with(|s| f(s)),
             done => done,
         }
     }
