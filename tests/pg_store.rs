@@ -392,6 +392,44 @@ fn a_lost_connection_is_an_error_in_words_and_the_next_call_connects_again() {
 }
 
 #[test]
+fn a_call_whose_session_an_administrator_ends_is_in_doubt_and_the_next_connects_again() {
+    // The call is in flight, waiting on a lock another session holds, when its session is ended:
+    // the server answers the call itself with a FATAL error before the socket closes.
+    let pg = cluster();
+    let url = fresh(&pg, "ended");
+    let s = Arc::new(PgStore::open(&target(&url, "ended-node")).unwrap());
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE grants IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let call = {
+        let s = s.clone();
+        std::thread::spawn(move || s.counts())
+    };
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'passknock ended-node' AND wait_event_type = 'Lock'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pg.psql("ended", waiting).trim() != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never waited on the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pg.psql(
+        "ended",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'passknock ended-node'",
+    );
+    let e = call.join().unwrap().unwrap_err();
+    assert!(matches!(e, StoreError::PgInDoubt { .. }), "{e:?}");
+    assert!(e.to_string().contains("lost the connection"), "{e}");
+    assert!(!s.connected());
+    tx.rollback().unwrap();
+    assert_eq!(s.counts().unwrap(), (0, 0), "the next call logs in again");
+}
+
+#[test]
 fn calls_from_async_code_and_plain_threads_all_work() {
     let pg = cluster();
     let url = fresh(&pg, "runtime");

@@ -211,7 +211,7 @@ impl Conn {
                 Ok(v)
             }
             Err(e) => {
-                let lost = session.client.is_closed() || e.is_closed() || io_error(&e);
+                let lost = session.client.is_closed() || e.is_closed() || io_error(&e) || session_ended(&e);
                 if lost {
                     *guard = None;
                 }
@@ -390,6 +390,13 @@ fn shown_url(url: &str) -> String {
 /// Login refused: bad role or password (class 28), or no such database.
 fn is_login_refusal(code: &SqlState) -> bool {
     code.code().starts_with("28") || *code == SqlState::INVALID_CATALOG_NAME
+}
+
+/// The server ended the session as it answered: a FATAL error, such as an administrator's
+/// `pg_terminate_backend` or a shutdown, can arrive before the client sees the socket close.
+fn session_ended(e: &postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| matches!(db.severity(), "FATAL" | "PANIC") || db.code().code().starts_with("57P"))
 }
 
 fn io_error(e: &postgres::Error) -> bool {
