@@ -230,3 +230,58 @@ fn ipv6_grants_open_and_close() {
     d.ok(&["ban", &r.to_string(), "--ttl", "1h"]);
     assert!(d.nft_set("ban_v6").contains(&r.to_string()));
 }
+
+/// With the grant and ban sets split in shards (`firewall.shards = 4`), packets prove each
+/// address is looked up in its own shard: grants open over IPv4 and IPv6, a ban beats a grant,
+/// and a shard's set emptied behind the daemon's back is filled again by the read-back.
+#[test]
+fn a_table_split_in_shards_opens_grants_and_keeps_bans_in_each_shard() {
+    let topo = Topology::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &topo.pbx,
+        dir.path(),
+        &test_config(dir.path(), "\n[firewall]\nshards = 4\n"),
+    );
+    let sip4 = SocketAddr::new(topo.pbx_addr(false), 5060);
+    let sip6 = SocketAddr::new(topo.pbx_addr(true), 5060);
+    let sink4 = UdpSink::bind(&topo.pbx, sip4);
+    let sink6 = UdpSink::bind(&topo.pbx, sip6);
+    let (one, two) = (topo.road(1), topo.road(2));
+    // 203.0.113.10 is in shard 2, 203.0.113.20 and both IPv6 addresses (…::10, …::20) in 0.
+    let (a4, a6, b4) = (IpAddr::V4(one.v4), IpAddr::V6(one.v6), IpAddr::V4(two.v4));
+    for (ns, a, sip, sink) in [
+        (&one.ns, a4, sip4, &sink4),
+        (&one.ns, a6, sip6, &sink6),
+        (&two.ns, b4, sip4, &sink4),
+    ] {
+        assert!(!udp_reaches(ns, a, sip, sink, WAIT), "{a} dropped before a grant");
+    }
+    for a in [a4, a6, b4] {
+        d.ok(&["grant", &a.to_string(), "--services", "sip"]);
+    }
+    d.ok(&["ban", &b4.to_string(), "--ttl", "1h"]);
+    assert!(udp_reaches(&one.ns, a4, sip4, &sink4, WAIT), "granted in shard 2");
+    assert!(udp_reaches(&one.ns, a6, sip6, &sink6, WAIT), "granted over IPv6");
+    assert!(!udp_reaches(&two.ns, b4, sip4, &sink4, WAIT), "banned in shard 0");
+    assert!(d.nft_set("allow_sip_v4_2").contains("203.0.113.10"));
+    assert!(d.nft_set("ban_v4_0").contains("203.0.113.20"));
+    let flush = d.nft(&["flush", "set", "inet", "passknock", "allow_sip_v4_2"]);
+    assert!(flush.status.success());
+    assert!(!udp_reaches(&one.ns, a4, sip4, &sink4, WAIT), "its shard emptied");
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .nft_set("allow_sip_v4_2")
+            .contains("203.0.113.10")),
+        "the read-back puts it back"
+    );
+    assert!(
+        udp_reaches(&one.ns, a4, sip4, &sink4, WAIT),
+        "and it passes again"
+    );
+    d.ok(&["unban", &b4.to_string()]);
+    assert!(
+        udp_reaches(&two.ns, b4, sip4, &sink4, WAIT),
+        "unbanned, its grant opens"
+    );
+}

@@ -111,18 +111,30 @@ pub fn ami_status(socket: &Path) -> passknock::control::AmiStatus {
     }
 }
 
-/// The addresses in `inet passknock SET`, read with one `nft -j list set` (none if it is absent).
+/// The addresses in `inet passknock SET`, or in its shards when split (none if it is absent).
 pub fn set_members(ns: &Netns, set: &str) -> HashSet<String> {
+    let mut found = HashSet::new();
+    if !list_into(ns, set, &mut found) {
+        // Split in shards (`firewall.shards`): `set_0`, `set_1`, … up to the first missing.
+        let mut i = 0;
+        while list_into(ns, &format!("{set}_{i}"), &mut found) {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// Adds one set's elements to `found`; false when there is no such set.
+fn list_into(ns: &Netns, set: &str, found: &mut HashSet<String>) -> bool {
     let out = ns
         .command("nft")
         .args(["-j", "list", "set", "inet", "passknock", set])
         .output()
         .unwrap();
     if !out.status.success() {
-        return HashSet::new();
+        return false;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j output");
-    let mut found = HashSet::new();
     for item in v["nftables"].as_array().into_iter().flatten() {
         for e in item["set"]["elem"].as_array().into_iter().flatten() {
             // A bare value, or {"elem": {"val": …, "timeout": …, "expires": …}}.
@@ -132,7 +144,7 @@ pub fn set_members(ns: &Netns, set: &str) -> HashSet<String> {
             }
         }
     }
-    found
+    true
 }
 
 /// How many of `want` are in `have`.

@@ -25,6 +25,84 @@ pub struct FirewallConfig {
     pub nft: PathBuf,
     /// How element changes and the read-back reach the kernel.
     pub elements: ElementPath,
+    /// Into how many sets each timeout set is split.
+    pub shards: Shards,
+}
+
+/// Into how many sets (a power of two up to [`Shards::MAX`]) each grant and ban set is split,
+/// by the low bits of the address: the kernel lists a set in pieces, walking it from its start
+/// for each, so a read-back of one set of 100,000 takes it seconds and 16 sets of 6,250 a tenth
+/// of one. `auto` picks at start from the store's grants and bans ([`Shards::for_elements`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shards {
+    #[default]
+    Auto,
+    Fixed(u8),
+}
+
+impl Shards {
+    pub const MAX: u8 = 64;
+    /// Up to this many elements a set is listed in little more than linear time.
+    pub const ELEMENTS_PER_SHARD: usize = 8192;
+
+    /// The number `auto` picks for sets of up to `elements`: the least power of two that keeps
+    /// each shard within [`Shards::ELEMENTS_PER_SHARD`], at most [`Shards::MAX`].
+    pub fn for_elements(elements: usize) -> u8 {
+        let want = elements.div_ceil(Self::ELEMENTS_PER_SHARD).max(1);
+        want.next_power_of_two().min(Self::MAX as usize) as u8
+    }
+
+    /// The number this setting gives for sets of up to `elements`.
+    pub fn resolve(self, elements: usize) -> u8 {
+        match self {
+            Shards::Auto => Self::for_elements(elements),
+            Shards::Fixed(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Shards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shards::Auto => f.write_str("auto"),
+            Shards::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Number(i64),
+        }
+        let bad = || {
+            de::Error::custom(format!(
+                "shards is \"auto\" or a power of two from 1 to {}",
+                Shards::MAX
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "auto" => Ok(Shards::Auto),
+            Raw::Word(_) => Err(bad()),
+            Raw::Number(n) => u8::try_from(n)
+                .ok()
+                .filter(|n| n.is_power_of_two() && *n <= Shards::MAX)
+                .map(Shards::Fixed)
+                .ok_or_else(bad),
+        }
+    }
+}
+
+impl Serialize for Shards {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shards::Auto => s.serialize_str("auto"),
+            Shards::Fixed(n) => s.serialize_u8(*n),
+        }
+    }
 }
 
 /// How grants and bans reach the kernel: in-process netlink (the default; falls back to spawning
@@ -56,6 +134,7 @@ impl Default for FirewallConfig {
             trusted_lists: Vec::new(),
             nft: "nft".into(),
             elements: ElementPath::Netlink,
+            shards: Shards::Auto,
         }
     }
 }

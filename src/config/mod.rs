@@ -17,7 +17,7 @@ pub use ami::{AmiConfig, AmiLogin};
 pub use attempts::{SipAttemptsConfig, SipCapture};
 pub use daemon::{DaemonConfig, MetricsConfig, StoreAt};
 pub use disa::{AgiConfig, DisaConfig, PromptsConfig};
-pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service};
+pub use firewall::{ElementPath, FirewallConfig, PortRange, Proto, Service, Shards};
 pub use grants::{BansConfig, GrantsConfig};
 pub use knock::{KnockConfig, KnockProfile};
 pub use sip_auth::SipAuthGrantConfig;

@@ -469,3 +469,28 @@ fn a_shared_store_is_a_url_without_a_password() {
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
+
+#[test]
+fn firewall_shards_are_auto_or_a_power_of_two_up_to_64() {
+    use crate::config::Shards;
+    assert_eq!(Config::parse(MINIMAL, "t").unwrap().firewall.shards, Shards::Auto);
+    for (v, want) in [
+        ("\"auto\"", Shards::Auto),
+        ("1", Shards::Fixed(1)),
+        ("16", Shards::Fixed(16)),
+    ] {
+        let c = Config::parse(&format!("{MINIMAL}[firewall]\nshards = {v}\n"), "t").unwrap();
+        assert_eq!(c.firewall.shards, want, "{v}");
+    }
+    for bad in ["3", "0", "128", "-4", "\"many\""] {
+        let e = Config::parse(&format!("{MINIMAL}[firewall]\nshards = {bad}\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shards") && e.contains("power of two"), "{bad}: {e}");
+    }
+    // auto: one set up to 8,192 elements, then enough to keep each within it, at most 64.
+    let picks: Vec<u8> = [0, 8192, 8193, 100_000, 200_000, 10_000_000]
+        .map(Shards::for_elements)
+        .to_vec();
+    assert_eq!(picks, [1, 1, 2, 16, 32, 64]);
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::firewall::{ElementPath, FirewallConfig};
+use super::firewall::{ElementPath, FirewallConfig, Shards};
 use super::ConfigError;
 use crate::base::addr::Net;
 use crate::model::Target;
@@ -21,6 +21,7 @@ pub(super) struct RawFirewall {
     trusted_files: Vec<String>,
     nft: Option<PathBuf>,
     elements: Option<ElementPath>,
+    shards: Option<Shards>,
 }
 
 impl TryFrom<RawFirewall> for FirewallConfig {
@@ -35,6 +36,7 @@ impl TryFrom<RawFirewall> for FirewallConfig {
             trusted_lists: Vec::new(),
             nft: raw.nft.unwrap_or(default.nft),
             elements: raw.elements.unwrap_or(default.elements),
+            shards: raw.shards.unwrap_or(default.shards),
         };
         let Some(trusted) = raw.trusted else {
             out.trusted = default.trusted;

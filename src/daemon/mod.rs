@@ -118,10 +118,22 @@ pub async fn run(
     // The read-back's own connection and table handle: it lists and compares off the engine's
     // thread.
     let reader = store.reader()?;
-    let mut engine = Engine::new(config.clone(), store, Firewall::from_config(&config), Now::read());
+    // The sets are split by the store's size at start (`firewall.shards = auto`); the engine's
+    // table handle and the read-back's must agree on it.
+    let (grants, bans) = store.counts().unwrap_or((0, 0));
+    let per_set = grants.max(bans) as usize;
+    let kernel = || Firewall::from_config(&config).sized(per_set);
+    let firewall = kernel();
+    let shards = firewall.layout().shards;
+    if shards > 1 {
+        info!(
+            "{grants} grant(s) and {bans} ban(s) in the store: each timeout set is split in {shards} shards"
+        );
+    }
+    let mut engine = Engine::new(config.clone(), store, firewall, Now::read());
     let mut checker = Checker {
         reader,
-        kernel: Firewall::from_config(&config),
+        kernel: kernel(),
         clock: engine.clock(),
     };
     // Filled once the knock listener runs: a reload then swaps its profiles in place.

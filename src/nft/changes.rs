@@ -33,15 +33,16 @@ impl Changes {
 /// deletes it, then (for `set`) adds it with the right timeout. One transaction, so no packet sees
 /// the gap, and it cannot fail on an element that is, or is not, there.
 pub fn render_changes(layout: &Layout, changes: &Changes, now: UnixMs) -> Nftables<'static> {
+    let changes = layout.kernel_changes(changes);
     let mut first: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
     let mut del: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
     let mut last: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
-    for (k, end) in &changes.set {
+    for (k, end) in changes.set.iter() {
         first.entry(&k.set).or_default().push(timed(k.addr, *end, now));
         del.entry(&k.set).or_default().push(addr_expr(k.addr));
         last.entry(&k.set).or_default().push(timed(k.addr, *end, now));
     }
-    for k in &changes.remove {
+    for k in changes.remove.iter() {
         first
             .entry(&k.set)
             .or_default()

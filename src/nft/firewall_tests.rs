@@ -47,6 +47,7 @@ fn firewall(path: ElementPath, netlink: Option<Netlink>) -> Firewall {
         netlink,
         netlink_aux: None,
         fallback: None,
+        shards: crate::config::Shards::Auto,
     }
 }
 
@@ -192,5 +193,103 @@ fn the_sip_doors_load_into_the_kernel_and_read_back_in_sync() {
         ] {
             assert!(text.contains(part), "{part} in {text}");
         }
+    });
+}
+
+/// A table split in four shards loads as rendered, both paths read it back in sync, changes
+/// land in each address's own shard, and a shard's chain or set tampered with is a rebuild.
+#[test]
+fn a_sharded_table_reads_back_in_sync_and_a_tampered_shard_is_rebuilt() {
+    in_netns(|_| {
+        let now = now_ms();
+        let want = elements(1000, now);
+        let mut nl = firewall(ElementPath::Netlink, Some(Netlink::open().unwrap()));
+        nl.layout.shards = 4;
+        nl.rebuild(&want, now).unwrap();
+        assert_eq!(nl.compare(&want, now).unwrap().1, TableState::InSync);
+        let mut spawn = firewall(ElementPath::Nft, None);
+        spawn.layout.shards = 4;
+        assert_eq!(spawn.compare(&want, now).unwrap().1, TableState::InSync);
+        let nft = |args: &[&str]| {
+            let out = std::process::Command::new("nft").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "nft {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let text = nft(&["list", "table", "inet", "pk_paths"]);
+        for part in [
+            "ip saddr & 0.0.0.3 vmap { 0.0.0.0 : jump bans_v4_0, 0.0.0.1 : jump bans_v4_1, 0.0.0.2 : jump bans_v4_2, 0.0.0.3 : jump bans_v4_3 }",
+            "ip6 saddr & ::3 vmap { ::",
+            "chain grants_v4_2 {",
+            "ip saddr @allow_sip_v4_2 udp dport 5060 accept",
+            "ip saddr @ban_v4_1 udp dport { 5060, 10000-20000 } drop",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        // 100.64.0.6 is in shard 2 (6 & 3), and only there.
+        let k = ElemKey {
+            set: allow_set("rtp", Family::V4),
+            addr: "100.64.0.6".parse().unwrap(),
+        };
+        spawn
+            .change(
+                &Changes {
+                    set: vec![(k.clone(), now + HOUR)],
+                    remove: vec![],
+                },
+                now,
+            )
+            .unwrap();
+        nl.change(
+            &Changes {
+                set: vec![],
+                remove: vec![ElemKey {
+                    set: ban_set(Family::V4),
+                    addr: k.addr,
+                }],
+            },
+            now,
+        )
+        .unwrap();
+        assert!(nft(&["list", "set", "inet", "pk_paths", "allow_rtp_v4_2"]).contains("100.64.0.6"));
+        assert!(!nft(&["list", "set", "inet", "pk_paths", "ban_v4_2"]).contains("100.64.0.6 "));
+        let mut now_wants = want.clone();
+        now_wants.insert(k.clone(), now + HOUR);
+        now_wants.remove(&ElemKey {
+            set: ban_set(Family::V4),
+            addr: k.addr,
+        });
+        assert_eq!(nl.compare(&now_wants, now).unwrap().1, TableState::InSync);
+        // An address in a shard not its own reaches nothing there and no change can reach it.
+        nft(&[
+            "add",
+            "element",
+            "inet",
+            "pk_paths",
+            "allow_sip_v4_0",
+            "{ 100.64.0.7 }",
+        ]);
+        match nl.compare(&now_wants, now).unwrap().1 {
+            TableState::Rebuild(why) => assert!(why.contains("another shard"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        nl.rebuild(&now_wants, now).unwrap();
+        assert_eq!(nl.compare(&now_wants, now).unwrap().1, TableState::InSync);
+        // A shard's chain emptied.
+        nft(&["flush", "chain", "inet", "pk_paths", "grants_v6_1"]);
+        match nl.compare(&now_wants, now).unwrap().1 {
+            TableState::Rebuild(why) => assert!(why.contains("chain grants_v6_1 has 0 rules"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // The same table read with one shard is not the one built.
+        nl.rebuild(&now_wants, now).unwrap();
+        spawn.layout.shards = 1;
+        assert!(matches!(
+            spawn.compare(&now_wants, now).unwrap().1,
+            TableState::Rebuild(_)
+        ));
     });
 }

@@ -7,6 +7,7 @@ pub mod netlink;
 pub mod readback;
 pub mod render;
 pub mod runner;
+pub mod shards;
 pub mod standing;
 
 pub use desired::{ban_key, lift_bans, Desired};
@@ -20,7 +21,7 @@ use tracing::warn;
 use crate::base::addr::Family;
 use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
-use crate::config::{Config, ElementPath};
+use crate::config::{Config, ElementPath, Shards};
 use crate::model::{Ban, Grant};
 use netlink::{Netlink, SetListing};
 
@@ -77,6 +78,8 @@ pub struct Firewall {
     netlink_aux: Option<Netlink>,
     /// Why element changes go through `nft` although netlink is configured.
     fallback: Option<String>,
+    /// `firewall.shards`: with `auto`, the layout keeps what [`Firewall::sized`] picked.
+    shards: Shards,
 }
 
 impl Firewall {
@@ -88,9 +91,19 @@ impl Firewall {
             netlink: None,
             netlink_aux: None,
             fallback: None,
+            shards: config.firewall.shards,
         };
+        f.layout.shards = f.shards.resolve(0);
         f.open_netlink();
         f
+    }
+
+    /// The same firewall with its sets split for `elements` per set (`firewall.shards = auto`;
+    /// a number is kept as it is). Picked once, at start: every later change names the sets
+    /// this picks, so the engine's firewall and the read-back's must be sized alike.
+    pub fn sized(mut self, elements: usize) -> Firewall {
+        self.layout.shards = self.shards.resolve(elements);
+        self
     }
 
     fn open_netlink(&mut self) {
@@ -122,8 +135,14 @@ impl Firewall {
     pub fn reconfigure(&mut self, config: &Config) {
         // The standing entries are the store's: a new config keeps them.
         let standing = std::mem::take(&mut self.layout.standing);
+        let picked = self.layout.shards;
         self.layout = Layout::from_config(config);
         self.layout.standing = standing;
+        self.shards = config.firewall.shards;
+        self.layout.shards = match self.shards {
+            Shards::Auto => picked,
+            fixed => fixed.resolve(0),
+        };
         self.nft = Nft::new(&config.firewall.nft);
         let path = config.firewall.elements;
         if path != self.path || self.fallback.is_some() {
@@ -148,7 +167,8 @@ impl Firewall {
         if let Some(nl) = &mut self.netlink {
             let json = self.layout.render_table_json(&Elements::new(), now)?;
             timed(|| self.nft.apply_json(&json))?;
-            match timed(|| nl.fill(&self.layout.table, elements, now)) {
+            let elements = self.layout.kernel_elements(elements);
+            match timed(|| nl.fill(&self.layout.table, &elements, now)) {
                 Ok(()) => return Ok(()),
                 Err(e) => self.fall_back(e),
             }
@@ -165,7 +185,8 @@ impl Firewall {
             return Ok(());
         }
         if let Some(nl) = &mut self.netlink {
-            match timed(|| nl.apply(&self.layout.table, changes, now)) {
+            let kernel = self.layout.kernel_changes(changes);
+            match timed(|| nl.apply(&self.layout.table, &kernel, now)) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.spawn_change(changes, now)?;
@@ -231,9 +252,9 @@ impl Firewall {
         // with the square of its size. Two sockets list the sets two at a time, one per core.
         let names: Vec<String> = self
             .layout
-            .dynamic_sets()
+            .kernel_sets()
             .into_iter()
-            .map(|(n, _)| n)
+            .map(|s| s.name)
             .filter(|n| obs.sets.contains_key(n))
             .collect();
         if self.netlink_aux.is_none() {

@@ -40,6 +40,8 @@ pub struct Observed {
     pub sets: BTreeMap<String, ObservedSet>,
     pub chain: Option<ObservedChain>,
     pub rule_comments: Vec<Option<String>>,
+    /// The table's other chains (the shards', `shards.rs`) and their rules' comments.
+    pub other_chains: BTreeMap<String, Vec<Option<String>>>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -152,10 +154,14 @@ impl Observed {
             } else if let Some(chain) = obj.chain {
                 if chain.name == CHAIN {
                     out.chain = Some(chain);
+                } else {
+                    out.other_chains.entry(chain.name).or_default();
                 }
             } else if let Some(rule) = obj.rule {
                 if rule.chain == CHAIN {
                     out.rule_comments.push(rule.comment);
+                } else {
+                    out.other_chains.entry(rule.chain).or_default().push(rule.comment);
                 }
             }
         }
@@ -194,7 +200,11 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
     }
     let mut changes = Changes::default();
     for (set, _) in layout.dynamic_sets() {
-        let have = &obs.sets[&set].elems;
+        let have = match shards_merged(layout, obs, &set) {
+            Ok(have) => have,
+            Err(why) => return TableState::Rebuild(why),
+        };
+        let have = have.as_ref();
         let want = desired.range(
             ElemKey {
                 set: set.clone(),
@@ -228,6 +238,29 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
     }
 }
 
+/// A logical set's elements across its shards. An address in a shard not its own is in no
+/// packet's path (the verdict map sends it elsewhere) and no change reaches it: only a rebuild.
+fn shards_merged<'a>(
+    layout: &Layout,
+    obs: &'a Observed,
+    logical: &str,
+) -> Result<std::borrow::Cow<'a, BTreeMap<IpAddr, Option<i64>>>, String> {
+    if layout.shards <= 1 {
+        return Ok(std::borrow::Cow::Borrowed(&obs.sets[logical].elems));
+    }
+    let mut out = BTreeMap::new();
+    for i in 0..usize::from(layout.shards) {
+        let name = layout.shard_set(logical, i);
+        for (ip, left) in &obs.sets[&name].elems {
+            if layout.shard_of(*ip) != i {
+                return Err(format!("set {name} holds {ip}, which belongs to another shard"));
+            }
+            out.insert(*ip, *left);
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
     for f in [Family::V4, Family::V6] {
         let name = trusted_set(f);
@@ -255,7 +288,8 @@ fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
             return Some(format!("set {name} does not hold the standing entries"));
         }
     }
-    for (name, f) in layout.dynamic_sets() {
+    for ks in layout.kernel_sets() {
+        let (name, f) = (ks.name, ks.family);
         let Some(set) = obs.sets.get(&name) else {
             return Some(format!("set {name} is missing"));
         };
@@ -286,6 +320,20 @@ fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
     for (i, c) in obs.rule_comments.iter().enumerate() {
         if c.as_deref() != Some(rule_comment(&fp, i, n).as_str()) {
             return Some(format!("rule {} of chain {CHAIN} is not ours", i + 1));
+        }
+    }
+    for (chain, rules) in layout.shard_chains() {
+        let Some(have) = obs.other_chains.get(&chain) else {
+            return Some(format!("chain {chain} is missing"));
+        };
+        let n = rules.len();
+        if have.len() != n {
+            return Some(format!("chain {chain} has {} rules, not {n}", have.len()));
+        }
+        for (i, c) in have.iter().enumerate() {
+            if c.as_deref() != Some(rule_comment(&fp, i, n).as_str()) {
+                return Some(format!("rule {} of chain {chain} is not ours", i + 1));
+            }
         }
     }
     None

@@ -23,11 +23,15 @@ use crate::config::{Config, PortRange, Proto, Responsive, SecretDomain, SipCaptu
 // with its timeout is written the same way in the table and in a change.
 use super::changes::timed;
 pub use super::changes::{render_changes, timeout_secs, Changes};
+use super::shards::shard_chain;
 use super::standing::StandingNets;
 pub use sip_door::SIP_RATE_DROPS;
 
 /// The input chain's name.
 pub const CHAIN: &str = "input";
+/// The prefixes of the shards' chains (`shards.rs`): `bans_v4_0`, `grants_v6_3`.
+pub const BANS: &str = "bans";
+pub const GRANTS: &str = "grants";
 
 /// What the table is made of, from config: it changes only when the config does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub struct Layout {
     pub secret_domain: Option<SecretDomain>,
     /// Unknown sources reach these ports under a per-source rate limit (`sip_door.rs`).
     pub responsive: Option<Responsive>,
+    /// Into how many sets each grant and ban set is split (`shards.rs`): a power of two.
+    pub shards: u8,
 }
 
 /// A set element: which set, which address.
@@ -138,6 +144,7 @@ impl Layout {
             trusted_names: Vec::new(),
             secret_domain: None,
             responsive: None,
+            shards: 1,
         }
     }
 
@@ -230,6 +237,10 @@ impl Layout {
             }
         }
         self.sip_door_fingerprint(&mut eat);
+        if self.shards > 1 {
+            eat("shards");
+            eat(&self.shards.to_string());
+        }
         format!("{h:016x}")
     }
 
@@ -269,10 +280,10 @@ impl Layout {
             )))));
         }
         cmds.extend(self.standing_set_objects());
-        for (name, f) in self.dynamic_sets() {
+        for ks in self.kernel_sets() {
             cmds.push(add(NfListObject::Set(Box::new(self.set(
-                &name,
-                f,
+                &ks.name,
+                ks.family,
                 SetFlag::Timeout,
                 Vec::new(),
             )))));
@@ -288,22 +299,37 @@ impl Layout {
             policy: Some(NfChainPolicy::Accept),
             ..Default::default()
         })));
-        let rules = self.rules();
-        let fp = self.fingerprint();
-        let n = rules.len();
-        for (i, expr) in rules.into_iter().enumerate() {
-            cmds.push(add(NfListObject::Rule(Rule {
+        // The shards' chains first: the input chain's verdict maps jump to them.
+        let shard_chains = self.shard_chains();
+        for (name, _) in &shard_chains {
+            cmds.push(add(NfListObject::Chain(Chain {
                 family: NfFamily::INet,
                 table: self.table.clone().into(),
-                chain: CHAIN.into(),
-                expr: expr.into(),
-                handle: None,
-                index: None,
-                comment: Some(rule_comment(&fp, i, n).into()),
+                name: name.clone().into(),
+                ..Default::default()
             })));
         }
+        let fp = self.fingerprint();
+        for (chain, rules) in shard_chains
+            .into_iter()
+            .chain([(CHAIN.to_string(), self.rules())])
+        {
+            let n = rules.len();
+            for (i, expr) in rules.into_iter().enumerate() {
+                cmds.push(add(NfListObject::Rule(Rule {
+                    family: NfFamily::INet,
+                    table: self.table.clone().into(),
+                    chain: chain.clone().into(),
+                    expr: expr.into(),
+                    handle: None,
+                    index: None,
+                    comment: Some(rule_comment(&fp, i, n).into()),
+                })));
+            }
+        }
+        let elements = self.kernel_elements(elements);
         let mut by_set: BTreeMap<&str, Vec<(IpAddr, UnixMs)>> = BTreeMap::new();
-        for (k, end) in elements {
+        for (k, end) in elements.iter() {
             by_set.entry(&k.set).or_default().push((k.addr, *end));
         }
         for (set, elems) in by_set {
@@ -322,8 +348,9 @@ impl Layout {
         // `{"nftables":[ ... ]}`: reopen the array to append element commands.
         let mut out = Vec::with_capacity(head.len() + elements.len() * 48);
         out.extend_from_slice(&head[..head.len() - 2]);
+        let elements = self.kernel_elements(elements);
         let mut current: Option<&str> = None;
-        for (k, end) in elements {
+        for (k, end) in elements.iter() {
             if current != Some(k.set.as_str()) {
                 if current.is_some() {
                     out.extend_from_slice(b"]}}}");
@@ -418,15 +445,10 @@ impl Layout {
         }
         rules.extend(self.standing_rules());
         for f in [Family::V4, Family::V6] {
-            for proto in [Proto::Udp, Proto::Tcp] {
-                let ports = self.banned_ports(proto);
-                if !ports.is_empty() {
-                    rules.push(vec![
-                        saddr_in(f, &ban_set(f)),
-                        dport_in(proto, &ports),
-                        Statement::Drop(None),
-                    ]);
-                }
+            if self.shards > 1 {
+                rules.push(self.dispatch(f, BANS));
+            } else {
+                rules.extend(self.ban_rules(f, &ban_set(f)));
             }
         }
         rules.extend(self.knock_rules());
@@ -441,17 +463,14 @@ impl Layout {
             ),
             Statement::Accept(None),
         ]);
-        for (svc, ports) in &self.services {
+        if self.shards > 1 {
             for f in [Family::V4, Family::V6] {
-                for proto in [Proto::Udp, Proto::Tcp] {
-                    let p = merge(ports.iter().filter(|p| p.proto == proto));
-                    if !p.is_empty() {
-                        rules.push(vec![
-                            saddr_in(f, &allow_set(svc, f)),
-                            dport_in(proto, &p),
-                            Statement::Accept(None),
-                        ]);
-                    }
+                rules.push(self.dispatch(f, GRANTS));
+            }
+        } else {
+            for (svc, _) in &self.services {
+                for f in [Family::V4, Family::V6] {
+                    rules.extend(self.grant_rules(svc, f, &allow_set(svc, f)));
                 }
             }
         }
@@ -464,6 +483,69 @@ impl Layout {
             }
         }
         rules
+    }
+}
+
+impl Layout {
+    /// A banned source of family `f` (in `set`) is dropped on the banned ports.
+    fn ban_rules(&self, f: Family, set: &str) -> Vec<Vec<Statement<'static>>> {
+        let mut rules = Vec::new();
+        for proto in [Proto::Udp, Proto::Tcp] {
+            let ports = self.banned_ports(proto);
+            if !ports.is_empty() {
+                rules.push(vec![
+                    saddr_in(f, set),
+                    dport_in(proto, &ports),
+                    Statement::Drop(None),
+                ]);
+            }
+        }
+        rules
+    }
+
+    /// A source of family `f` granted service `svc` (in `set`) is accepted on its ports.
+    fn grant_rules(&self, svc: &str, f: Family, set: &str) -> Vec<Vec<Statement<'static>>> {
+        let ports = self
+            .services
+            .iter()
+            .find(|(n, _)| n == svc)
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or_default();
+        let mut rules = Vec::new();
+        for proto in [Proto::Udp, Proto::Tcp] {
+            let p = merge(ports.iter().filter(|p| p.proto == proto));
+            if !p.is_empty() {
+                rules.push(vec![
+                    saddr_in(f, set),
+                    dport_in(proto, &p),
+                    Statement::Accept(None),
+                ]);
+            }
+        }
+        rules
+    }
+
+    /// With the sets split, each shard's chains and their rules: its bans, then its grants. None
+    /// when unsplit (the input chain holds those rules itself).
+    pub(crate) fn shard_chains(&self) -> Vec<(String, Vec<Vec<Statement<'static>>>)> {
+        let mut out = Vec::new();
+        if self.shards <= 1 {
+            return out;
+        }
+        for f in [Family::V4, Family::V6] {
+            for i in 0..usize::from(self.shards) {
+                let ban = self.shard_set(&ban_set(f), i);
+                out.push((shard_chain(BANS, f, i), self.ban_rules(f, &ban)));
+            }
+            for i in 0..usize::from(self.shards) {
+                let mut rules = Vec::new();
+                for (svc, _) in &self.services {
+                    rules.extend(self.grant_rules(svc, f, &self.shard_set(&allow_set(svc, f), i)));
+                }
+                out.push((shard_chain(GRANTS, f, i), rules));
+            }
+        }
+        out
     }
 }
 
