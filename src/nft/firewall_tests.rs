@@ -293,3 +293,51 @@ fn a_sharded_table_reads_back_in_sync_and_a_tampered_shard_is_rebuilt() {
         ));
     });
 }
+
+/// The structure the read-back takes from netlink dumps is what `nft -t` lists: every set with
+/// its type and flags (meters left out), the input chain with its hook, priority and policy,
+/// and each chain's rules' comments in order; a missing table is none.
+#[test]
+fn netlink_reads_the_structure_nft_lists() {
+    in_netns(|_| {
+        let now = now_ms();
+        let mut f = firewall(ElementPath::Nft, None);
+        let udp = "udp/5060".parse::<PortRange>().unwrap();
+        f.layout = f.layout.clone().with_sip_door(
+            None,
+            Some(crate::config::Responsive {
+                ports: vec![udp],
+                rate: 30,
+                burst: 10,
+            }),
+        );
+        f.layout.shards = 2;
+        let mut nl = Netlink::open().unwrap();
+        assert!(nl.structure("pk_paths").unwrap().is_none(), "no table yet");
+        f.rebuild(&elements(10, now), now).unwrap();
+        let json = f.nft.list_table_terse("pk_paths").unwrap().unwrap();
+        let by_nft = Observed::parse(&json).unwrap();
+        let by_netlink = Observed::from_structure(nl.structure("pk_paths").unwrap().unwrap());
+        let shape = |o: &Observed| {
+            o.sets
+                .iter()
+                .map(|(n, s)| (n.clone(), s.type_name.clone(), s.flags.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&by_netlink), shape(&by_nft));
+        assert!(by_netlink.sets.contains_key("allow_sip_v6_1"));
+        assert!(
+            !by_netlink.sets.keys().any(|n| n.starts_with("sip_rate")),
+            "meters left out"
+        );
+        assert_eq!(by_netlink.chain, by_nft.chain);
+        assert!(by_netlink.chain.is_some());
+        assert_eq!(by_netlink.rule_comments, by_nft.rule_comments);
+        assert_eq!(by_netlink.other_chains, by_nft.other_chains);
+        assert_eq!(
+            by_netlink.other_chains.len(),
+            8,
+            "bans and grants, v4 and v6, two shards"
+        );
+    });
+}

@@ -227,27 +227,39 @@ impl Firewall {
                 Some(json) => Observed::parse(&json).map(Some).map_err(NftError::Listing),
             };
         };
-        let Some(json) = self.nft.list_table_terse(&table)? else {
-            return Ok(None);
+        let mut obs = match nl.structure(&table) {
+            Ok(None) => return Ok(None),
+            Ok(Some(found)) => Observed::from_structure(found),
+            // `nft` reads the structure too, only slower.
+            Err(e) => {
+                tracing::debug!("read-back: {e}; listing the table with nft instead");
+                let Some(json) = self.nft.list_table_terse(&table)? else {
+                    return Ok(None);
+                };
+                Observed::parse(&json).map_err(NftError::Listing)?
+            }
         };
-        let mut obs = Observed::parse(&json).map_err(NftError::Listing)?;
-        // The interval sets (trusted networks, standing entries, trusted names) are small: nft
-        // lists them with their prefixes.
-        let intervals = [Family::V4, Family::V6]
+        // The interval sets (trusted networks, standing entries) are small: nft lists them with
+        // their prefixes, one run each, on a thread of their own while the sockets dump.
+        let intervals: Vec<String> = [Family::V4, Family::V6]
             .map(render::trusted_set)
             .into_iter()
-            .chain(self.layout.standing_sets().into_iter().map(|(n, _)| n));
-        for name in intervals {
-            if !obs.sets.contains_key(&name) {
-                continue;
-            }
-            if let Some(json) = self.nft.list_set(&table, &name)? {
-                let listed = Observed::parse(&json).map_err(NftError::Listing)?;
-                if let Some(set) = listed.sets.into_values().next() {
-                    obs.sets.insert(name, set);
+            .chain(self.layout.standing_sets().into_iter().map(|(n, _)| n))
+            .filter(|n| obs.sets.contains_key(n))
+            .collect();
+        let nft = &self.nft;
+        let list_intervals = || -> Result<Vec<(String, readback::ObservedSet)>, NftError> {
+            let mut out = Vec::new();
+            for name in intervals {
+                if let Some(json) = nft.list_set(&table, &name)? {
+                    let listed = Observed::parse(&json).map_err(NftError::Listing)?;
+                    if let Some(set) = listed.sets.into_values().next() {
+                        out.push((name, set));
+                    }
                 }
             }
-        }
+            Ok(out)
+        };
         // The kernel lists a set in pieces, walking it from the start for each: the time grows
         // with the square of its size. Two sockets list the sets two at a time, one per core.
         let names: Vec<String> = self
@@ -272,15 +284,23 @@ impl Firewall {
             }
             Ok(out)
         };
-        let listed = match &mut self.netlink_aux {
-            Some(aux) => std::thread::scope(|s| {
-                let other = s.spawn(|| list(aux, theirs));
-                let first = list(nl, mine);
-                let second = other.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-                Ok::<_, NftError>([first?, second?].concat())
-            })?,
-            None => list(nl, mine.into_iter().chain(theirs).collect())?,
-        };
+        let aux = &mut self.netlink_aux;
+        let (interval_sets, listed) = std::thread::scope(|s| {
+            let by_nft = s.spawn(list_intervals);
+            let listed = match aux {
+                Some(aux) => {
+                    let other = s.spawn(|| list(aux, theirs));
+                    let first = list(nl, mine);
+                    first.and_then(|first| Ok([first, join(other)?].concat()))
+                }
+                None => list(nl, mine.into_iter().chain(theirs).collect()),
+            };
+            (join(by_nft), listed)
+        });
+        for (name, set) in interval_sets? {
+            obs.sets.insert(name, set);
+        }
+        let listed = listed?;
         for (name, listing, lag) in listed {
             match listing {
                 Some(listing) => {
@@ -297,7 +317,14 @@ impl Firewall {
         }
         Ok(Some(obs))
     }
+}
 
+/// A scoped thread's result; its panic goes on in the caller.
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+impl Firewall {
     /// Packets responsive SIP dropped over its rate since the table was built, from its named
     /// counter; `None` when responsive SIP is off or nft cannot say.
     pub fn sip_rate_drops(&self) -> Option<u64> {

@@ -168,6 +168,41 @@ impl Observed {
         Ok(out)
     }
 
+    /// The table as netlink dumps read it: its sets without their elements, its chains and
+    /// their rules' comments.
+    pub fn from_structure(found: super::netlink::structure::Structure) -> Observed {
+        let mut out = Observed {
+            sets: found
+                .sets
+                .into_iter()
+                .map(|(name, shape)| {
+                    let set = ObservedSet {
+                        type_name: shape.type_name,
+                        flags: shape.flags,
+                        ..Default::default()
+                    };
+                    (name, set)
+                })
+                .collect(),
+            ..Default::default()
+        };
+        for (name, c) in found.chains {
+            if name == CHAIN {
+                out.rule_comments = c.rules;
+                out.chain = Some(ObservedChain {
+                    name,
+                    kind: c.kind,
+                    hook: c.hook,
+                    prio: c.prio,
+                    policy: c.policy,
+                });
+            } else {
+                out.other_chains.insert(name, c.rules);
+            }
+        }
+        out
+    }
+
     /// Element count across the timeout sets.
     pub fn element_count(&self) -> usize {
         self.sets.values().map(|s| s.elems.len()).sum()
@@ -200,11 +235,10 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
     }
     let mut changes = Changes::default();
     for (set, _) in layout.dynamic_sets() {
-        let have = match shards_merged(layout, obs, &set) {
+        let have = match shards_listed(layout, obs, &set) {
             Ok(have) => have,
             Err(why) => return TableState::Rebuild(why),
         };
-        let have = have.as_ref();
         let want = desired.range(
             ElemKey {
                 set: set.clone(),
@@ -214,22 +248,23 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
                 addr: IpAddr::from([0xffu8; 16]),
             },
         );
+        // Both in address order: one walk side by side, no lookups.
+        let mut have = have.into_iter().peekable();
+        let unknown = |ip: IpAddr| ElemKey {
+            set: set.clone(),
+            addr: ip,
+        };
         for (k, end) in want {
+            while let Some((ip, _)) = have.next_if(|(ip, _)| *ip < k.addr) {
+                changes.remove.push(unknown(ip));
+            }
             let remaining = (end - now + 999) / 1000;
-            match have.get(&k.addr) {
-                Some(Some(expires)) if (expires - remaining).abs() <= DRIFT_SECS => {}
+            match have.next_if(|(ip, _)| *ip == k.addr) {
+                Some((_, Some(expires))) if (expires - remaining).abs() <= DRIFT_SECS => {}
                 _ => changes.set.push((k.clone(), *end)),
             }
         }
-        for ip in have.keys() {
-            let k = ElemKey {
-                set: set.clone(),
-                addr: *ip,
-            };
-            if !desired.contains_key(&k) {
-                changes.remove.push(k);
-            }
-        }
+        changes.remove.extend(have.map(|(ip, _)| unknown(ip)));
     }
     if changes.is_empty() {
         TableState::InSync
@@ -238,27 +273,33 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
     }
 }
 
-/// A logical set's elements across its shards. An address in a shard not its own is in no
-/// packet's path (the verdict map sends it elsewhere) and no change reaches it: only a rebuild.
-fn shards_merged<'a>(
+/// A logical set's elements across its shards, in address order. An address in a shard not its
+/// own is in no packet's path (the verdict map sends it elsewhere) and no change reaches it:
+/// only a rebuild.
+fn shards_listed(
     layout: &Layout,
-    obs: &'a Observed,
+    obs: &Observed,
     logical: &str,
-) -> Result<std::borrow::Cow<'a, BTreeMap<IpAddr, Option<i64>>>, String> {
+) -> Result<Vec<(IpAddr, Option<i64>)>, String> {
     if layout.shards <= 1 {
-        return Ok(std::borrow::Cow::Borrowed(&obs.sets[logical].elems));
+        return Ok(obs.sets[logical]
+            .elems
+            .iter()
+            .map(|(ip, left)| (*ip, *left))
+            .collect());
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for i in 0..usize::from(layout.shards) {
         let name = layout.shard_set(logical, i);
         for (ip, left) in &obs.sets[&name].elems {
             if layout.shard_of(*ip) != i {
                 return Err(format!("set {name} holds {ip}, which belongs to another shard"));
             }
-            out.insert(*ip, *left);
+            out.push((*ip, *left));
         }
     }
-    Ok(std::borrow::Cow::Owned(out))
+    out.sort_unstable_by_key(|e| e.0);
+    Ok(out)
 }
 
 fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {

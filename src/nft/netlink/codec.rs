@@ -246,6 +246,29 @@ pub fn get_set_elements(out: &mut Vec<u8>, seq: u32, table: &str, set: &str) {
     put_u32(out, 0, len);
 }
 
+/// A dump request for every object of one kind (`NFT_MSG_GET…`), narrowed to one table by its
+/// attribute `table_attr`.
+pub fn dump_request(out: &mut Vec<u8>, seq: u32, kind: u16, table_attr: u16, table: &str) {
+    out.clear();
+    nlmsghdr(
+        out,
+        (NFNL_SUBSYS_NFTABLES << 8) | kind,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+    );
+    nfgenmsg(out, NFPROTO_INET, 0);
+    attr_str(out, table_attr, table);
+    let len = out.len() as u32;
+    put_u32(out, 0, len);
+}
+
+/// An nftables message's attributes, past its nfgenmsg header; only messages of the inet family.
+pub fn body<'a>(m: &Msg<'a>) -> Option<&'a [u8]> {
+    (m.kind >> 8 == NFNL_SUBSYS_NFTABLES && m.payload.first() == Some(&NFPROTO_INET))
+        .then(|| m.payload.get(NFGENMSG_LEN..))
+        .flatten()
+}
+
 /// One netlink message in a received datagram.
 pub struct Msg<'a> {
     pub kind: u16,
@@ -277,7 +300,7 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Msg<'_>> {
 }
 
 /// Attributes (type without flag bits, value) in a run of netlink attributes.
-fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut at = 0;
     std::iter::from_fn(move || {
         if buf.len() - at < NLA_HDRLEN {

@@ -7,6 +7,7 @@
 //! ways. The tests read the hand encoding back through that crate.
 
 mod codec;
+pub mod structure;
 
 use std::io;
 use std::net::IpAddr;
@@ -388,56 +389,21 @@ impl Netlink {
             if attempt > 0 {
                 std::thread::sleep(DUMP_RETRY_WAIT * (1 << (attempt - 1)));
             }
-            let seq = self.seq;
-            self.seq = self.seq.wrapping_add(1);
-            codec::get_set_elements(&mut self.out, seq, table, set);
-            if let Err(e) = self.sock.send(&self.out, 0) {
-                return Err(fail(e.to_string()));
-            }
             elems.clear();
-            let mut interrupted = false;
-            // Until the dump's end: the kernel writes the next piece as each one is read.
-            'dump: loop {
-                let n = match self.sock.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
-                    Ok(n) if n > self.buf.len() => {
-                        self.dirty = true;
-                        return Err(fail(format!("a {n}-byte answer overflowed the buffer")));
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.dirty = true;
-                        return Err(fail(if e.kind() == io::ErrorKind::WouldBlock {
-                            format!("the kernel did not answer within {} s", RECV_TIMEOUT.as_secs())
-                        } else {
-                            e.to_string()
-                        }));
-                    }
-                };
-                for m in codec::messages(&self.buf[..n]) {
-                    if m.seq != seq {
-                        continue;
-                    }
-                    interrupted |= m.flags & codec::NLM_F_DUMP_INTR != 0;
-                    match m.kind {
-                        codec::NEWSETELEM_TYPE => {
-                            codec::for_each_element(&m, |a, left| elems.push((a, left)))
+            let end = self
+                .dump(
+                    |out, seq| codec::get_set_elements(out, seq, table, set),
+                    |m| {
+                        if m.kind == codec::NEWSETELEM_TYPE {
+                            codec::for_each_element(m, |a, left| elems.push((a, left)))
                         }
-                        codec::NLMSG_DONE => match codec::done_errno(&m) {
-                            0 => break 'dump,
-                            errno => return Err(fail(io::Error::from_raw_os_error(errno).to_string())),
-                        },
-                        codec::NLMSG_ERROR => match codec::answer(&m).map(|a| a.errno) {
-                            Some(0) | None => {}
-                            Some(libc::ENOENT) => return Ok(None),
-                            Some(errno) => return Err(fail(io::Error::from_raw_os_error(errno).to_string())),
-                        },
-                        _ => {}
-                    }
-                }
-            }
-            if interrupted {
-                continue;
+                    },
+                )
+                .map_err(fail)?;
+            match end {
+                Dumped::Missing => return Ok(None),
+                Dumped::Interrupted => continue,
+                Dumped::Whole => {}
             }
             elems.sort_unstable_by_key(|e| e.0);
             if elems.windows(2).all(|w| w[0].0 != w[1].0) {
@@ -448,6 +414,104 @@ impl Netlink {
             "the set changed or was resized during each of {DUMP_TRIES} listings"
         )))
     }
+
+    /// Sends the dump request `request` writes and hands `each` every message answering it,
+    /// until the dump's end.
+    fn dump(
+        &mut self,
+        request: impl FnOnce(&mut Vec<u8>, u32),
+        mut each: impl FnMut(&codec::Msg<'_>),
+    ) -> Result<Dumped, String> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        request(&mut self.out, seq);
+        self.sock.send(&self.out, 0).map_err(|e| e.to_string())?;
+        let mut interrupted = false;
+        // Until the dump's end: the kernel writes the next piece as each one is read.
+        loop {
+            let n = match self.sock.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
+                Ok(n) if n > self.buf.len() => {
+                    self.dirty = true;
+                    return Err(format!("a {n}-byte answer overflowed the buffer"));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.dirty = true;
+                    return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                        format!("the kernel did not answer within {} s", RECV_TIMEOUT.as_secs())
+                    } else {
+                        e.to_string()
+                    });
+                }
+            };
+            for m in codec::messages(&self.buf[..n]) {
+                if m.seq != seq {
+                    continue;
+                }
+                interrupted |= m.flags & codec::NLM_F_DUMP_INTR != 0;
+                match m.kind {
+                    codec::NLMSG_DONE => {
+                        return match codec::done_errno(&m) {
+                            0 if interrupted => Ok(Dumped::Interrupted),
+                            0 => Ok(Dumped::Whole),
+                            errno => Err(io::Error::from_raw_os_error(errno).to_string()),
+                        }
+                    }
+                    codec::NLMSG_ERROR => match codec::answer(&m).map(|a| a.errno) {
+                        Some(0) | None => {}
+                        Some(libc::ENOENT) => return Ok(Dumped::Missing),
+                        Some(errno) => return Err(io::Error::from_raw_os_error(errno).to_string()),
+                    },
+                    _ => each(&m),
+                }
+            }
+        }
+    }
+
+    /// Table `inet <table>`'s sets, chains and rules' comments, read by three dumps (`nft` would
+    /// read every set's elements as well: most of a second at 200,000). `Ok(None)` when the
+    /// table does not exist.
+    pub fn structure(&mut self, table: &str) -> Result<Option<structure::Structure>, NftError> {
+        self.ready()?;
+        let fail = |e: String| kernel(format!("cannot list table inet {table}: {e}"));
+        for attempt in 0..DUMP_TRIES {
+            if attempt > 0 {
+                std::thread::sleep(DUMP_RETRY_WAIT * (1 << (attempt - 1)));
+            }
+            let mut found = structure::Structure::default();
+            let mut whole = true;
+            for kind in structure::KINDS {
+                let end = self
+                    .dump(
+                        |out, seq| structure::request(out, seq, kind, table),
+                        |m| found.take(m, table),
+                    )
+                    .map_err(fail)?;
+                match end {
+                    Dumped::Missing => return Ok(None),
+                    Dumped::Interrupted => whole = false,
+                    Dumped::Whole => {}
+                }
+            }
+            if !whole {
+                continue;
+            }
+            return Ok(found.table_seen.then_some(found));
+        }
+        Err(fail(format!(
+            "the ruleset changed during each of {DUMP_TRIES} listings"
+        )))
+    }
+}
+
+/// How a dump ended.
+enum Dumped {
+    Whole,
+    /// A change in the middle: the kernel marked the pieces, the listing may be off.
+    Interrupted,
+    /// No such table or set.
+    Missing,
 }
 
 /// The kernel's refusals in words: per set and reason, which operation on how many elements.
