@@ -179,6 +179,9 @@ fn the_sip_doors_load_into_the_kernel_and_read_back_in_sync() {
         let mut nl = firewall(ElementPath::Netlink, Some(Netlink::open().unwrap()));
         nl.layout = f.layout.clone();
         assert_eq!(nl.compare(&want, now).unwrap().1, TableState::InSync);
+        // The named counter, read by nft and by netlink alike.
+        assert_eq!(f.sip_rate_drops(), Some(0));
+        assert_eq!(nl.sip_rate_drops(), Some(0));
         let out = std::process::Command::new("nft")
             .args(["list", "table", "inet", "pk_paths"])
             .output()
@@ -339,5 +342,36 @@ fn netlink_reads_the_structure_nft_lists() {
             8,
             "bans and grants, v4 and v6, two shards"
         );
+    });
+}
+
+/// Interval sets listed over netlink give the networks nft lists: prefixes, hosts, adjacent
+/// networks, IPv6, and the whole address space.
+#[test]
+fn netlink_lists_interval_sets_as_nft_does() {
+    in_netns(|_| {
+        let script = "table inet pk_iv {
+            set a { type ipv4_addr; flags interval; elements = { 10.0.0.0/9, 10.128.0.0/9, 192.168.1.1, 172.16.0.0/12 } }
+            set b { type ipv6_addr; flags interval; elements = { 2001:db8::/32, ::1/128 } }
+            set c { type ipv4_addr; flags interval; elements = { 0.0.0.0/0 } }
+            set d { type ipv6_addr; flags interval; }
+        }";
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+        let nft = Nft::new(Path::new("nft"));
+        let mut nl = Netlink::open().unwrap();
+        for set in ["a", "b", "c", "d"] {
+            let json = nft.list_set("pk_iv", set).unwrap().unwrap();
+            let by_nft = Observed::parse(&json).unwrap().sets.remove(set).unwrap().nets();
+            let by_netlink = nl.list_intervals("pk_iv", set).unwrap().unwrap();
+            assert_eq!(by_netlink, by_nft, "set {set}");
+        }
+        assert_eq!(nl.list_intervals("pk_iv", "e").unwrap(), None);
     });
 }

@@ -239,27 +239,25 @@ impl Firewall {
                 Observed::parse(&json).map_err(NftError::Listing)?
             }
         };
-        // The interval sets (trusted networks, standing entries) are small: nft lists them with
-        // their prefixes, one run each, on a thread of their own while the sockets dump.
+        // The interval sets (trusted networks, standing entries) are small. Listed by netlink
+        // like the rest: no `nft` is run on a pass, for every netfilter socket that closes holds
+        // the kernel's commit lock through an RCU grace period, and grants wait behind it.
         let intervals: Vec<String> = [Family::V4, Family::V6]
             .map(render::trusted_set)
             .into_iter()
             .chain(self.layout.standing_sets().into_iter().map(|(n, _)| n))
             .filter(|n| obs.sets.contains_key(n))
             .collect();
-        let nft = &self.nft;
-        let list_intervals = || -> Result<Vec<(String, readback::ObservedSet)>, NftError> {
-            let mut out = Vec::new();
-            for name in intervals {
-                if let Some(json) = nft.list_set(&table, &name)? {
-                    let listed = Observed::parse(&json).map_err(NftError::Listing)?;
-                    if let Some(set) = listed.sets.into_values().next() {
-                        out.push((name, set));
+        for name in intervals {
+            match nl.list_intervals(&table, &name)? {
+                Some(nets) => {
+                    if let Some(set) = obs.sets.get_mut(&name) {
+                        set.prefixes = nets;
                     }
                 }
+                None => drop(obs.sets.remove(&name)),
             }
-            Ok(out)
-        };
+        }
         // The kernel lists a set in pieces, walking it from the start for each: the time grows
         // with the square of its size. Two sockets list the sets two at a time, one per core.
         let names: Vec<String> = self
@@ -284,23 +282,14 @@ impl Firewall {
             }
             Ok(out)
         };
-        let aux = &mut self.netlink_aux;
-        let (interval_sets, listed) = std::thread::scope(|s| {
-            let by_nft = s.spawn(list_intervals);
-            let listed = match aux {
-                Some(aux) => {
-                    let other = s.spawn(|| list(aux, theirs));
-                    let first = list(nl, mine);
-                    first.and_then(|first| Ok([first, join(other)?].concat()))
-                }
-                None => list(nl, mine.into_iter().chain(theirs).collect()),
-            };
-            (join(by_nft), listed)
-        });
-        for (name, set) in interval_sets? {
-            obs.sets.insert(name, set);
-        }
-        let listed = listed?;
+        let listed = match &mut self.netlink_aux {
+            Some(aux) => std::thread::scope(|s| {
+                let other = s.spawn(|| list(aux, theirs));
+                let first = list(nl, mine);
+                first.and_then(|first| Ok([first, join(other)?].concat()))
+            })?,
+            None => list(nl, mine.into_iter().chain(theirs).collect())?,
+        };
         for (name, listing, lag) in listed {
             match listing {
                 Some(listing) => {
@@ -327,8 +316,15 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 impl Firewall {
     /// Packets responsive SIP dropped over its rate since the table was built, from its named
     /// counter; `None` when responsive SIP is off or nft cannot say.
-    pub fn sip_rate_drops(&self) -> Option<u64> {
+    pub fn sip_rate_drops(&mut self) -> Option<u64> {
         self.layout.responsive.as_ref()?;
+        // Over netlink when it is there: no `nft` run on a pass (see `observe`).
+        if let Some(nl) = &mut self.netlink {
+            return nl
+                .counter(&self.layout.table, render::SIP_RATE_DROPS)
+                .ok()
+                .flatten();
+        }
         let json = self
             .nft
             .list_counter(&self.layout.table, render::SIP_RATE_DROPS)

@@ -41,6 +41,9 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+/// An interval set's element that ends an interval (its key is the first address after it).
+const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -365,6 +368,48 @@ pub fn done_errno(m: &Msg<'_>) -> i32 {
     } else {
         0
     }
+}
+
+/// Calls `each(address, whether it ends an interval)` for every element in one set-element
+/// dump message of an interval set; keys not 4 or 16 bytes long are skipped.
+pub fn for_each_bound(m: &Msg<'_>, mut each: impl FnMut(IpAddr, bool)) {
+    let Some(body) = m.payload.get(NFGENMSG_LEN..) else {
+        return;
+    };
+    for (kind, list) in attrs(body) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (kind, elem) in attrs(list) {
+            if kind != NFTA_LIST_ELEM {
+                continue;
+            }
+            let (mut addr, mut end) = (None, false);
+            for (kind, v) in attrs(elem) {
+                match kind {
+                    NFTA_SET_ELEM_KEY => addr = key_addr(v),
+                    NFTA_SET_ELEM_FLAGS if v.len() == 4 => {
+                        end = u32::from_be_bytes(v.try_into().unwrap()) & NFT_SET_ELEM_INTERVAL_END != 0
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(a) = addr {
+                each(a, end);
+            }
+        }
+    }
+}
+
+/// The address in an element's key attribute.
+fn key_addr(v: &[u8]) -> Option<IpAddr> {
+    attrs(v)
+        .find(|(kind, _)| *kind == NFTA_DATA_VALUE)
+        .and_then(|(_, key)| match key.len() {
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(key).unwrap())),
+            16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).unwrap())),
+            _ => None,
+        })
 }
 
 /// Calls `each(address, ms left)` for every element in one set-element dump message.

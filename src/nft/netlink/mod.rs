@@ -7,6 +7,7 @@
 //! ways. The tests read the hand encoding back through that crate.
 
 mod codec;
+mod intervals;
 pub mod structure;
 
 use std::io;
@@ -20,6 +21,7 @@ use self::codec::{Op, Writer};
 use super::changes::{timeout_secs, Changes};
 use super::render::Elements;
 use super::runner::NftError;
+use crate::base::addr::Net;
 use crate::base::clock::UnixMs;
 
 /// The send buffer asked for at open: room for a batch of 100,000 IPv6 elements (about 11 MB;
@@ -413,6 +415,56 @@ impl Netlink {
         Err(fail(format!(
             "the set changed or was resized during each of {DUMP_TRIES} listings"
         )))
+    }
+
+    /// An interval set's networks (trusted, standing), in order; `Ok(None)` when the table or
+    /// the set does not exist. The kernel keeps each interval as its first address and, flagged,
+    /// the first address after it (none when it runs to the top of the address space); each
+    /// interval is told back as the prefixes that cover it exactly.
+    pub fn list_intervals(&mut self, table: &str, set: &str) -> Result<Option<Vec<Net>>, NftError> {
+        self.ready()?;
+        let fail = |e: String| kernel(format!("cannot list set {set} of table inet {table}: {e}"));
+        for attempt in 0..DUMP_TRIES {
+            if attempt > 0 {
+                std::thread::sleep(DUMP_RETRY_WAIT * (1 << (attempt - 1)));
+            }
+            let mut bounds = Vec::new();
+            let end = self
+                .dump(
+                    |out, seq| codec::get_set_elements(out, seq, table, set),
+                    |m| {
+                        if m.kind == codec::NEWSETELEM_TYPE {
+                            codec::for_each_bound(m, |a, end| bounds.push((a, end)))
+                        }
+                    },
+                )
+                .map_err(fail)?;
+            match end {
+                Dumped::Missing => return Ok(None),
+                Dumped::Interrupted => continue,
+                Dumped::Whole => return Ok(Some(intervals::prefixes(bounds))),
+            }
+        }
+        Err(fail(format!(
+            "the set changed during each of {DUMP_TRIES} listings"
+        )))
+    }
+
+    /// The packets named counter `name` of table `inet <table>` has counted; `Ok(None)` when
+    /// there is no such counter.
+    pub fn counter(&mut self, table: &str, name: &str) -> Result<Option<u64>, NftError> {
+        self.ready()?;
+        let mut packets = None;
+        self.dump(
+            |out, seq| structure::request(out, seq, structure::NFT_MSG_GETOBJ, table),
+            |m| {
+                if let Some(p) = structure::counter_packets(m, table, name) {
+                    packets = Some(p);
+                }
+            },
+        )
+        .map_err(|e| kernel(format!("cannot read counter {name} of table inet {table}: {e}")))?;
+        Ok(packets)
     }
 
     /// Sends the dump request `request` writes and hands `each` every message answering it,

@@ -1,7 +1,7 @@
 //! A table's structure as three netlink dumps read it: its sets (name, key type, flags), its
 //! chains (name, hook, priority, policy, type) and each chain's rules' comments, in order. This
 //! is what the read-back compares with the layout; `nft` cannot list a chain without reading
-//! the elements of every set its rules name.
+//! the elements of every set its rules name. Also a named counter's packets, from a fourth.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,14 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWOBJ: u16 = 18;
+/// The dump of a table's stateful objects (named counters among them).
+pub const NFT_MSG_GETOBJ: u16 = 19;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 
 /// Every object kind's first attribute is its table's name (NFTA_SET_TABLE, NFTA_CHAIN_TABLE,
 /// NFTA_RULE_TABLE).
@@ -183,6 +191,29 @@ impl Structure {
             self.chains.entry(chain).or_default().rules.push(comment);
         }
     }
+}
+
+/// The packets of counter `name` of `table`, if `m` is that counter.
+pub fn counter_packets(m: &Msg<'_>, table: &str, name: &str) -> Option<u64> {
+    if m.kind & 0xff != NFT_MSG_NEWOBJ {
+        return None;
+    }
+    let body = codec::body(m)?;
+    let (mut ours, mut named, mut counter, mut packets) = (false, false, false, None);
+    for (k, v) in codec::attrs(body) {
+        match k {
+            TABLE => ours = text(v) == table,
+            NFTA_OBJ_NAME => named = text(v) == name,
+            NFTA_OBJ_TYPE => counter = be32(v) == Some(NFT_OBJECT_COUNTER),
+            NFTA_OBJ_DATA => {
+                packets = codec::attrs(v)
+                    .find(|(k, _)| *k == NFTA_COUNTER_PACKETS)
+                    .and_then(|(_, v)| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
+            }
+            _ => {}
+        }
+    }
+    (ours && named && counter).then_some(packets).flatten()
 }
 
 /// The comment in a rule's user data: tag, length, value (with its NUL), one after another.
