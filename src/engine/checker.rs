@@ -13,6 +13,7 @@ use super::ports::{LiveRead, Readback};
 use crate::base::clock::{Clock, Now};
 use crate::base::lock::lock;
 use crate::config::Config;
+use crate::nft::desired::Gather;
 use crate::nft::{Changes, Desired, Layout, TableState};
 use crate::store::StoreError;
 
@@ -176,8 +177,8 @@ fn repair(
     })
 }
 
-/// The whole table the store wants at `now`. The clock is shared with the engine and taken per
-/// row, so a grant on the engine's thread never waits for more than one row.
+/// The whole table the store wants at `now`. The clock is shared with the engine and taken for
+/// 256 rows at a time, so a grant on the engine's thread never waits for more than those.
 pub fn desired(
     reader: &dyn LiveRead,
     layout: &Layout,
@@ -185,9 +186,28 @@ pub fn desired(
     now: Now,
 ) -> Result<Desired, StoreError> {
     let bans = reader.live_bans(now.wall)?;
-    let mut out = Desired::build(layout, [], &bans, &mut lock(clock), now);
+    let mut out = Gather::new(layout);
+    {
+        let mut clock = lock(clock);
+        for b in &bans {
+            if let Some(end) = clock.end(b.address, b.expires, now) {
+                out.ban(b.address, end);
+            }
+        }
+    }
+    // The clock is taken for a few hundred rows at a time.
+    let mut held = None;
+    let mut rows = 0u32;
     reader.for_each_live(now.wall, &mut |ip, services, end| {
-        out.add_grant(layout, ip, services.split(','), end, &mut lock(clock), now)
+        let c = held.get_or_insert_with(|| lock(clock));
+        if let Some(end) = c.end(ip, end, now) {
+            out.grant(ip, services.split(','), end);
+        }
+        rows += 1;
+        if rows.is_multiple_of(256) {
+            held = None;
+        }
     })?;
-    Ok(out)
+    drop(held);
+    Ok(out.finish())
 }

@@ -515,3 +515,72 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod gather_tests {
+    use std::net::IpAddr;
+
+    use super::desired::Gather;
+    use super::*;
+    use crate::config::PortRange;
+    use crate::model::Source;
+
+    /// Gathering a whole store per set gives what building it grant by grant gives: each element
+    /// once at its latest end, dropped services opening nothing, bans and both families.
+    #[test]
+    fn gathering_equals_building_grant_by_grant() {
+        let p = |s: &str| s.parse::<PortRange>().unwrap();
+        let layout = Layout::new(
+            "t",
+            vec![
+                ("rtp".into(), vec![p("udp/10000-20000")]),
+                ("sip".into(), vec![p("udp/5060")]),
+            ],
+            &[],
+        );
+        let now = Now::read();
+        let grant = |i: u32, services: &[&str], ends_in: i64| Grant {
+            id: i64::from(i),
+            address: if i.is_multiple_of(3) {
+                IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, (i % 50) as u16])
+            } else {
+                IpAddr::from([10, 0, (i % 7) as u8, (i % 50) as u8])
+            },
+            services: services.iter().map(|s| s.to_string()).collect(),
+            source: Source::Admin,
+            who: String::new(),
+            note: String::new(),
+            created: now.wall,
+            expires: now.wall + ends_in,
+            hold_until: None,
+            node: String::new(),
+        };
+        let grants: Vec<Grant> = (0..400u32)
+            .map(|i| match i % 4 {
+                0 => grant(i, &["sip"], 60_000 + i64::from(i)),
+                1 => grant(i, &["sip", "rtp"], 90_000 - i64::from(i)),
+                2 => grant(i, &["gone", "rtp"], 30_000),
+                _ => grant(i, &["rtp"], 120_000 + i64::from(i % 11)),
+            })
+            .collect();
+        let bans: Vec<Ban> = (0..20u8)
+            .map(|i| Ban {
+                address: IpAddr::from([192, 0, 2, i]),
+                reason: String::new(),
+                created: now.wall,
+                expires: now.wall + 3_600_000,
+            })
+            .collect();
+        let built = Desired::build(&layout, &grants, &bans, &mut Clock::default(), now);
+        let mut g = Gather::new(&layout);
+        for b in &bans {
+            g.ban(b.address, b.expires);
+        }
+        for gr in &grants {
+            g.grant(gr.address, gr.services.iter().map(String::as_str), gr.end());
+        }
+        let gathered = g.finish();
+        assert_eq!(gathered, built);
+        assert!(built.len() > 100);
+    }
+}
