@@ -451,3 +451,29 @@ fn one_write_ends_extends_and_inserts_an_owner_s_grants() {
         1
     );
 }
+
+/// The live grants are read in chunks: every live one exactly once, however many chunks, and
+/// none that has ended.
+#[test]
+fn every_live_grant_is_read_once_across_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("store.db")).unwrap();
+    let new: Vec<NewGrant> = (0..10_000u32)
+        .map(|i| {
+            let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            // Every seventh has ended by the time of the read.
+            grant(&ip.to_string(), &["sip"], if i % 7 == 0 { 1_500 } else { 9_000 })
+        })
+        .collect();
+    s.insert_grants(&new, 1_000).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rows = 0;
+    s.for_each_live(2_000, |ip, services, end| {
+        assert_eq!((services, end), ("sip", 9_000));
+        seen.insert(ip);
+        rows += 1;
+    })
+    .unwrap();
+    let live = (0..10_000u32).filter(|i| i % 7 != 0).count();
+    assert_eq!((rows, seen.len()), (live, live));
+}
