@@ -370,9 +370,19 @@ pub fn done_errno(m: &Msg<'_>) -> i32 {
     }
 }
 
-/// Calls `each(address, whether it ends an interval)` for every element in one set-element
-/// dump message of an interval set; keys not 4 or 16 bytes long are skipped.
-pub fn for_each_bound(m: &Msg<'_>, mut each: impl FnMut(IpAddr, bool)) {
+/// One element of a set-element dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub addr: IpAddr,
+    /// Milliseconds until the kernel drops it (`None`: no timeout).
+    pub left: Option<u64>,
+    /// In an interval set: it is the first address after an interval, not the start of one.
+    pub interval_end: bool,
+}
+
+/// Calls `each` for every element in one set-element dump message. Keys of any length but 4
+/// or 16 bytes (not an address set) are skipped.
+pub fn for_each_element(m: &Msg<'_>, mut each: impl FnMut(Seen)) {
     let Some(body) = m.payload.get(NFGENMSG_LEN..) else {
         return;
     };
@@ -384,18 +394,26 @@ pub fn for_each_bound(m: &Msg<'_>, mut each: impl FnMut(IpAddr, bool)) {
             if kind != NFTA_LIST_ELEM {
                 continue;
             }
-            let (mut addr, mut end) = (None, false);
+            let (mut addr, mut left, mut interval_end) = (None, None, false);
             for (kind, v) in attrs(elem) {
                 match kind {
                     NFTA_SET_ELEM_KEY => addr = key_addr(v),
+                    NFTA_SET_ELEM_EXPIRATION if v.len() == 8 => {
+                        left = Some(u64::from_be_bytes(v.try_into().unwrap()));
+                    }
                     NFTA_SET_ELEM_FLAGS if v.len() == 4 => {
-                        end = u32::from_be_bytes(v.try_into().unwrap()) & NFT_SET_ELEM_INTERVAL_END != 0
+                        interval_end =
+                            u32::from_be_bytes(v.try_into().unwrap()) & NFT_SET_ELEM_INTERVAL_END != 0
                     }
                     _ => {}
                 }
             }
-            if let Some(a) = addr {
-                each(a, end);
+            if let Some(addr) = addr {
+                each(Seen {
+                    addr,
+                    left,
+                    interval_end,
+                });
             }
         }
     }
@@ -410,48 +428,6 @@ fn key_addr(v: &[u8]) -> Option<IpAddr> {
             16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).unwrap())),
             _ => None,
         })
-}
-
-/// Calls `each(address, ms left)` for every element in one set-element dump message.
-/// Keys of any length but 4 or 16 bytes (not an address set) are skipped.
-pub fn for_each_element(m: &Msg<'_>, mut each: impl FnMut(IpAddr, Option<u64>)) {
-    let Some(body) = m.payload.get(NFGENMSG_LEN..) else {
-        return;
-    };
-    for (kind, list) in attrs(body) {
-        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
-            continue;
-        }
-        for (kind, elem) in attrs(list) {
-            if kind != NFTA_LIST_ELEM {
-                continue;
-            }
-            let mut addr = None;
-            let mut left = None;
-            for (kind, v) in attrs(elem) {
-                match kind {
-                    NFTA_SET_ELEM_KEY => {
-                        for (kind, key) in attrs(v) {
-                            if kind == NFTA_DATA_VALUE {
-                                addr = match key.len() {
-                                    4 => Some(IpAddr::from(<[u8; 4]>::try_from(key).unwrap())),
-                                    16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).unwrap())),
-                                    _ => None,
-                                };
-                            }
-                        }
-                    }
-                    NFTA_SET_ELEM_EXPIRATION if v.len() == 8 => {
-                        left = Some(u64::from_be_bytes(v.try_into().unwrap()));
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(a) = addr {
-                each(a, left);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -585,7 +561,7 @@ mod tests {
             payload: &payload,
         };
         let mut got = Vec::new();
-        for_each_element(&m, |a, left| got.push((a, left)));
+        for_each_element(&m, |e| got.push((e.addr, e.left)));
         assert_eq!(
             got,
             vec![

@@ -384,37 +384,11 @@ impl Netlink {
     /// An address seen twice therefore means the listing is not whole: it is tried again after
     /// a short wait (as is one a concurrent change interrupted), so this may sleep some 150 ms.
     pub fn list_set(&mut self, table: &str, set: &str) -> Result<Option<SetListing>, NftError> {
-        self.ready()?;
-        let fail = |e: String| kernel(format!("cannot list set {set} of table inet {table}: {e}"));
-        let mut elems = Vec::new();
-        for attempt in 0..DUMP_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(DUMP_RETRY_WAIT * (1 << (attempt - 1)));
-            }
-            elems.clear();
-            let end = self
-                .dump(
-                    |out, seq| codec::get_set_elements(out, seq, table, set),
-                    |m| {
-                        if m.kind == codec::NEWSETELEM_TYPE {
-                            codec::for_each_element(m, |a, left| elems.push((a, left)))
-                        }
-                    },
-                )
-                .map_err(fail)?;
-            match end {
-                Dumped::Missing => return Ok(None),
-                Dumped::Interrupted => continue,
-                Dumped::Whole => {}
-            }
+        self.list_elements(table, set, |seen| {
+            let mut elems: SetListing = seen.iter().map(|e| (e.addr, e.left)).collect();
             elems.sort_unstable_by_key(|e| e.0);
-            if elems.windows(2).all(|w| w[0].0 != w[1].0) {
-                return Ok(Some(elems));
-            }
-        }
-        Err(fail(format!(
-            "the set changed or was resized during each of {DUMP_TRIES} listings"
-        )))
+            elems.windows(2).all(|w| w[0].0 != w[1].0).then_some(elems)
+        })
     }
 
     /// An interval set's networks (trusted, standing), in order; `Ok(None)` when the table or
@@ -422,19 +396,35 @@ impl Netlink {
     /// the first address after it (none when it runs to the top of the address space); each
     /// interval is told back as the prefixes that cover it exactly.
     pub fn list_intervals(&mut self, table: &str, set: &str) -> Result<Option<Vec<Net>>, NftError> {
+        self.list_elements(table, set, |seen| {
+            Some(intervals::prefixes(
+                seen.iter().map(|e| (e.addr, e.interval_end)).collect(),
+            ))
+        })
+    }
+
+    /// Dumps one set's elements and makes them into `T`; tried again after a short wait when a
+    /// change interrupted the dump or `make` finds the listing not whole (`None`).
+    fn list_elements<T>(
+        &mut self,
+        table: &str,
+        set: &str,
+        make: impl Fn(&[codec::Seen]) -> Option<T>,
+    ) -> Result<Option<T>, NftError> {
         self.ready()?;
         let fail = |e: String| kernel(format!("cannot list set {set} of table inet {table}: {e}"));
+        let mut seen = Vec::new();
         for attempt in 0..DUMP_TRIES {
             if attempt > 0 {
                 std::thread::sleep(DUMP_RETRY_WAIT * (1 << (attempt - 1)));
             }
-            let mut bounds = Vec::new();
+            seen.clear();
             let end = self
                 .dump(
                     |out, seq| codec::get_set_elements(out, seq, table, set),
                     |m| {
                         if m.kind == codec::NEWSETELEM_TYPE {
-                            codec::for_each_bound(m, |a, end| bounds.push((a, end)))
+                            codec::for_each_element(m, |e| seen.push(e))
                         }
                     },
                 )
@@ -442,11 +432,15 @@ impl Netlink {
             match end {
                 Dumped::Missing => return Ok(None),
                 Dumped::Interrupted => continue,
-                Dumped::Whole => return Ok(Some(intervals::prefixes(bounds))),
+                Dumped::Whole => {
+                    if let Some(t) = make(&seen) {
+                        return Ok(Some(t));
+                    }
+                }
             }
         }
         Err(fail(format!(
-            "the set changed during each of {DUMP_TRIES} listings"
+            "the set changed or was resized during each of {DUMP_TRIES} listings"
         )))
     }
 
