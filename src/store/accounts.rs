@@ -12,38 +12,37 @@ impl Store {
     /// Adds an account with its passcode tag. Fails if the name (or, by a one-in-10^12 chance, the
     /// tag) is taken.
     pub fn add_account(&mut self, a: &Account, tag: &[u8; 32]) -> Result<(), StoreError> {
-        self.conn.execute(
+        let mut stmt = self.conn.prepare_cached(
             "INSERT INTO accounts (name, tag, services, ttl_secs, endpoint, address_modes, disabled, created_ms, passcode_ms, callers, passcode_digits, keep_several)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                a.name,
-                &tag[..],
-                a.services.join(","),
-                a.ttl_secs as i64,
-                a.endpoint,
-                a.address_modes.join(","),
-                a.disabled,
-                a.created,
-                a.passcode_set,
-                a.callers.join(","),
-                a.passcode_digits.map(|d| d as i64),
-                a.keep_several
-            ],
         )?;
+        stmt.execute(params![
+            a.name,
+            &tag[..],
+            a.services.join(","),
+            a.ttl_secs as i64,
+            a.endpoint,
+            a.address_modes.join(","),
+            a.disabled,
+            a.created,
+            a.passcode_set,
+            a.callers.join(","),
+            a.passcode_digits.map(|d| d as i64),
+            a.keep_several
+        ])?;
         Ok(())
     }
 
     /// The account whose passcode has this tag. The caller compares tags again in constant time.
     pub fn account_by_tag(&self, tag: &[u8; 32]) -> Result<Option<(Account, [u8; 32])>, StoreError> {
         self.conn
-            .query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS}, tag FROM accounts WHERE tag = ?1"),
-                params![&tag[..]],
-                |r| {
-                    let stored: Vec<u8> = r.get(11)?;
-                    Ok((account_row(r)?, stored))
-                },
-            )
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS}, tag FROM accounts WHERE tag = ?1"
+            ))?
+            .query_row(params![&tag[..]], |r| {
+                let stored: Vec<u8> = r.get(11)?;
+                Ok((account_row(r)?, stored))
+            })
             .optional()?
             .map(|(a, t)| {
                 let tag: [u8; 32] = t
@@ -57,11 +56,8 @@ impl Store {
     pub fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"),
-                params![name],
-                account_row,
-            )
+            .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"))?
+            .query_row(params![name], account_row)
             .optional()?)
     }
 
@@ -81,10 +77,12 @@ impl Store {
         digits: usize,
         now: UnixMs,
     ) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE accounts SET tag = ?2, passcode_ms = ?3, passcode_digits = ?4 WHERE name = ?1",
-            params![name, &tag[..], now, digits as i64],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE accounts SET tag = ?2, passcode_ms = ?3, passcode_digits = ?4 WHERE name = ?1",
+            )?
+            .execute(params![name, &tag[..], now, digits as i64])?;
         Ok(n == 1)
     }
 
@@ -105,7 +103,10 @@ impl Store {
     /// A number that moves whenever another connection commits: what a reader keeps from the
     /// accounts stays right while it stays the same.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Every owner number any account lists (what `is_owner_number` looks for, all at once).
@@ -132,25 +133,26 @@ impl Store {
 
     /// Replaces an account's owner numbers; false if there is no such account.
     pub fn set_callers(&mut self, name: &str, callers: &[String]) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE accounts SET callers = ?2 WHERE name = ?1",
-            params![name, callers.join(",")],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached("UPDATE accounts SET callers = ?2 WHERE name = ?1")?
+            .execute(params![name, callers.join(",")])?;
         Ok(n == 1)
     }
 
     pub fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE accounts SET disabled = ?2 WHERE name = ?1",
-            params![name, disabled],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached("UPDATE accounts SET disabled = ?2 WHERE name = ?1")?
+            .execute(params![name, disabled])?;
         Ok(n == 1)
     }
 
     pub fn remove_account(&mut self, name: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .execute("DELETE FROM accounts WHERE name = ?1", params![name])?
+            .prepare_cached("DELETE FROM accounts WHERE name = ?1")?
+            .execute(params![name])?
             == 1)
     }
 }

@@ -48,21 +48,17 @@ impl Store {
 
     pub fn unban(&mut self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
         let ban = self.ban_of(address)?;
-        self.conn.execute(
-            "DELETE FROM bans WHERE address = ?1",
-            params![address.to_string()],
-        )?;
+        self.conn
+            .prepare_cached("DELETE FROM bans WHERE address = ?1")?
+            .execute(params![address.to_string()])?;
         Ok(ban)
     }
 
     /// `address`'s ban row (live or not yet pruned): one indexed lookup.
     pub fn ban_of(&self, address: IpAddr) -> Result<Option<Ban>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT address, reason, created_ms, expires_ms FROM bans WHERE address = ?1",
-                params![address.to_string()],
-                ban_row,
-            )
+            .prepare_cached("SELECT address, reason, created_ms, expires_ms FROM bans WHERE address = ?1")?
+            .query_row(params![address.to_string()], ban_row)
             .optional()?
             .transpose()
     }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use rusqlite::{params, Row, Transaction};
+use rusqlite::{params, Connection, Row};
 
 use super::{sql_limit, Store, StoreError, UnixMs};
 use crate::base::addr;
@@ -48,16 +48,17 @@ impl Store {
         for id in &w.remove {
             out.removed
                 .extend(query_grants(&tx, "WHERE id = ?1", params![id])?);
-            tx.execute("DELETE FROM grants WHERE id = ?1", params![id])?;
+            tx.prepare_cached("DELETE FROM grants WHERE id = ?1")?
+                .execute(params![id])?;
         }
         for (id, expires, services) in &w.extend {
             // Every right-hand side reads the row as it was: a hold still counts towards the end.
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE grants SET expires_ms = MAX(expires_ms, ?2), services = ?3,
                                    end_ms = MAX(expires_ms, ?2, COALESCE(hold_ms, 0))
                  WHERE id = ?1",
-                params![id, expires, services.join(",")],
-            )?;
+            )?
+            .execute(params![id, expires, services.join(",")])?;
             out.extended
                 .extend(query_grants(&tx, "WHERE id = ?1", params![id])?);
         }
@@ -97,33 +98,36 @@ impl Store {
     /// Live grants `who` was given through `source` (one account's or one knock profile's),
     /// oldest first.
     pub fn grants_of(&self, who: &str, source: Source, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
-        query_grants(
-            &tx,
-            "WHERE who = ?1 AND source = ?2 AND end_ms > ?3 ORDER BY id",
+        // Sorted here, not by ORDER BY: with it, SQLite compiles the statement again for every
+        // new holder bound to it, and this runs for each owned grant in a batch.
+        let mut out = query_grants(
+            &self.conn,
+            "WHERE who = ?1 AND source = ?2 AND end_ms > ?3",
             params![who, source.as_str(), now],
-        )
+        )?;
+        out.sort_unstable_by_key(|g| g.id);
+        Ok(out)
     }
 
     /// Removes every grant for `address`; returns what was removed.
     pub fn revoke(&mut self, address: IpAddr) -> Result<Vec<Grant>, StoreError> {
         let tx = self.conn.transaction()?;
         let removed = query_grants(&tx, "WHERE address = ?1", params![address.to_string()])?;
-        tx.execute(
-            "DELETE FROM grants WHERE address = ?1",
-            params![address.to_string()],
-        )?;
+        tx.prepare_cached("DELETE FROM grants WHERE address = ?1")?
+            .execute(params![address.to_string()])?;
         tx.commit()?;
         Ok(removed)
     }
 
     /// Holds every live grant for `address` open until at least `until` (a call is up).
     pub fn hold(&mut self, address: IpAddr, until: UnixMs, now: UnixMs) -> Result<usize, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE grants SET hold_ms = ?2, end_ms = MAX(expires_ms, ?2)
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE grants SET hold_ms = ?2, end_ms = MAX(expires_ms, ?2)
              WHERE address = ?1 AND end_ms > ?3",
-            params![address.to_string(), until, now],
-        )?;
+            )?
+            .execute(params![address.to_string(), until, now])?;
         Ok(n)
     }
 
@@ -136,31 +140,34 @@ impl Store {
         max_past: i64,
         now: UnixMs,
     ) -> Result<usize, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE grants SET hold_ms = MIN(?2, expires_ms + ?4),
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE grants SET hold_ms = MIN(?2, expires_ms + ?4),
                                end_ms = MAX(expires_ms, MIN(?2, expires_ms + ?4))
              WHERE address = ?1 AND end_ms > ?3",
-            params![address.to_string(), until, now, max_past],
-        )?;
+            )?
+            .execute(params![address.to_string(), until, now, max_past])?;
         Ok(n)
     }
 
     /// Drops the holds on `address`'s grants (its calls ended): each ends at its own expiry again,
     /// which may be past — the next prune removes those.
     pub fn release(&mut self, address: IpAddr) -> Result<usize, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE grants SET hold_ms = NULL, end_ms = expires_ms
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE grants SET hold_ms = NULL, end_ms = expires_ms
              WHERE address = ?1 AND hold_ms IS NOT NULL",
-            params![address.to_string()],
-        )?;
+            )?
+            .execute(params![address.to_string()])?;
         Ok(n)
     }
 
     /// Live grants for one address.
     pub fn grants_for(&self, address: IpAddr, now: UnixMs) -> Result<Vec<Grant>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
         query_grants(
-            &tx,
+            &self.conn,
             "WHERE address = ?1 AND end_ms > ?2",
             params![address.to_string(), now],
         )
@@ -173,9 +180,8 @@ impl Store {
 
     /// The `limit` live grants that end first (all, without one).
     pub fn first_live_grants(&self, now: UnixMs, limit: Option<usize>) -> Result<Vec<Grant>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
         query_grants(
-            &tx,
+            &self.conn,
             "WHERE end_ms > ?1 ORDER BY end_ms, id LIMIT ?2",
             params![now, sql_limit(limit)],
         )
@@ -227,11 +233,11 @@ impl Store {
 const LIVE_CHUNK: i64 = 4096;
 
 pub(super) fn query_grants(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     filter: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<Grant>, StoreError> {
-    let mut stmt = tx.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants {filter}"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants {filter}"))?;
     let rows = stmt.query_map(p, grant_row)?;
     let mut out = Vec::new();
     for r in rows {

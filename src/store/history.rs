@@ -132,7 +132,9 @@ impl EventLog {
     /// Deletes rows older than `before`; returns how many.
     pub fn prune(&self, before: UnixMs) -> Result<usize, StoreError> {
         match &self.db {
-            Db::Lite(c) => Ok(c.execute("DELETE FROM events WHERE time_ms < ?1", params![before])?),
+            Db::Lite(c) => Ok(c
+                .prepare_cached("DELETE FROM events WHERE time_ms < ?1")?
+                .execute(params![before])?),
             Db::Pg(p) => p.prune(before),
         }
     }
@@ -308,13 +310,13 @@ fn lite_connection(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open(path).map_err(open_err)?;
+    let mut conn = Connection::open(path).map_err(open_err)?;
     // History is not an access decision: a power cut may lose the last batch, never a grant
     // (that connection syncs every commit). A crash of the daemon alone loses nothing
     // committed, WAL or not.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+    super::schema::wait_when_busy(&mut conn).map_err(open_err)?;
     Ok(conn)
 }
 

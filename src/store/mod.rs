@@ -121,7 +121,8 @@ impl Store {
     pub fn prune(&mut self, now: UnixMs) -> Result<(Vec<Grant>, Vec<Ban>), StoreError> {
         let tx = self.conn.transaction()?;
         let grants = query_grants(&tx, "WHERE end_ms <= ?1", params![now])?;
-        tx.execute("DELETE FROM grants WHERE end_ms <= ?1", params![now])?;
+        tx.prepare_cached("DELETE FROM grants WHERE end_ms <= ?1")?
+            .execute(params![now])?;
         let bans = {
             let mut stmt = tx.prepare_cached(
                 "SELECT address, reason, created_ms, expires_ms FROM bans WHERE expires_ms <= ?1",
@@ -133,7 +134,8 @@ impl Store {
             }
             out
         };
-        tx.execute("DELETE FROM bans WHERE expires_ms <= ?1", params![now])?;
+        tx.prepare_cached("DELETE FROM bans WHERE expires_ms <= ?1")?
+            .execute(params![now])?;
         tx.commit()?;
         Ok((grants, bans))
     }
@@ -142,10 +144,12 @@ impl Store {
     pub fn next_end(&self) -> Result<Option<UnixMs>, StoreError> {
         let g: Option<i64> = self
             .conn
-            .query_row("SELECT MIN(end_ms) FROM grants", [], |r| r.get(0))?;
+            .prepare_cached("SELECT MIN(end_ms) FROM grants")?
+            .query_row([], |r| r.get(0))?;
         let b: Option<i64> = self
             .conn
-            .query_row("SELECT MIN(expires_ms) FROM bans", [], |r| r.get(0))?;
+            .prepare_cached("SELECT MIN(expires_ms) FROM bans")?
+            .query_row([], |r| r.get(0))?;
         Ok(match (g, b) {
             (Some(g), Some(b)) => Some(g.min(b)),
             (g, b) => g.or(b),
@@ -156,10 +160,12 @@ impl Store {
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let g: i64 = self
             .conn
-            .query_row("SELECT COUNT(*) FROM grants", [], |r| r.get(0))?;
+            .prepare_cached("SELECT COUNT(*) FROM grants")?
+            .query_row([], |r| r.get(0))?;
         let b: i64 = self
             .conn
-            .query_row("SELECT COUNT(*) FROM bans", [], |r| r.get(0))?;
+            .prepare_cached("SELECT COUNT(*) FROM bans")?
+            .query_row([], |r| r.get(0))?;
         Ok((g as u64, b as u64))
     }
 }

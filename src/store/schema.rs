@@ -1,6 +1,7 @@
 //! Opening the store: its file and directory made private, the schema, and upgrades of older stores.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
@@ -131,15 +132,15 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL with FULL sync: a commit is on disk before it returns, and a crash at any instant
         // leaves either the old or the new state, never a torn one.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        wait_when_busy(&mut conn).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
@@ -168,9 +169,9 @@ impl Store {
             source,
         };
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        let mut conn = Connection::open_with_flags(&self.path, flags).map_err(open_err)?;
+        wait_when_busy(&mut conn).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         Ok(Store {
             conn,
             path: self.path.clone(),
@@ -181,6 +182,51 @@ impl Store {
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
+}
+
+/// Statements a store connection keeps compiled. Every statement on the paths a request takes
+/// is prepared through the cache: parsing and planning it again cost more than running it,
+/// and SQLite's default of 16 is fewer than the engine and the DISA listener use between them.
+const STATEMENTS_KEPT: usize = 64;
+
+/// How long a connection waits for another's write before its own fails as busy.
+pub(super) const BUSY_LIMIT: Duration = Duration::from_secs(5);
+
+/// Makes `conn` wait, not fail, while another connection of this process writes: the engine,
+/// the history writer and the listeners' own tables share one file. SQLite's own wait sleeps
+/// 1, 2, 5, 10 ms and more between tries, so an engine commit that met a history batch slept
+/// far longer than the batch held the lock (a 500-call DISA burst queued behind such naps).
+/// Here the tries come every 50 µs at first, growing to 1 ms, for [`BUSY_LIMIT`] in all.
+pub(crate) fn wait_when_busy(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_handler(Some(try_again))
+}
+
+/// SQLite's busy handler: `tries` is how many times it has been called for this wait.
+fn try_again(tries: i32) -> bool {
+    let pause = busy_pause(tries);
+    if busy_waited(tries) >= BUSY_LIMIT {
+        return false;
+    }
+    std::thread::sleep(pause);
+    true
+}
+
+/// The pause before try `tries + 1`: 50 µs for the first 20, 250 µs up to 100, then 1 ms.
+pub(super) fn busy_pause(tries: i32) -> Duration {
+    match tries {
+        ..20 => Duration::from_micros(50),
+        20..100 => Duration::from_micros(250),
+        _ => Duration::from_millis(1),
+    }
+}
+
+/// The time slept over the first `tries` pauses.
+pub(super) fn busy_waited(tries: i32) -> Duration {
+    let t = tries.max(0) as u32;
+    let fine = t.min(20);
+    let mid = t.clamp(20, 100) - 20;
+    let coarse = t.saturating_sub(100);
+    Duration::from_micros(50) * fine + Duration::from_micros(250) * mid + Duration::from_millis(1) * coarse
 }
 
 /// Adds [`ADDED_COLUMNS`] that a store made by an older passknock lacks.

@@ -83,11 +83,10 @@ fn side_connection(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open(path).map_err(open_err)?;
+    let mut conn = Connection::open(path).map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(open_err)?;
+    super::schema::wait_when_busy(&mut conn).map_err(open_err)?;
     Ok(conn)
 }
 

@@ -477,3 +477,36 @@ fn every_live_grant_is_read_once_across_chunks() {
     let live = (0..10_000u32).filter(|i| i % 7 != 0).count();
     assert_eq!((rows, seen.len()), (live, live));
 }
+
+/// A commit that meets another connection's write waits for it and then goes through: the
+/// history writer and the listeners share the file with the engine.
+#[test]
+fn a_write_waits_for_another_connection_s_write_then_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut s = Store::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    tx.send(()).unwrap();
+    let written = s.insert_grants(&[grant("203.0.113.9", &["sip"], 5_000)], 1_000);
+    holder.join().unwrap();
+    assert_eq!(written.unwrap().len(), 1, "waited, not refused as busy");
+    assert_eq!(s.counts().unwrap(), (1, 0));
+}
+
+/// The busy wait tries often at first and gives up after its limit, not sooner or never.
+#[test]
+fn the_busy_wait_is_fine_at_first_and_bounded() {
+    use super::schema::{busy_pause, busy_waited, BUSY_LIMIT};
+    assert_eq!(busy_pause(0), std::time::Duration::from_micros(50));
+    assert!((1..6_000).all(|t| busy_waited(t) > busy_waited(t - 1)));
+    assert_eq!(busy_waited(3), std::time::Duration::from_micros(150));
+    let last = (0..i32::MAX).find(|&t| busy_waited(t) >= BUSY_LIMIT).unwrap();
+    assert!((5_000..5_200).contains(&last), "gives up after {last} tries");
+}
