@@ -1,6 +1,6 @@
 //! Grants: checking what is asked, writing a batch in one transaction, revoking.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -169,21 +169,23 @@ impl<R: Records, T: Table> Engine<R, T> {
     /// owner keeps several) marks the holder's others replaced. Later asks see earlier ones.
     fn shape_batch(&mut self, asks: Vec<BatchAsk>, now: Now) -> Vec<Slot> {
         let mut slots: Vec<Slot> = Vec::new();
-        // Holders whose live grants are loaded into `slots`.
-        let mut loaded: BTreeSet<String> = BTreeSet::new();
+        // Each holder whose live grants are loaded into `slots`, with the indices of its slots:
+        // an ask looks only at its own holder's, not at every slot of a 500-call burst.
+        let mut held: HashMap<String, Vec<usize>> = HashMap::new();
         for (actor, ask, beside, reply) in asks {
             let checked = self.check_grant(&ask, &actor, now.wall).and_then(|g| {
                 let Some(owner) = &ask.owner else {
                     return Ok((g, None));
                 };
                 let who = owner.holder.who();
-                if !loaded.contains(&who) {
+                if !held.contains_key(&who) {
                     let live = self
                         .store
                         .grants_of(&who, owner.holder.source(), now.wall)
                         .map_err(|e| grant_failed(&e))?;
-                    slots.extend(live.into_iter().map(|g| Slot::existing(g, &who)));
-                    loaded.insert(who.clone());
+                    let first = slots.len();
+                    slots.extend(live.into_iter().map(Slot::existing));
+                    held.insert(who.clone(), (first..slots.len()).collect());
                 }
                 // The holder's grants are found by these two, so they come from the holder.
                 let g = NewGrant {
@@ -208,22 +210,27 @@ impl<R: Records, T: Table> Engine<R, T> {
                 }
             };
             let Some((who, replace)) = owner else {
-                slots.push(Slot::new(g, None, reply));
+                slots.push(Slot::new(g, reply));
                 continue;
             };
             let address = g.address;
-            match slots
-                .iter_mut()
-                .find(|s| s.standing_for(&who) && s.grant.address == address)
+            let mine = held.get_mut(&who).expect("loaded above");
+            match mine
+                .iter()
+                .find(|&&k| slots[k].standing() && slots[k].grant.address == address)
             {
-                Some(s) => s.extend(g, reply),
-                None => slots.push(Slot::new(g, Some(who.clone()), reply)),
+                Some(&k) => slots[k].extend(g, reply),
+                None => {
+                    mine.push(slots.len());
+                    slots.push(Slot::new(g, reply));
+                }
             }
             if replace {
-                for s in slots.iter_mut().filter(|s| {
-                    s.standing_for(&who) && s.grant.address != address && Some(s.grant.address) != beside
-                }) {
-                    s.replaced_by = Some(address);
+                for &k in mine.iter() {
+                    let s = &mut slots[k];
+                    if s.standing() && s.grant.address != address && Some(s.grant.address) != beside {
+                        s.replaced_by = Some(address);
+                    }
                 }
             }
         }
@@ -292,25 +299,22 @@ struct Slot {
     grant: NewGrant,
     /// The stored row, as it was before this batch.
     row: Option<Grant>,
-    /// The holder's `who`, for an owned grant.
-    owner: Option<String>,
     replies: Vec<Reply<Granted>>,
     /// The address whose new grant ends this one.
     replaced_by: Option<IpAddr>,
 }
 
 impl Slot {
-    fn new(grant: NewGrant, owner: Option<String>, reply: Reply<Granted>) -> Slot {
+    fn new(grant: NewGrant, reply: Reply<Granted>) -> Slot {
         Slot {
             grant,
             row: None,
-            owner,
             replies: vec![reply],
             replaced_by: None,
         }
     }
 
-    fn existing(row: Grant, who: &str) -> Slot {
+    fn existing(row: Grant) -> Slot {
         Slot {
             grant: NewGrant {
                 address: row.address,
@@ -321,15 +325,14 @@ impl Slot {
                 expires: row.expires,
             },
             row: Some(row),
-            owner: Some(who.to_string()),
             replies: Vec::new(),
             replaced_by: None,
         }
     }
 
-    /// Whether this is `who`'s grant and nothing replaced it.
-    fn standing_for(&self, who: &str) -> bool {
-        self.owner.as_deref() == Some(who) && self.replaced_by.is_none()
+    /// Whether nothing replaced this grant.
+    fn standing(&self) -> bool {
+        self.replaced_by.is_none()
     }
 
     /// Another ask from the same address: the grant lasts to the later end and opens what the
