@@ -66,6 +66,9 @@ impl Records for FakeStore {
     }
 
     fn write_grants(&mut self, w: &GrantWrite, now: UnixMs) -> Result<GrantsWritten, StoreError> {
+        if self.down {
+            return Err(StoreError::BadRow("the store is away (told to be)".into()));
+        }
         self.write();
         let mut out = GrantsWritten::default();
         for id in &w.remove {

@@ -356,8 +356,9 @@ impl<R: Records, T: Table> Engine<R, T> {
                 observe_arrivals(&mut arrivals);
             }
             if !grants.is_empty() {
-                self.grant_batch(std::mem::take(&mut grants), now);
-                observe_arrivals(&mut arrivals);
+                self.grant_batch(std::mem::take(&mut grants), now, || {
+                    observe_arrivals(&mut arrivals)
+                });
             }
             match command {
                 Command::Grant(..) | Command::GrantBeside(..) | Command::GrantOnAuth(..) => {
@@ -397,7 +398,7 @@ impl<R: Records, T: Table> Engine<R, T> {
             self.ban_batch(bans, now);
         }
         if !grants.is_empty() {
-            self.grant_batch(grants, now);
+            self.grant_batch(grants, now, || observe_arrivals(&mut arrivals));
         }
         // Every grant batch has run, so every answer is in its channel.
         for (mut rx, reply) in earned {

@@ -20,6 +20,45 @@ pub struct GrantWrite {
     pub insert: Vec<NewGrant>,
 }
 
+impl GrantWrite {
+    /// `live`, the live grants the store has at `address`, as they are once this write lands at
+    /// `now`: the engine opens the table to this before the write's commit, so an element waits
+    /// on nothing but the kernel. Mirrors [`Store::write_grants`]: ended rows go, an extension
+    /// keeps the later expiry and takes the new services (a hold still counts), new rows join.
+    /// A new row's id is 0 until the store gives it one.
+    pub fn applied_to(&self, address: IpAddr, live: &[Grant], now: UnixMs) -> Vec<Grant> {
+        let mut out: Vec<Grant> = live
+            .iter()
+            .filter(|g| !self.remove.contains(&g.id))
+            .cloned()
+            .collect();
+        for (id, expires, services) in &self.extend {
+            if let Some(g) = out.iter_mut().find(|g| g.id == *id) {
+                g.expires = g.expires.max(*expires);
+                g.services = services.clone();
+            }
+        }
+        out.extend(
+            self.insert
+                .iter()
+                .filter(|g| g.address == address)
+                .map(|g| Grant {
+                    id: 0,
+                    address,
+                    services: g.services.clone(),
+                    source: g.source,
+                    who: g.who.clone(),
+                    note: g.note.clone(),
+                    created: now,
+                    expires: g.expires,
+                    hold_until: None,
+                    node: String::new(),
+                }),
+        );
+        out
+    }
+}
+
 /// What a [`GrantWrite`] did, each list in the order it was asked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GrantsWritten {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::schema::SCHEMA_VERSION;
 use super::*;
-use crate::model::{Account, NewGrant, Source};
+use crate::model::{Account, Grant, NewGrant, Source};
 use crate::rules::limiter::{Key, Record};
 
 /// The SQLite store at `path`, as the side tables open it.
@@ -509,4 +509,48 @@ fn the_busy_wait_is_fine_at_first_and_bounded() {
     assert_eq!(busy_waited(3), std::time::Duration::from_micros(150));
     let last = (0..i32::MAX).find(|&t| busy_waited(t) >= BUSY_LIMIT).unwrap();
     assert!((5_000..5_200).contains(&last), "gives up after {last} tries");
+}
+
+/// What the engine opens before a write's commit is what the write leaves: `applied_to` of the
+/// rows before equals the rows after, address by address (a new row's id aside).
+#[test]
+fn a_write_applied_in_memory_matches_the_store_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("store.db")).unwrap();
+    let mine = |addr: &str, expires| NewGrant {
+        source: Source::Disa,
+        who: "account:alice".into(),
+        ..grant(addr, &["sip"], expires)
+    };
+    let old = s
+        .insert_grants(
+            &[
+                mine("203.0.113.1", 5_000),
+                mine("203.0.113.2", 9_000),
+                grant("203.0.113.1", &["rtp"], 4_000),
+            ],
+            1_000,
+        )
+        .unwrap();
+    s.hold(old[1].address, 12_000, 1_000).unwrap();
+    let w = GrantWrite {
+        remove: vec![old[0].id],
+        // A shorter expiry than the row's: the row keeps its own; the services are the new ones.
+        extend: vec![(old[1].id, 7_000, vec!["sip".into(), "rtp".into()])],
+        insert: vec![mine("203.0.113.3", 6_000), grant("203.0.113.1", &["sip"], 8_000)],
+    };
+    let addrs: Vec<IpAddr> = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let before: Vec<Vec<Grant>> = addrs.iter().map(|a| s.grants_for(*a, 2_000).unwrap()).collect();
+    s.write_grants(&w, 2_000).unwrap();
+    for (a, before) in addrs.iter().zip(before) {
+        let key = |g: &Grant| (g.who.clone(), g.services.clone(), g.expires, g.end(), g.created);
+        let mut want: Vec<_> = w.applied_to(*a, &before, 2_000).iter().map(key).collect();
+        let mut got: Vec<_> = s.grants_for(*a, 2_000).unwrap().iter().map(key).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(want, got, "at {a}");
+    }
 }

@@ -252,3 +252,27 @@ fn a_dual_stack_pair_spares_its_twin_and_replaces_the_rest_in_a_batch_or_apart()
     assert_eq!(now, [ip(B), ip(V6_NEW)]);
     assert!(!rig.table().has(ip(A)) && !rig.table().has(ip(V6)));
 }
+
+/// The table is opened before the store writes; when the store then refuses, the table is put
+/// back as the store has it: the new address closed, the replaced grant's elements back, an
+/// extension's longer end undone.
+#[test]
+fn a_write_the_store_refuses_is_taken_back_out_of_the_table() {
+    let mut rig = Rig::new();
+    rig.owned(0, owned(A, laptop(), true, None)).unwrap();
+    let before = rig.ends(A);
+    rig.engine.store.down = true;
+    let nft0 = rig.table().batches;
+    let e = refused(rig.owned(MIN, owned(B, laptop(), true, None)));
+    assert!(e.contains("told to be"), "{e}");
+    assert_eq!(rig.table().batches - nft0, 2, "opened, then taken back");
+    assert!(!rig.table().has(ip(B)), "B closed again");
+    assert_eq!(rig.ends(A), before, "A's elements back as they were");
+    // An extension from the same address: its longer end is undone too.
+    let e = refused(rig.owned(MIN, owned(A, laptop(), true, Some("3h"))));
+    assert!(e.contains("told to be"), "{e}");
+    assert_eq!(rig.ends(A), before);
+    rig.engine.store.down = false;
+    rig.owned(2 * MIN, owned(B, laptop(), true, None)).unwrap();
+    assert!(rig.table().has(ip(B)) && !rig.table().has(ip(A)));
+}
