@@ -85,18 +85,7 @@ impl Records for FakeStore {
         }
         for g in &w.insert {
             self.next_id += 1;
-            let grant = Grant {
-                id: self.next_id,
-                address: g.address,
-                services: g.services.clone(),
-                source: g.source,
-                who: g.who.clone(),
-                note: g.note.clone(),
-                created: now,
-                expires: g.expires,
-                hold_until: None,
-                node: String::new(),
-            };
+            let grant = g.stored(self.next_id, now, String::new());
             self.grants.push(grant.clone());
             out.inserted.push(grant);
         }

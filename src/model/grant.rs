@@ -50,6 +50,24 @@ pub struct NewGrant {
     pub expires: UnixMs,
 }
 
+impl NewGrant {
+    /// The grant as a store keeps it: row `id`, made at `created` by `node`, with no hold yet.
+    pub fn stored(&self, id: i64, created: UnixMs, node: String) -> Grant {
+        Grant {
+            id,
+            address: self.address,
+            services: self.services.clone(),
+            source: self.source,
+            who: self.who.clone(),
+            note: self.note.clone(),
+            created,
+            expires: self.expires,
+            hold_until: None,
+            node,
+        }
+    }
+}
+
 /// Access for one address to some services until `expires` (or `hold_until`, if later).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {

@@ -42,18 +42,7 @@ impl GrantWrite {
             self.insert
                 .iter()
                 .filter(|g| g.address == address)
-                .map(|g| Grant {
-                    id: 0,
-                    address,
-                    services: g.services.clone(),
-                    source: g.source,
-                    who: g.who.clone(),
-                    note: g.note.clone(),
-                    created: now,
-                    expires: g.expires,
-                    hold_until: None,
-                    node: String::new(),
-                }),
+                .map(|g| g.stored(0, now, String::new())),
         );
         out
     }
@@ -116,18 +105,8 @@ impl Store {
                     now,
                     g.expires
                 ])?;
-                out.inserted.push(Grant {
-                    id: tx.last_insert_rowid(),
-                    address: g.address,
-                    services: g.services.clone(),
-                    source: g.source,
-                    who: g.who.clone(),
-                    note: g.note.clone(),
-                    created: now,
-                    expires: g.expires,
-                    hold_until: None,
-                    node: String::new(),
-                });
+                out.inserted
+                    .push(g.stored(tx.last_insert_rowid(), now, String::new()));
             }
         }
         tx.commit()?;

@@ -94,18 +94,7 @@ impl PgStore {
                 .insert
                 .iter()
                 .zip(ids)
-                .map(|(g, id)| Grant {
-                    id,
-                    address: g.address,
-                    services: g.services.clone(),
-                    source: g.source,
-                    who: g.who.clone(),
-                    note: g.note.clone(),
-                    created: now,
-                    expires: g.expires,
-                    hold_until: None,
-                    node: node.clone(),
-                })
+                .map(|(g, id)| g.stored(id, now, node.clone()))
                 .collect(),
         })
     }
