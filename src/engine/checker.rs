@@ -4,13 +4,14 @@
 //! drops from a fix every address it changed while the pass ran, since its own change put that
 //! address right after the pass had looked.
 
+use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::command::{Reply, TableStatus};
 use super::ports::{LiveRead, Readback};
-use crate::base::clock::{Clock, Now};
+use crate::base::clock::{Clock, Now, UnixMs};
 use crate::base::lock::lock;
 use crate::config::Config;
 use crate::nft::desired::Gather;
@@ -177,8 +178,11 @@ fn repair(
     })
 }
 
-/// The whole table the store wants at `now`. The clock is shared with the engine and taken for
-/// 256 rows at a time, so a grant on the engine's thread never waits for more than those.
+/// The whole table the store wants at `now`. The clock is shared with the engine: the rows are
+/// read from the store without it, [`CLOCK_ROWS`] at a time, and the clock is taken only to work
+/// out their ends. Held while the rows were read (a chunk at a time), it was given back and taken
+/// again between two rows, before the engine woken for it could run: a grant waited out the whole
+/// listing, 37 ms on this box.
 pub fn desired(
     reader: &dyn LiveRead,
     layout: &Layout,
@@ -195,19 +199,33 @@ pub fn desired(
             }
         }
     }
-    // The clock is taken for a few hundred rows at a time.
-    let mut held = None;
-    let mut rows = 0u32;
-    reader.for_each_live(now.wall, &mut |ip, services, end| {
-        let c = held.get_or_insert_with(|| lock(clock));
-        if let Some(end) = c.end(ip, end, now) {
-            out.grant(ip, services.split(','), end);
+    // Each distinct list of services once (a table has a handful); rows point into it.
+    let mut lists: Vec<String> = Vec::new();
+    let mut rows: Vec<(IpAddr, usize, UnixMs)> = Vec::with_capacity(CLOCK_ROWS);
+    let mut ends = |rows: &mut Vec<(IpAddr, usize, UnixMs)>, lists: &[String]| {
+        let mut clock = lock(clock);
+        for (ip, list, end) in rows.drain(..) {
+            if let Some(end) = clock.end(ip, end, now) {
+                out.grant(ip, lists[list].split(','), end);
+            }
         }
-        rows += 1;
-        if rows.is_multiple_of(256) {
-            held = None;
+    };
+    reader.for_each_live(now.wall, &mut |ip, services, end| {
+        let list = match lists.iter().position(|l| l == services) {
+            Some(i) => i,
+            None => {
+                lists.push(services.to_string());
+                lists.len() - 1
+            }
+        };
+        rows.push((ip, list, end));
+        if rows.len() == CLOCK_ROWS {
+            ends(&mut rows, &lists);
         }
     })?;
-    drop(held);
+    ends(&mut rows, &lists);
     Ok(out.finish())
 }
+
+/// Rows whose ends are worked out under one taking of the shared clock.
+const CLOCK_ROWS: usize = 256;

@@ -147,3 +147,48 @@ fn bans_and_grants_in_one_queue_keep_their_order() {
     answer(u).unwrap();
     assert!(rig.store().bans.is_empty());
 }
+
+/// A store of `n` live grants that, before it hands over each row, asks whether the engine could
+/// take the clock now.
+struct Watching<'c> {
+    n: u32,
+    clock: &'c std::sync::Mutex<crate::base::clock::Clock>,
+    held: std::cell::Cell<u32>,
+}
+
+impl crate::engine::ports::LiveRead for Watching<'_> {
+    fn for_each_live(
+        &self,
+        now: UnixMs,
+        f: &mut dyn FnMut(IpAddr, &str, UnixMs),
+    ) -> Result<(), crate::store::StoreError> {
+        for i in 0..self.n {
+            if self.clock.try_lock().is_err() {
+                self.held.set(self.held.get() + 1);
+            }
+            let ip = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+            f(ip, "sip,rtp", now + HOUR);
+        }
+        Ok(())
+    }
+
+    fn live_bans(&self, _: UnixMs) -> Result<Vec<crate::model::Ban>, crate::store::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn the_read_back_never_holds_the_engine_s_clock_while_it_reads_the_store() {
+    let rig = Rig::new();
+    let clock = rig.engine.clock();
+    let store = Watching {
+        n: 3000,
+        clock: &clock,
+        held: 0.into(),
+    };
+    let layout = crate::nft::Layout::from_config(&rig.engine.config);
+    let wanted = checker::desired(&store, &layout, &clock, rig.at(0)).unwrap();
+    assert_eq!(store.held.get(), 0, "rows read with the clock taken");
+    // Every row is there all the same, in both its services' sets.
+    assert_eq!(wanted.len(), 6000);
+}
