@@ -89,10 +89,7 @@ impl Call {
                 Ok(0) => panic!("DISA session {} closed early", self.i),
                 Ok(n) => self.read.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if self.stage == Stage::Heard => {
-                    let _ = e;
-                    return;
-                }
+                Err(_) if self.stage == Stage::Heard => return,
                 Err(e) => panic!("DISA session {}: read: {e}", self.i),
             }
         }
