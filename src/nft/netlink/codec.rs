@@ -235,15 +235,7 @@ impl<'b> Writer<'b> {
 
 /// A dump request for one set's elements.
 pub fn get_set_elements(out: &mut Vec<u8>, seq: u32, table: &str, set: &str) {
-    out.clear();
-    nlmsghdr(
-        out,
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-    );
-    nfgenmsg(out, NFPROTO_INET, 0);
-    attr_str(out, NFTA_SET_ELEM_LIST_TABLE, table);
+    dump_request(out, seq, NFT_MSG_GETSETELEM, NFTA_SET_ELEM_LIST_TABLE, table);
     attr_str(out, NFTA_SET_ELEM_LIST_SET, set);
     let len = out.len() as u32;
     put_u32(out, 0, len);
