@@ -234,7 +234,7 @@ fn main() {
         (None, None) => Cell::ms(None),
     };
     type Row = (&'static str, &'static str, fn(&Figures) -> Cell);
-    let rows: [Row; 16] = [
+    let rows: [Row; 18] = [
         ("1. request→kernel p50 (histogram)", "", |f| {
             Cell::bucket(&f.r2k, 0.5)
         }),
@@ -265,8 +265,14 @@ fn main() {
         ("6. grant round trip, no reconcile: max", "", |f| {
             Cell::ms(f.rt_quiet.max())
         }),
+        ("6. grant round trip, no reconcile: p99", "", |f| {
+            Cell::ms(f.rt_quiet.q(0.99))
+        }),
         ("6. grant round trip, reconciles running: max", "", |f| {
             Cell::ms(f.rt_busy.max())
+        }),
+        ("6. grant round trip, reconciles running: p99", "", |f| {
+            Cell::ms(f.rt_busy.q(0.99))
         }),
         ("6. grants made while reconciles ran (n)", "", |f| {
             Cell::text(None, f.rt_busy.len().to_string())
