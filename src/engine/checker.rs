@@ -180,9 +180,8 @@ fn repair(
 
 /// The whole table the store wants at `now`. The clock is shared with the engine: the rows are
 /// read from the store without it, [`CLOCK_ROWS`] at a time, and the clock is taken only to work
-/// out their ends. Held while the rows were read (a chunk at a time), it was given back and taken
-/// again between two rows, before the engine woken for it could run: a grant waited out the whole
-/// listing, 37 ms on this box.
+/// out their ends. Held while rows are read, it would be given back and taken again between two
+/// rows before the engine woken for it could run, and a grant would wait out the whole listing.
 pub fn desired(
     reader: &dyn LiveRead,
     layout: &Layout,

@@ -195,7 +195,8 @@ pub(super) const BUSY_LIMIT: Duration = Duration::from_secs(5);
 /// Makes `conn` wait, not fail, while another connection of this process writes: the engine,
 /// the history writer and the listeners' own tables share one file. SQLite's own wait sleeps
 /// 1, 2, 5, 10 ms and more between tries, so an engine commit that met a history batch would
-/// sleep far longer than the batch held the lock (no figure measured so far showed it). Here the tries come every 50 µs at first, growing to 1 ms, for [`BUSY_LIMIT`] in all.
+/// sleep far longer than the batch held the lock (no figure measured so far showed it). Here
+/// the tries come every 50 µs at first, growing to 1 ms, for [`BUSY_LIMIT`] in all.
 pub(crate) fn wait_when_busy(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.busy_handler(Some(try_again))
 }
