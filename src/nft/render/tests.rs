@@ -238,7 +238,8 @@ fn fingerprint_follows_the_capture() {
     assert_eq!(off.rules(), layout().with_sip_capture(None).rules());
 }
 
-/// The table as it was before the SIP doors: with both off, not a byte of it changes.
+/// The table as it was before the SIP doors: with both off, not a byte of it changes. (Pinned
+/// again when the timeout sets got their `gc-interval`.)
 #[test]
 fn the_doors_off_change_nothing() {
     let l = layout()
@@ -253,7 +254,7 @@ fn the_doors_off_change_nothing() {
     assert_eq!(l.fingerprint(), "6f0f5011e070068f");
     assert_eq!(
         (format!("{h:016x}"), json.len()),
-        ("ae3bc3aa7c6f025e".into(), 11606)
+        ("c1b60515f4454c9a".into(), 11708)
     );
     assert_eq!(l, l.clone().with_sip_door(None, None));
 }
@@ -400,4 +401,30 @@ fn the_doors_come_from_the_config_and_say_what_they_do() {
         !format!("{on:?}").contains("example"),
         "the names stay out of `{{:?}}`"
     );
+}
+
+/// Only the timeout sets are swept, and not every second: a sweep walks the whole set.
+#[test]
+fn timeout_sets_are_swept_once_a_minute() {
+    let l = layout();
+    let json: serde_json::Value =
+        serde_json::from_slice(&l.render_table_json(&Elements::new(), 0).unwrap()).unwrap();
+    let sets: Vec<&serde_json::Value> = json["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["add"]["set"].as_object().map(|_| &c["add"]["set"]))
+        .collect();
+    let mut timed = 0;
+    for set in &sets {
+        let timeout = set["flags"].as_array().unwrap().iter().any(|f| f == "timeout");
+        if timeout {
+            timed += 1;
+            assert_eq!(set["gc-interval"], GC_INTERVAL_SECS, "{set}");
+        } else {
+            assert!(set.get("gc-interval").is_none(), "{set}");
+        }
+    }
+    assert_eq!(timed, l.kernel_sets().len(), "{sets:?}");
+    const { assert!(GC_INTERVAL_SECS >= 60) };
 }
