@@ -203,7 +203,6 @@ impl<R: Records, T: Table> Engine<R, T> {
             }
             Err(e) => Err(e),
         };
-        give_back_memory();
         match &result {
             Ok(r) => {
                 match r {
@@ -238,15 +237,5 @@ impl<R: Records, T: Table> Engine<R, T> {
             self.kick_repair(now);
         }
         result
-    }
-}
-
-/// A reconcile of 100,000 grants builds tens of megabytes that are dropped right after; hand
-/// them back to the OS rather than keep the peak as the daemon's size for good.
-pub(super) fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
