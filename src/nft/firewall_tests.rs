@@ -45,7 +45,6 @@ fn firewall(path: ElementPath, netlink: Option<Netlink>) -> Firewall {
         ),
         path,
         netlink,
-        netlink_aux: None,
         fallback: None,
         shards: crate::config::Shards::Auto,
     }

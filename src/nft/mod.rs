@@ -23,7 +23,7 @@ use crate::base::clock::UnixMs;
 use crate::base::clock::{Clock, Now};
 use crate::config::{Config, ElementPath, Shards};
 use crate::model::{Ban, Grant};
-use netlink::{Netlink, SetListing};
+use netlink::Netlink;
 
 /// The elements the store wants: every live grant's services, every live ban (see [`Desired`]).
 pub fn desired<'a>(
@@ -74,8 +74,6 @@ pub struct Firewall {
     layout: Layout,
     path: ElementPath,
     netlink: Option<Netlink>,
-    /// A second socket, so the read-back lists two sets at once.
-    netlink_aux: Option<Netlink>,
     /// Why element changes go through `nft` although netlink is configured.
     fallback: Option<String>,
     /// `firewall.shards`: with `auto`, the layout keeps what [`Firewall::sized`] picked.
@@ -89,7 +87,6 @@ impl Firewall {
             layout: Layout::from_config(config),
             path: config.firewall.elements,
             netlink: None,
-            netlink_aux: None,
             fallback: None,
             shards: config.firewall.shards,
         };
@@ -108,7 +105,6 @@ impl Firewall {
 
     fn open_netlink(&mut self) {
         self.netlink = None;
-        self.netlink_aux = None;
         self.fallback = None;
         if self.path == ElementPath::Netlink {
             match Netlink::open() {
@@ -259,58 +255,29 @@ impl Firewall {
             }
         }
         // The kernel lists a set in pieces, walking it from the start for each: the time grows
-        // with the square of its size. Two sockets list the sets two at a time, one per core.
-        let names: Vec<String> = self
-            .layout
-            .kernel_sets()
-            .into_iter()
-            .map(|s| s.name)
-            .filter(|n| obs.sets.contains_key(n))
-            .collect();
-        if self.netlink_aux.is_none() {
-            self.netlink_aux = Netlink::open().ok();
-        }
-        let (mine, theirs): (Vec<_>, Vec<_>) = names.iter().enumerate().partition(|(i, _)| i % 2 == 0);
-        let list = |nl: &mut Netlink,
-                    sets: Vec<(usize, &String)>|
-         -> Result<Vec<(String, Option<SetListing>, u64)>, NftError> {
-            let mut out = Vec::new();
-            for (_, name) in sets {
-                let listing = nl.list_set(&table, name)?;
-                let lag = (crate::base::clock::now_ms() - now).max(0) as u64;
-                out.push((name.clone(), listing, lag));
+        // with the square of its size (hence the shards). One set at a time, on one core: a
+        // listing spread over both would leave none free, and a grant's threads woken meanwhile
+        // would wait for the scheduler's tick to get one back.
+        for set in self.layout.kernel_sets() {
+            if !obs.sets.contains_key(&set.name) {
+                continue;
             }
-            Ok(out)
-        };
-        let listed = match &mut self.netlink_aux {
-            Some(aux) => std::thread::scope(|s| {
-                let other = s.spawn(|| list(aux, theirs));
-                let first = list(nl, mine);
-                first.and_then(|first| Ok([first, join(other)?].concat()))
-            })?,
-            None => list(nl, mine.into_iter().chain(theirs).collect())?,
-        };
-        for (name, listing, lag) in listed {
-            match listing {
+            match nl.list_set(&table, &set.name)? {
                 Some(listing) => {
-                    if let Some(set) = obs.sets.get_mut(&name) {
-                        set.elems = listing
+                    let lag = (crate::base::clock::now_ms() - now).max(0) as u64;
+                    if let Some(found) = obs.sets.get_mut(&set.name) {
+                        found.elems = listing
                             .into_iter()
                             .map(|(ip, left)| (ip, left.map(|ms| ((ms + lag) / 1000) as i64)))
                             .collect();
                     }
                 }
                 // Gone between the two looks: the compare finds it missing and rebuilds.
-                None => drop(obs.sets.remove(&name)),
+                None => drop(obs.sets.remove(&set.name)),
             }
         }
         Ok(Some(obs))
     }
-}
-
-/// A scoped thread's result; its panic goes on in the caller.
-fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 impl Firewall {
