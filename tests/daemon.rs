@@ -229,6 +229,11 @@ fn reconcile_repairs_the_table() {
     assert!(d.nft(&["add", "table", "inet", "admins_own"]).status.success());
     std::thread::sleep(Duration::from_millis(1500));
     assert!(d.nft(&["list", "table", "inet", "admins_own"]).status.success());
+
+    // The kernel sweeps the timeout sets for expired elements once a minute, not every second.
+    let listed = d.nft(&["-j", "list", "set", "inet", "passknock", "allow_sip_v4"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("\"gc-interval\": 60"), "{listed}");
 }
 
 #[test]
