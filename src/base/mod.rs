@@ -1,5 +1,5 @@
 //! Values and their parsing, shared by every layer: addresses and networks, durations, clocks,
-//! defaults, poison-tolerant locks, admins' names and secrets.
+//! defaults, poison-tolerant locks, admins' names and secrets, the pacing of background work.
 
 pub mod addr;
 pub mod clock;
@@ -7,4 +7,5 @@ pub mod defaults;
 pub mod duration;
 pub mod lock;
 pub mod name;
+pub mod pace;
 pub mod secret;

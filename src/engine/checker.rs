@@ -86,6 +86,9 @@ pub fn serve<L: LiveRead, K: Readback>(
     asks: Receiver<PassRequest>,
     outcomes: Sender<PassOutcome>,
 ) {
+    // A pass is background work: it rests every half millisecond, so a thread woken meanwhile
+    // (the engine's, a client's) gets the core at once.
+    crate::base::pace::on();
     for req in asks {
         if let Some(outcome) = checker.pass(req) {
             if outcomes.send(outcome).is_err() {
@@ -223,6 +226,7 @@ pub fn desired(
         }
     };
     reader.for_each_live(now.wall, &mut |ip, services, end| {
+        crate::base::pace::breathe();
         let list = match lists.iter().position(|l| l == services) {
             Some(i) => i,
             None => {

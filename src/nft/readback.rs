@@ -255,6 +255,7 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
             addr: ip,
         };
         for (k, end) in want {
+            crate::base::pace::breathe();
             while let Some((ip, _)) = have.next_if(|(ip, _)| *ip < k.addr) {
                 changes.remove.push(unknown(ip));
             }
@@ -292,13 +293,15 @@ fn shards_listed(
     for i in 0..usize::from(layout.shards) {
         let name = layout.shard_set(logical, i);
         for (ip, left) in &obs.sets[&name].elems {
+            crate::base::pace::breathe();
             if layout.shard_of(*ip) != i {
                 return Err(format!("set {name} holds {ip}, which belongs to another shard"));
             }
             out.push((*ip, *left));
         }
     }
-    out.sort_unstable_by_key(|e| e.0);
+    // Runs, one per shard, each in order already: the stable sort merges them.
+    out.sort_by_key(|e| e.0);
     Ok(out)
 }
 

@@ -491,6 +491,7 @@ impl Netlink {
                     });
                 }
             };
+            crate::base::pace::breathe();
             for m in codec::messages(&self.buf[..n]) {
                 if m.seq != seq {
                     continue;
