@@ -135,6 +135,7 @@ pub async fn run(
         reader,
         kernel: kernel(),
         clock: engine.clock(),
+        heap: Default::default(),
     };
     // Filled once the knock listener runs: a reload then swaps its profiles in place.
     let knock_slot = crate::daemon::knock::KnockSlot::default();

@@ -57,20 +57,46 @@ pub struct Checker<L: LiveRead, K: Readback> {
     pub reader: L,
     pub kernel: K,
     pub clock: Arc<Mutex<Clock>>,
+    pub heap: Heap,
 }
 
 impl<L: LiveRead, K: Readback> Checker<L, K> {
     /// Runs one pass; a check answers its asker itself and gives the engine nothing.
     pub fn pass(&mut self, req: PassRequest) -> Option<PassOutcome> {
-        let outcome = pass(&self.reader, &mut self.kernel, &self.clock, req);
-        give_back_memory();
+        let (outcome, elements) = pass(&self.reader, &mut self.kernel, &self.clock, req);
+        if self.heap.after_pass(elements) {
+            give_back_memory();
+        }
         outcome
     }
 }
 
-/// A pass over 100,000 grants builds tens of megabytes that are dropped right after; they go
-/// back to the OS rather than keep the peak as the daemon's size for good. Done here, on the
-/// read-back's thread: on the engine's, the trim held a grant for up to 4 ms.
+/// The memory a pass builds (tens of megabytes for 100,000 grants) and drops. It is kept for the
+/// next pass, which needs as much again. Handed back after every pass, it was faulted in again by
+/// the next, and grants made meanwhile were held: the worst of figure 6's took 5-9 ms with the
+/// trim and 2-5 ms without (the trim's madvise calls hold the address space, which the daemon's
+/// other threads need to map memory). It goes back once the table has shrunk below half of what
+/// it was kept for.
+#[derive(Debug, Default)]
+pub struct Heap {
+    /// The most elements a pass has handled since memory last went back.
+    kept_for: usize,
+}
+
+impl Heap {
+    /// Takes a pass's element count; true when the memory kept should go back now.
+    pub fn after_pass(&mut self, elements: usize) -> bool {
+        if elements.saturating_mul(2) < self.kept_for {
+            self.kept_for = elements;
+            true
+        } else {
+            self.kept_for = self.kept_for.max(elements);
+            false
+        }
+    }
+}
+
+/// Hands the heap's free pages back to the OS.
 fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages.
@@ -104,15 +130,15 @@ pub struct Link {
     pub outcomes: Receiver<PassOutcome>,
 }
 
-/// One pass over `reader` and `kernel`. The kernel is read before the store: an element the
-/// engine adds in between is then wanted but unseen (set again, harmlessly), never seen but
-/// unwanted.
+/// One pass over `reader` and `kernel`, and how many elements the table held. The kernel is read
+/// before the store: an element the engine adds in between is then wanted but unseen (set again,
+/// harmlessly), never seen but unwanted.
 pub fn pass(
     reader: &dyn LiveRead,
     kernel: &mut dyn Readback,
     clock: &Mutex<Clock>,
     req: PassRequest,
-) -> Option<PassOutcome> {
+) -> (Option<PassOutcome>, usize) {
     kernel.reconfigure(&req.config);
     // The standing entries are the store's, like the grants: read with them.
     if let Ok((entries, names)) = reader.standing() {
@@ -148,18 +174,21 @@ pub fn pass(
                     status.sync_detail = e;
                 }
             }
+            let elements = status.elements;
             let _ = reply.send(Ok(*status));
-            None
+            (None, elements)
         }
         PassKind::Repair => {
             let result = repair(reader, kernel, clock, now);
             crate::observe::metrics::METRICS.sip_rate_drops(kernel.sip_rate_drops());
-            if let Ok((_, elements)) = &result {
-                crate::observe::metrics::METRICS.reconciled(started.elapsed(), *elements);
+            let elements = result.as_ref().map_or(0, |(_, n)| *n);
+            if result.is_ok() {
+                crate::observe::metrics::METRICS.reconciled(started.elapsed(), elements);
             }
-            Some(PassOutcome {
+            let outcome = PassOutcome {
                 result: result.map(|(c, _)| c),
-            })
+            };
+            (Some(outcome), elements)
         }
     }
 }

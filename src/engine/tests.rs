@@ -93,7 +93,7 @@ impl Rig {
         let e = &mut self.engine;
         while !e.passes.is_empty() {
             for req in std::mem::take(&mut e.passes) {
-                if let Some(outcome) = checker::pass(&e.store, &mut e.firewall, &e.clock, req) {
+                if let (Some(outcome), _) = checker::pass(&e.store, &mut e.firewall, &e.clock, req) {
                     let _ = e.checked(outcome, now);
                 }
             }

@@ -19,7 +19,9 @@ impl Rig {
         let e = &mut self.engine;
         let req = e.passes.pop().expect("a repair pass is due");
         assert!(e.passes.is_empty());
-        checker::pass(&e.store, &mut e.firewall, &e.clock, req).expect("a repair has an outcome")
+        checker::pass(&e.store, &mut e.firewall, &e.clock, req)
+            .0
+            .expect("a repair has an outcome")
     }
 
     fn outcome(&mut self, ms: i64, outcome: PassOutcome) -> Result<crate::nft::Reconciled, String> {
@@ -191,4 +193,17 @@ fn the_read_back_never_holds_the_engine_s_clock_while_it_reads_the_store() {
     assert_eq!(store.held.get(), 0, "rows read with the clock taken");
     // Every row is there all the same, in both its services' sets.
     assert_eq!(wanted.len(), 6000);
+}
+
+#[test]
+fn the_read_back_keeps_its_memory_for_the_next_pass_and_hands_it_back_when_the_table_shrinks() {
+    let mut heap = checker::Heap::default();
+    assert!(!heap.after_pass(200_000), "the first pass keeps what it built");
+    assert!(!heap.after_pass(200_000), "a pass as big again: kept");
+    assert!(!heap.after_pass(120_000), "somewhat smaller: kept");
+    assert!(heap.after_pass(90_000), "below half of 200,000: handed back");
+    assert!(!heap.after_pass(90_000), "kept for 90,000 now");
+    assert!(!heap.after_pass(300_000), "grown: kept for the bigger table");
+    assert!(heap.after_pass(0), "emptied");
+    assert!(!heap.after_pass(0));
 }
