@@ -64,7 +64,7 @@ impl<L: LiveRead, K: Readback> Checker<L, K> {
     /// Runs one pass; a check answers its asker itself and gives the engine nothing.
     pub fn pass(&mut self, req: PassRequest) -> Option<PassOutcome> {
         let (outcome, elements) = pass(&self.reader, &mut self.kernel, &self.clock, req);
-        if self.heap.after_pass(elements) {
+        if elements.is_some_and(|n| self.heap.after_pass(n)) {
             give_back_memory();
         }
         outcome
@@ -130,15 +130,15 @@ pub struct Link {
     pub outcomes: Receiver<PassOutcome>,
 }
 
-/// One pass over `reader` and `kernel`, and how many elements the table held. The kernel is read
-/// before the store: an element the engine adds in between is then wanted but unseen (set again,
-/// harmlessly), never seen but unwanted.
+/// One pass over `reader` and `kernel`, and how many elements the table held (`None` when the
+/// pass failed). The kernel is read before the store: an element the engine adds in between is
+/// then wanted but unseen (set again, harmlessly), never seen but unwanted.
 pub fn pass(
     reader: &dyn LiveRead,
     kernel: &mut dyn Readback,
     clock: &Mutex<Clock>,
     req: PassRequest,
-) -> (Option<PassOutcome>, usize) {
+) -> (Option<PassOutcome>, Option<usize>) {
     kernel.reconfigure(&req.config);
     // The standing entries are the store's, like the grants: read with them.
     if let Ok((entries, names)) = reader.standing() {
@@ -152,6 +152,7 @@ pub fn pass(
             let found = desired(reader, kernel.layout(), clock, now)
                 .map_err(|e| e.to_string())
                 .and_then(|d| kernel.compare(d.elements(), now.wall).map_err(|e| e.to_string()));
+            let elements = found.as_ref().ok().map(|c| c.elements);
             match found {
                 Ok(c) => {
                     status.table_present = c.present;
@@ -174,16 +175,15 @@ pub fn pass(
                     status.sync_detail = e;
                 }
             }
-            let elements = status.elements;
             let _ = reply.send(Ok(*status));
             (None, elements)
         }
         PassKind::Repair => {
             let result = repair(reader, kernel, clock, now);
             crate::observe::metrics::METRICS.sip_rate_drops(kernel.sip_rate_drops());
-            let elements = result.as_ref().map_or(0, |(_, n)| *n);
-            if result.is_ok() {
-                crate::observe::metrics::METRICS.reconciled(started.elapsed(), elements);
+            let elements = result.as_ref().ok().map(|(_, n)| *n);
+            if let Some(n) = elements {
+                crate::observe::metrics::METRICS.reconciled(started.elapsed(), n);
             }
             let outcome = PassOutcome {
                 result: result.map(|(c, _)| c),
