@@ -13,9 +13,10 @@ use super::command::{Reply, TableStatus};
 use super::ports::{LiveRead, Readback};
 use crate::base::clock::{Clock, Now, UnixMs};
 use crate::base::lock::lock;
+use crate::base::pace;
 use crate::config::Config;
 use crate::nft::desired::Gather;
-use crate::nft::{Changes, Desired, Layout, TableState};
+use crate::nft::{Changes, Desired, Elements, Layout, TableState};
 use crate::store::StoreError;
 
 /// One pass the engine asks for.
@@ -151,7 +152,11 @@ pub fn pass(
         PassKind::Check(mut status, reply) => {
             let found = desired(reader, kernel.layout(), clock, now)
                 .map_err(|e| e.to_string())
-                .and_then(|d| kernel.compare(d.elements(), now.wall).map_err(|e| e.to_string()));
+                .and_then(|d| {
+                    let c = kernel.compare(d.elements(), now.wall);
+                    pace::drop_paced(Elements::from(d));
+                    c.map_err(|e| e.to_string())
+                });
             let elements = found.as_ref().ok().map(|c| c.elements);
             match found {
                 Ok(c) => {
@@ -202,6 +207,16 @@ fn repair(
     now: Now,
 ) -> Result<(Checked, usize), String> {
     let wanted = desired(reader, kernel.layout(), clock, now).map_err(|e| e.to_string())?;
+    let found = compare_or_rebuild(kernel, &wanted, now);
+    pace::drop_paced(Elements::from(wanted));
+    found
+}
+
+fn compare_or_rebuild(
+    kernel: &mut dyn Readback,
+    wanted: &Desired,
+    now: Now,
+) -> Result<(Checked, usize), String> {
     let c = kernel
         .compare(wanted.elements(), now.wall)
         .map_err(|e| e.to_string())?;

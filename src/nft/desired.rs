@@ -187,10 +187,12 @@ impl<'l> Gather<'l> {
     pub fn finish(self) -> Desired {
         let mut all: Vec<(ElemKey, UnixMs)> = Vec::new();
         for (set, mut elems) in self.sets {
+            crate::base::pace::breathe();
             elems.sort_unstable();
             // Sorted by address, then end: the last of each address has the latest end.
             let mut elems = elems.into_iter().peekable();
             while let Some((addr, end)) = elems.next() {
+                crate::base::pace::breathe();
                 if elems.peek().is_some_and(|(next, _)| *next == addr) {
                     continue;
                 }
