@@ -185,8 +185,8 @@ pub async fn run(
     std::thread::Builder::new()
         .name("readback".into())
         .spawn(move || {
-            // The read-back yields the CPU to the engine: a listing of 200,000 elements must not
-            // delay a grant (threads it starts inherit this).
+            // Under load the read-back takes the smallest share of the CPU; when the CPU is free
+            // it still gives its core up every half millisecond (`base::pace`, set on in `serve`).
             // SAFETY: setpriority on this thread's own id; no memory is touched.
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
