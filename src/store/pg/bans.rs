@@ -45,16 +45,23 @@ impl PgStore {
                  ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, expires_ms = excluded.expires_ms
                  RETURNING address, reason, created_ms, expires_ms",
             )?;
+            // Written in address order: two nodes banning the same addresses at once (one attack
+            // seen at both) then lock the rows in the same order, and never each wait on the
+            // other, which PostgreSQL would end by failing one batch as a deadlock.
+            let mut order: Vec<usize> = (0..bans.len()).collect();
+            order.sort_by_key(|&i| bans[i].0);
             let mut out = Vec::with_capacity(bans.len());
             let mut touched = Vec::with_capacity(bans.len());
-            for (address, reason, expires) in bans {
+            for i in order {
+                let (address, reason, expires) = &bans[i];
                 let a = address.to_string();
-                out.push(tx.query_one(&st, &[&a, reason, &now, expires])?);
+                out.push((i, tx.query_one(&st, &[&a, reason, &now, expires])?));
                 touched.push(a);
             }
             notify::send(&mut tx, stmts, &node, &Touched::Texts(touched))?;
             tx.commit()?;
-            Ok(out)
+            out.sort_by_key(|(i, _)| *i);
+            Ok(out.into_iter().map(|(_, row)| row).collect::<Vec<_>>())
         })?;
         found.iter().map(ban_row).collect()
     }
