@@ -243,6 +243,88 @@ fn standing_entries_and_names_are_kept() {
     assert_eq!(s.remove_standing("office").unwrap(), None);
 }
 
+/// What `counts` must agree with: the rows, counted by the server.
+fn counted(pg: &Pg, db: &str) -> (u64, u64) {
+    let n = |t: &str| pg.psql(db, &format!("SELECT COUNT(*) FROM {t}")).parse().unwrap();
+    (n("grants"), n("bans"))
+}
+
+/// The kept counts stay true while two nodes write at once, banning the same addresses in
+/// opposite orders (each node counts on a row of its own, so neither waits on, nor deadlocks
+/// with, the other's count), and a prune of many rows is one step of the count.
+#[test]
+fn the_counts_stay_true_while_two_nodes_write_the_same_bans_at_once() {
+    let pg = cluster();
+    let url = fresh(&pg, "counting");
+    let gate = Arc::new(Barrier::new(2));
+    let nodes: Vec<_> = ["a", "b"]
+        .into_iter()
+        .enumerate()
+        .map(|(n, name)| {
+            let (url, gate) = (url.clone(), gate.clone());
+            std::thread::spawn(move || {
+                let mut s = PgStore::open(&target(&url, name)).unwrap();
+                gate.wait();
+                for round in 0..20u32 {
+                    let mut bans: Vec<(IpAddr, String, i64)> = (0..20)
+                        .map(|i| {
+                            (
+                                ip(&format!("198.51.{round}.{i}")),
+                                "m".into(),
+                                5_000 + i64::from(round),
+                            )
+                        })
+                        .collect();
+                    if n == 1 {
+                        bans.reverse();
+                    }
+                    s.ban_many(&bans, 1_000).unwrap();
+                    let g = grant(&format!("203.0.{n}.{round}"), &["sip"], 5_000);
+                    s.insert_grants(&[g], 1_000).unwrap();
+                }
+                s
+            })
+        })
+        .collect();
+    let stores: Vec<PgStore> = nodes.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(stores[0].counts().unwrap(), (40, 400));
+    assert_eq!(stores[1].counts().unwrap(), counted(&pg, "counting"));
+    let mut a = stores.into_iter().next().unwrap();
+    a.unban(ip("198.51.0.0")).unwrap();
+    a.revoke(ip("203.0.1.0")).unwrap();
+    assert_eq!(a.counts().unwrap(), (39, 399));
+    pg.psql("counting", "DELETE FROM bans WHERE address LIKE '198.51.1.%'");
+    assert_eq!(a.counts().unwrap(), (39, 379), "a hand's delete is counted too");
+    let (g, b) = a.prune(5_010).unwrap();
+    assert_eq!((g.len(), b.len()), (39, 379 - 9 * 20));
+    assert_eq!(a.counts().unwrap(), (0, 180));
+    assert_eq!(a.counts().unwrap(), counted(&pg, "counting"));
+}
+
+/// A version 5 database (before the kept counts) is upgraded at open, counts taken from its rows,
+/// and a node still on version 5 that goes on writing is counted too.
+#[test]
+fn a_version_5_database_gets_its_counts_at_open() {
+    let pg = cluster();
+    let url = fresh(&pg, "upgrade");
+    let mut old = PgStore::open(&target(&url, "old")).unwrap();
+    old.insert_grants(&[grant("203.0.113.1", &["sip"], 9_000)], 1_000)
+        .unwrap();
+    pg.psql(
+        "upgrade",
+        "DROP TABLE live_counts; DROP FUNCTION passknock_counted_in CASCADE;
+         DROP FUNCTION passknock_counted_out CASCADE; UPDATE schema_version SET version = 5",
+    );
+    old.ban(ip("198.51.100.1"), "t", 9_000, 1_000).unwrap();
+    let new = PgStore::open(&target(&url, "new")).unwrap();
+    assert_eq!(new.counts().unwrap(), (1, 1));
+    assert_eq!(pg.psql("upgrade", "SELECT version FROM schema_version"), "6");
+    old.insert_grants(&[grant("203.0.113.2", &["sip"], 9_000)], 1_000)
+        .unwrap();
+    assert_eq!(new.counts().unwrap(), (2, 1));
+    assert_eq!(new.integrity_check().unwrap(), "ok");
+}
+
 #[test]
 fn a_database_of_another_schema_version_is_refused_in_words() {
     let pg = cluster();
@@ -400,7 +482,7 @@ fn a_call_whose_session_an_administrator_ends_is_in_doubt_and_the_next_connects_
     let s = Arc::new(PgStore::open(&target(&url, "ended-node")).unwrap());
     let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let mut tx = holder.transaction().unwrap();
-    tx.batch_execute("LOCK TABLE grants IN ACCESS EXCLUSIVE MODE")
+    tx.batch_execute("LOCK TABLE live_counts IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let call = {
         let s = s.clone();

@@ -228,8 +228,9 @@ impl<R: Records, T: Table> Engine<R, T> {
             }
             self.take_outcomes(now);
             self.wake(now);
-            // Counting every row costs a scan: done when the queue is drained, or once a second
-            // under a flood, never between a request and its answer.
+            // The counts are kept by the store (a row read, on PostgreSQL a round trip): read when
+            // the queue is drained, or once a second under a flood, never between a request and
+            // its answer.
             if self.counts_stale && (!handled || now.mono >= self.counts_due) {
                 self.publish_counts();
                 self.counts_stale = false;

@@ -15,7 +15,10 @@ use super::{Store, StoreError};
 /// 5: node on grants and events: which node of a cluster granted, or saw, what (empty on one box
 /// and in rows written before). Added to older stores at open; the PostgreSQL store
 /// (src/store/pg/schema.rs) has the same tables and version.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+/// 6: `live_counts`, the grants and bans held, kept by triggers on every insert and delete, so the
+/// live gauges and `status` read a row or two rather than counting every grant and ban. Made and
+/// filled at open in an older store.
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS grants (
@@ -104,6 +107,39 @@ CREATE TABLE IF NOT EXISTS standing_names (
 );
 ";
 
+/// The triggers that keep `live_counts`: SQLite's store has one writer at a time, so one row per
+/// table (writer ''). An upsert that updates fires no insert trigger, and the store never uses
+/// `INSERT OR REPLACE` on these tables (its delete would not be counted).
+const COUNT_TRIGGERS: [&str; 4] = ["grants_added", "grants_removed", "bans_added", "bans_removed"];
+
+/// Makes `live_counts` and its triggers, filled from the rows there: run in one transaction,
+/// so no write falls between the count and the triggers.
+const MAKE_LIVE_COUNTS: &str = "
+CREATE TABLE IF NOT EXISTS live_counts (
+    name    TEXT    NOT NULL,
+    writer  TEXT    NOT NULL DEFAULT '',
+    value   BIGINT  NOT NULL,
+    PRIMARY KEY (name, writer)
+);
+DELETE FROM live_counts;
+INSERT INTO live_counts (name, value) SELECT 'grants', COUNT(*) FROM grants;
+INSERT INTO live_counts (name, value) SELECT 'bans', COUNT(*) FROM bans;
+CREATE TRIGGER grants_added AFTER INSERT ON grants
+    BEGIN UPDATE live_counts SET value = value + 1 WHERE name = 'grants'; END;
+CREATE TRIGGER grants_removed AFTER DELETE ON grants
+    BEGIN UPDATE live_counts SET value = value - 1 WHERE name = 'grants'; END;
+CREATE TRIGGER bans_added AFTER INSERT ON bans
+    BEGIN UPDATE live_counts SET value = value + 1 WHERE name = 'bans'; END;
+CREATE TRIGGER bans_removed AFTER DELETE ON bans
+    BEGIN UPDATE live_counts SET value = value - 1 WHERE name = 'bans'; END;
+";
+
+/// The grants and bans held, summed over `live_counts`' writers: the same query on both backends
+/// (PostgreSQL's store keeps a row per writing connection).
+pub(crate) const READ_LIVE_COUNTS: &str = "SELECT
+    CAST(COALESCE((SELECT SUM(value) FROM live_counts WHERE name = 'grants'), 0) AS BIGINT),
+    CAST(COALESCE((SELECT SUM(value) FROM live_counts WHERE name = 'bans'), 0) AS BIGINT)";
+
 /// Columns added to a table after version 1, for stores made before them.
 const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("accounts", "callers", "TEXT NOT NULL DEFAULT ''"),
@@ -153,6 +189,7 @@ impl Store {
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         add_missing_columns(&conn).map_err(open_err)?;
+        keep_live_counts(&mut conn).map_err(open_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
         Ok(Store {
@@ -240,6 +277,24 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes [`MAKE_LIVE_COUNTS`] unless all its triggers are there (a store from before version 6, or
+/// one whose triggers were dropped by hand: the counts are taken again from the rows).
+fn keep_live_counts(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut there = 0;
+    for name in COUNT_TRIGGERS {
+        let mut stmt = tx.prepare("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1")?;
+        there += usize::from(stmt.exists(params![name])?);
+    }
+    if there < COUNT_TRIGGERS.len() {
+        for name in COUNT_TRIGGERS {
+            tx.execute_batch(&format!("DROP TRIGGER IF EXISTS {name}"))?;
+        }
+        tx.execute_batch(MAKE_LIVE_COUNTS)?;
+    }
+    tx.commit()
 }
 
 /// Creates `path` mode 0600, or takes group and other access off an existing one (and its

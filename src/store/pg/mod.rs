@@ -220,12 +220,13 @@ impl PgStore {
         })
     }
 
-    /// (grants, bans) rows held, live or not yet pruned.
+    /// (grants, bans) rows held, live or not yet pruned: summed over `live_counts`, which the
+    /// schema's triggers keep, a row per writing connection.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         self.conn.with(|s| {
-            let st = s.prep("SELECT (SELECT COUNT(*) FROM grants), (SELECT COUNT(*) FROM bans)")?;
+            let st = s.prep(crate::store::schema::READ_LIVE_COUNTS)?;
             let r = s.client.query_one(&st, &[])?;
-            Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+            Ok((r.get::<_, i64>(0).max(0) as u64, r.get::<_, i64>(1).max(0) as u64))
         })
     }
 

@@ -117,8 +117,51 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 ";
 
+/// Version 6's `live_counts` and the triggers that keep it, filled from the rows there. A row per
+/// table and writing connection (by its `application_name`, `passknock <node>` for the daemon's),
+/// so nodes writing at once never wait on one another's count, nor deadlock over it; the count is
+/// the sum. A trigger runs once per statement, so a prune of thousands of rows adds one to a row.
+/// Run with the grants and bans locked against writes, so none falls between count and trigger.
+const COUNTING: &str = "
+CREATE TABLE live_counts (
+    name    TEXT    NOT NULL,
+    writer  TEXT    NOT NULL DEFAULT '',
+    value   BIGINT  NOT NULL,
+    PRIMARY KEY (name, writer)
+);
+INSERT INTO live_counts (name, value) SELECT 'grants', COUNT(*) FROM grants;
+INSERT INTO live_counts (name, value) SELECT 'bans', COUNT(*) FROM bans;
+CREATE FUNCTION passknock_counted_in() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO live_counts (name, writer, value)
+        SELECT TG_TABLE_NAME, current_setting('application_name'), COUNT(*) FROM added
+        HAVING COUNT(*) > 0
+        ON CONFLICT (name, writer) DO UPDATE SET value = live_counts.value + excluded.value;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION passknock_counted_out() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO live_counts (name, writer, value)
+        SELECT TG_TABLE_NAME, current_setting('application_name'), -COUNT(*) FROM removed
+        HAVING COUNT(*) > 0
+        ON CONFLICT (name, writer) DO UPDATE SET value = live_counts.value + excluded.value;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER grants_added AFTER INSERT ON grants REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION passknock_counted_in();
+CREATE TRIGGER grants_removed AFTER DELETE ON grants REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION passknock_counted_out();
+CREATE TRIGGER bans_added AFTER INSERT ON bans REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION passknock_counted_in();
+CREATE TRIGGER bans_removed AFTER DELETE ON bans REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION passknock_counted_out();
+";
+
+/// The version before `live_counts`, which [`ensure`] upgrades in place.
+const BEFORE_COUNTS: i64 = 5;
+
 /// Every table the schema makes, for the integrity check.
-pub(super) const TABLES: [&str; 12] = [
+pub(super) const TABLES: [&str; 13] = [
     "grants",
     "bans",
     "knock_replay",
@@ -131,25 +174,37 @@ pub(super) const TABLES: [&str; 12] = [
     "offenders",
     "counters",
     "schema_version",
+    "live_counts",
 ];
 
-/// Makes the schema in an empty database, or checks the version of the one there. Under a
-/// transaction-scoped advisory lock, so two nodes starting on a fresh database do not both make
-/// it: the second waits, then finds it made.
+/// Makes the schema in an empty database, upgrades a version 5 one (adds `live_counts`), or
+/// checks the version of the one there. Under a transaction-scoped advisory lock, so two nodes
+/// starting on a fresh database do not both make it: the second waits, then finds it made.
 pub(super) fn ensure(conn: &Conn) -> Result<(), StoreError> {
     let found = conn.with(|s| {
         let mut tx = s.client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         let found = version(&mut tx)?;
-        if found.is_none() {
-            tx.batch_execute(SCHEMA)?;
-            tx.execute(
-                "INSERT INTO schema_version (version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )?;
+        match found {
+            None => {
+                tx.batch_execute(SCHEMA)?;
+                tx.batch_execute(COUNTING)?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )?;
+            }
+            Some(BEFORE_COUNTS) => {
+                // Nodes of the older version may be writing: they wait here, and their writes
+                // after it are counted by the triggers.
+                tx.batch_execute("LOCK TABLE grants, bans IN SHARE ROW EXCLUSIVE MODE")?;
+                tx.batch_execute(COUNTING)?;
+                tx.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])?;
+            }
+            Some(_) => {}
         }
         tx.commit()?;
-        Ok(found)
+        Ok(found.map(|v| if v == BEFORE_COUNTS { SCHEMA_VERSION } else { v }))
     })?;
     match found {
         Some(v) if v != SCHEMA_VERSION => Err(StoreError::PgSchema {
