@@ -265,6 +265,43 @@ fn a_sharded_table_reads_back_in_sync_and_a_tampered_shard_is_rebuilt() {
             addr: k.addr,
         });
         assert_eq!(nl.compare(&now_wants, now).unwrap().1, TableState::InSync);
+        // One wanted element gone from shard 1 and an unknown one in shard 3: each shard is
+        // walked beside its own listing, and the fix is those two and nothing else.
+        nft(&[
+            "delete",
+            "element",
+            "inet",
+            "pk_paths",
+            "allow_sip_v4_1",
+            "{ 100.64.1.5 }",
+        ]);
+        nft(&[
+            "add",
+            "element",
+            "inet",
+            "pk_paths",
+            "ban_v4_3",
+            "{ 100.64.200.7 }",
+        ]);
+        let sip = |a: &str| ElemKey {
+            set: allow_set("sip", Family::V4),
+            addr: a.parse().unwrap(),
+        };
+        match nl.compare(&now_wants, now).unwrap().1 {
+            TableState::Fix(c) => {
+                assert_eq!(c.set, vec![(sip("100.64.1.5"), now_wants[&sip("100.64.1.5")])]);
+                assert_eq!(
+                    c.remove,
+                    vec![ElemKey {
+                        set: ban_set(Family::V4),
+                        addr: "100.64.200.7".parse().unwrap(),
+                    }]
+                );
+                nl.change(&c, now).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(nl.compare(&now_wants, now).unwrap().1, TableState::InSync);
         // An address in a shard not its own reaches nothing there and no change can reach it.
         nft(&[
             "add",

@@ -235,10 +235,6 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
     }
     let mut changes = Changes::default();
     for (set, _) in layout.dynamic_sets() {
-        let have = match shards_listed(layout, obs, &set) {
-            Ok(have) => have,
-            Err(why) => return TableState::Rebuild(why),
-        };
         let want = desired.range(
             ElemKey {
                 set: set.clone(),
@@ -248,24 +244,19 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
                 addr: IpAddr::from([0xffu8; 16]),
             },
         );
-        // Both in address order: one walk side by side, no lookups.
-        let mut have = have.into_iter().peekable();
-        let unknown = |ip: IpAddr| ElemKey {
-            set: set.clone(),
-            addr: ip,
-        };
+        let shards = usize::from(layout.shards.max(1));
+        // Each shard's wanted elements, in address order as the store's are: each shard is
+        // then walked beside its own listing, with no sort or merge of the whole set.
+        let mut wanted: Vec<Vec<(&ElemKey, UnixMs)>> = vec![Vec::new(); shards];
         for (k, end) in want {
             crate::base::pace::breathe();
-            while let Some((ip, _)) = have.next_if(|(ip, _)| *ip < k.addr) {
-                changes.remove.push(unknown(ip));
-            }
-            let remaining = (end - now + 999) / 1000;
-            match have.next_if(|(ip, _)| *ip == k.addr) {
-                Some((_, Some(expires))) if (expires - remaining).abs() <= DRIFT_SECS => {}
-                _ => changes.set.push((k.clone(), *end)),
+            wanted[layout.shard_of(k.addr)].push((k, *end));
+        }
+        for (i, want) in wanted.into_iter().enumerate() {
+            if let Err(why) = walk(layout, obs, &set, i, want, now, &mut changes) {
+                return TableState::Rebuild(why);
             }
         }
-        changes.remove.extend(have.map(|(ip, _)| unknown(ip)));
     }
     if changes.is_empty() {
         TableState::InSync
@@ -274,35 +265,47 @@ pub fn compare(layout: &Layout, desired: &Elements, observed: Option<&Observed>,
     }
 }
 
-/// A logical set's elements across its shards, in address order. An address in a shard not its
+/// Walks shard `shard` of set `logical` as listed beside what the store wants in it (both in
+/// address order, no lookups), adding what differs to `changes`. An address in a shard not its
 /// own is in no packet's path (the verdict map sends it elsewhere) and no change reaches it:
 /// only a rebuild.
-fn shards_listed(
+fn walk(
     layout: &Layout,
     obs: &Observed,
     logical: &str,
-) -> Result<Vec<(IpAddr, Option<i64>)>, String> {
-    if layout.shards <= 1 {
-        return Ok(obs.sets[logical]
-            .elems
-            .iter()
-            .map(|(ip, left)| (*ip, *left))
-            .collect());
-    }
-    let mut out = Vec::new();
-    for i in 0..usize::from(layout.shards) {
-        let name = layout.shard_set(logical, i);
-        for (ip, left) in &obs.sets[&name].elems {
+    shard: usize,
+    want: Vec<(&ElemKey, UnixMs)>,
+    now: UnixMs,
+    changes: &mut Changes,
+) -> Result<(), String> {
+    let name = layout.shard_set(logical, shard);
+    let have = &obs.sets[&name].elems;
+    if layout.shards > 1 {
+        for ip in have.keys() {
             crate::base::pace::breathe();
-            if layout.shard_of(*ip) != i {
+            if layout.shard_of(*ip) != shard {
                 return Err(format!("set {name} holds {ip}, which belongs to another shard"));
             }
-            out.push((*ip, *left));
         }
     }
-    // Runs, one per shard, each in order already: the stable sort merges them.
-    out.sort_by_key(|e| e.0);
-    Ok(out)
+    let mut have = have.iter().map(|(ip, left)| (*ip, *left)).peekable();
+    let unknown = |ip: IpAddr| ElemKey {
+        set: logical.into(),
+        addr: ip,
+    };
+    for (k, end) in want {
+        crate::base::pace::breathe();
+        while let Some((ip, _)) = have.next_if(|(ip, _)| *ip < k.addr) {
+            changes.remove.push(unknown(ip));
+        }
+        let remaining = (end - now + 999) / 1000;
+        match have.next_if(|(ip, _)| *ip == k.addr) {
+            Some((_, Some(expires))) if (expires - remaining).abs() <= DRIFT_SECS => {}
+            _ => changes.set.push((k.clone(), end)),
+        }
+    }
+    changes.remove.extend(have.map(|(ip, _)| unknown(ip)));
+    Ok(())
 }
 
 fn structure_differs(layout: &Layout, obs: &Observed) -> Option<String> {
