@@ -39,6 +39,7 @@ impl EngineHandle {
             command: command(reply),
             arrived: std::time::Instant::now(),
         };
+        crate::base::pace::urgent(true);
         match self.tx.try_send(job) {
             Ok(()) => rx
                 .await
@@ -87,6 +88,7 @@ impl EngineHandle {
         };
         let deadline = tokio::time::Instant::now() + ROOM_WAIT;
         loop {
+            crate::base::pace::urgent(true);
             match self.tx.try_send(job) {
                 Ok(()) => break,
                 Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
@@ -190,6 +192,7 @@ impl EngineHandle {
             command: Command::Remote(addresses),
             arrived: std::time::Instant::now(),
         };
+        crate::base::pace::urgent(true);
         self.tx.send(job).is_ok()
     }
 

@@ -255,8 +255,12 @@ impl<R: Records, T: Table> Engine<R, T> {
                 wait = wait.min(OUTCOME_POLL);
             }
             self.send_passes();
+            // Nothing in hand: the read-back may work on. A request arriving says otherwise
+            // (its sender marks it urgent before the engine wakes).
+            crate::base::pace::urgent(false);
             match rx.recv_timeout(wait) {
                 Ok(job) => {
+                    crate::base::pace::urgent(true);
                     batch.push(job);
                     while batch.len() < defaults::BATCH_MAX {
                         match rx.try_recv() {
