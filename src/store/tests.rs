@@ -415,6 +415,15 @@ fn reading_the_counts_scans_no_grant_and_no_ban() {
     );
 }
 
+/// A store at `path` holding one grant, then made as an older passknock left it by `sql`.
+fn older_store(path: &Path, sql: &str) -> Store {
+    let mut s = Store::open(path).unwrap();
+    s.insert_grants(&[grant("203.0.113.4", &["sip"], 9_000)], 1_000)
+        .unwrap();
+    s.conn.execute_batch(sql).unwrap();
+    s
+}
+
 /// A store from before the kept counts (version 5) gets them at open, taken from its rows; so
 /// does one whose triggers were dropped by hand. Writes after are counted.
 #[test]
@@ -422,15 +431,11 @@ fn a_version_5_store_gets_its_counts_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     {
-        let mut s = Store::open(&path).unwrap();
-        s.insert_grants(&[grant("203.0.113.4", &["sip"], 9_000)], 1_000)
-            .unwrap();
-        s.conn
-            .execute_batch(
-                "DROP TRIGGER grants_added; DROP TRIGGER grants_removed; DROP TRIGGER bans_added;
-                 DROP TRIGGER bans_removed; DROP TABLE live_counts; PRAGMA user_version = 5;",
-            )
-            .unwrap();
+        let mut s = older_store(
+            &path,
+            "DROP TRIGGER grants_added; DROP TRIGGER grants_removed; DROP TRIGGER bans_added;
+             DROP TRIGGER bans_removed; DROP TABLE live_counts; PRAGMA user_version = 5;",
+        );
         s.ban("198.51.100.5".parse().unwrap(), "t", 9_000, 1_000).unwrap();
     }
     let mut s = Store::open(&path).unwrap();
@@ -451,17 +456,11 @@ fn a_version_5_store_gets_its_counts_at_open() {
 fn a_version_4_store_gets_the_node_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    {
-        let mut s = Store::open(&path).unwrap();
-        s.insert_grants(&[grant("203.0.113.4", &["sip"], 9_000)], 1_000)
-            .unwrap();
-        s.conn
-            .execute_batch(
-                "ALTER TABLE grants DROP COLUMN node; ALTER TABLE events DROP COLUMN node;
-                 PRAGMA user_version = 4;",
-            )
-            .unwrap();
-    }
+    drop(older_store(
+        &path,
+        "ALTER TABLE grants DROP COLUMN node; ALTER TABLE events DROP COLUMN node;
+         PRAGMA user_version = 4;",
+    ));
     let s = Store::open(&path).unwrap();
     let version: i64 = s
         .conn
